@@ -1,0 +1,272 @@
+"""What every backend shares: input checks, lifecycle, counters, background cleanup.
+
+A backend subclasses ``BackendBase`` and implements the ``_do_*`` hooks, which
+take already-validated values: the session digest, alloc ids, and integer
+milliseconds from the repository's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from session_repo._inputs import Ttl, check_alloc_id, check_session_id, ttl_ms
+from session_repo._keys import session_key
+from session_repo.clock import Clock, SystemClock
+from session_repo.errors import InvalidInput, RepositoryClosed, StorageError
+from session_repo.metrics import Counters, Health, SessionStoreMetrics
+
+__all__ = ["BackendBase"]
+
+logger = logging.getLogger("session_repo")
+
+DEFAULT_TTL_MS = 600_000
+
+
+class BackendBase(ABC):
+    """Lifecycle and bookkeeping around a backend's storage hooks."""
+
+    backend: str
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None,
+        default_ttl: Ttl,
+        cleanup_interval: float = 0,
+        cleanup_batch: int = 5000,
+    ) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._default_ttl_ms = ttl_ms(default_ttl, DEFAULT_TTL_MS)
+        if isinstance(cleanup_interval, bool) or not isinstance(cleanup_interval, int | float):
+            raise TypeError("cleanup_interval must be a number of seconds")
+        if not math.isfinite(cleanup_interval) or cleanup_interval < 0:
+            raise InvalidInput("cleanup_interval must be finite and >= 0 (0 turns it off)")
+        if isinstance(cleanup_batch, bool) or not isinstance(cleanup_batch, int):
+            raise TypeError("cleanup_batch must be an int")
+        if cleanup_batch < 1:
+            raise InvalidInput("cleanup_batch must be >= 1")
+        self._cleanup_interval = float(cleanup_interval)
+        self._cleanup_batch = cleanup_batch
+        self._counters = Counters()
+        self._opened = False
+        self._closed = False
+        self._open_lock = asyncio.Lock()
+        self._cleanup_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._ready()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _ready(self) -> None:
+        """Open on first use; refuse after close."""
+        if self._opened:
+            return
+        if self._closed:
+            raise RepositoryClosed(f"{type(self).__name__} is closed")
+        async with self._open_lock:
+            if self._closed:
+                raise RepositoryClosed(f"{type(self).__name__} is closed")
+            if not self._opened:
+                await self._do_open()
+                self._opened = True
+                if self._cleanup_interval > 0:
+                    self._cleanup_task = asyncio.create_task(
+                        self._cleanup_loop(), name=f"session-repo cleanup ({self.backend})"
+                    )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        task, self._cleanup_task = self._cleanup_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        async with self._open_lock:
+            if self._opened:
+                self._opened = False
+                await self._do_close()
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._cleanup_interval)
+            try:
+                await self.cleanup()
+            except RepositoryClosed:
+                return
+            except StorageError as exc:
+                logger.warning(
+                    "background cleanup failed: %s",
+                    exc,
+                    extra={"backend": self.backend, "operation": "cleanup", "outcome": "error"},
+                )
+
+    # -- the contract ----------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return math.floor(self._clock.now() * 1000)
+
+    async def upsert(self, session_id: str, alloc_id: str, ttl: Ttl | None = None) -> None:
+        key = session_key(check_session_id(session_id))
+        owner = check_alloc_id(alloc_id)
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        await self._ready()
+        with self._counting():
+            await self._do_upsert(key, owner, self._now_ms() + life)
+        self._counters.upserts += 1
+
+    async def lookup(self, session_id: str) -> str | None:
+        key = session_key(check_session_id(session_id))
+        await self._ready()
+        with self._counting():
+            owner = await self._do_lookup(key, self._now_ms())
+        counters = self._counters
+        counters.lookups += 1
+        if owner is None:
+            counters.misses += 1
+        else:
+            counters.hits += 1
+        return owner
+
+    async def claim(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> str:
+        key = session_key(check_session_id(session_id))
+        owner = check_alloc_id(alloc_id)
+        if replacing is not None:
+            check_alloc_id(replacing, "replacing")
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        await self._ready()
+        now = self._now_ms()
+        with self._counting():
+            winner = await self._do_claim(key, owner, now + life, now, replacing)
+        self._counters.claims += 1
+        return winner
+
+    async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
+        key = session_key(check_session_id(session_id))
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        await self._ready()
+        now = self._now_ms()
+        with self._counting():
+            touched = await self._do_touch(key, now + life, now)
+        self._counters.touches += 1
+        return touched
+
+    async def delete(self, session_id: str) -> bool:
+        key = session_key(check_session_id(session_id))
+        await self._ready()
+        with self._counting():
+            deleted = await self._do_delete(key, self._now_ms())
+        self._counters.deletes += 1
+        return deleted
+
+    async def delete_owner(self, alloc_id: str) -> int:
+        owner = check_alloc_id(alloc_id)
+        await self._ready()
+        with self._counting():
+            removed = await self._do_delete_owner(owner, self._now_ms())
+        self._counters.deletes += removed
+        return removed
+
+    async def cleanup(self) -> int:
+        await self._ready()
+        now = self._clock.now()
+        with self._counting():
+            removed = await self._do_cleanup(math.floor(now * 1000), self._cleanup_batch)
+        self._counters.cleaned += removed
+        self._counters.last_cleanup_at = datetime.fromtimestamp(now, UTC)
+        if removed:
+            logger.debug(
+                "cleanup removed %d expired bindings",
+                removed,
+                extra={"backend": self.backend, "operation": "cleanup", "removed": removed},
+            )
+        return removed
+
+    async def metrics(self) -> SessionStoreMetrics:
+        await self._ready()
+        with self._counting():
+            sessions, expired, size = await self._do_gauges(self._now_ms())
+        return self._counters.snapshot(sessions=sessions, expired=expired, storage_bytes=size)
+
+    async def health(self) -> Health:
+        if self._closed:
+            raise RepositoryClosed(f"{type(self).__name__} is closed")
+        try:
+            await self._ready()
+            detail = await self._do_ping()
+        except StorageError as exc:
+            return Health("down", self.backend, str(exc))
+        return Health("ok", self.backend, detail)
+
+    @contextlib.contextmanager
+    def _counting(self) -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            self._counters.errors += 1
+            raise
+
+    # -- what a backend implements ----------------------------------------
+
+    @abstractmethod
+    async def _do_open(self) -> None: ...
+
+    @abstractmethod
+    async def _do_close(self) -> None: ...
+
+    @abstractmethod
+    async def _do_upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None: ...
+
+    @abstractmethod
+    async def _do_lookup(self, key: bytes, now: int) -> str | None: ...
+
+    @abstractmethod
+    async def _do_claim(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str: ...
+
+    @abstractmethod
+    async def _do_touch(self, key: bytes, expires_at: int, now: int) -> bool: ...
+
+    @abstractmethod
+    async def _do_delete(self, key: bytes, now: int) -> bool: ...
+
+    @abstractmethod
+    async def _do_delete_owner(self, alloc_id: str, now: int) -> int: ...
+
+    @abstractmethod
+    async def _do_cleanup(self, now: int, batch: int) -> int: ...
+
+    @abstractmethod
+    async def _do_gauges(self, now: int) -> tuple[int, int, int | None]:
+        """(live bindings, expired rows present, storage bytes or None)."""
+
+    @abstractmethod
+    async def _do_ping(self) -> str:
+        """Check the store answers; a short detail for ``health()``."""

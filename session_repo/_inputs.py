@@ -1,0 +1,73 @@
+"""The contract's input rules, checked before any I/O.
+
+A wrong type raises ``TypeError``; a wrong value raises ``InvalidInput``. Messages
+name the argument and the rule and never echo a session id (it is a secret).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from session_repo.errors import InvalidInput
+
+__all__ = ["Ttl", "check_alloc_id", "check_session_id", "ttl_ms"]
+
+Ttl = int | float | timedelta
+
+MAX_SESSION_ID = 1024
+MAX_ALLOC_ID = 255
+
+
+def check_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it is 1..1024 characters with no control characters."""
+    if not isinstance(session_id, str):
+        raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
+    if not 1 <= len(session_id) <= MAX_SESSION_ID:
+        raise InvalidInput(
+            f"session_id must be 1..{MAX_SESSION_ID} characters long (got {len(session_id)})"
+        )
+    for position, char in enumerate(session_id):
+        if char < " " or char == "\x7f":
+            raise InvalidInput(
+                f"session_id must not contain control characters (one at position {position})"
+            )
+    return session_id
+
+
+def check_alloc_id(alloc_id: object, name: str = "alloc_id") -> str:
+    """Return ``alloc_id`` if it is 1..255 printable ASCII characters without whitespace."""
+    if not isinstance(alloc_id, str):
+        raise TypeError(f"{name} must be a str, not {type(alloc_id).__name__}")
+    if not 1 <= len(alloc_id) <= MAX_ALLOC_ID:
+        raise InvalidInput(
+            f"{name} must be 1..{MAX_ALLOC_ID} characters long (got {len(alloc_id)})"
+        )
+    if not (alloc_id.isascii() and alloc_id.isprintable()) or any(c == " " for c in alloc_id):
+        raise InvalidInput(f"{name} must be printable ASCII without whitespace: {alloc_id!r}")
+    return alloc_id
+
+
+def ttl_ms(ttl: object, default_ms: int) -> int:
+    """Milliseconds for ``ttl`` (seconds or timedelta; None means ``default_ms``).
+
+    Rounded up, so any positive ttl lasts at least one millisecond.
+    """
+    if ttl is None:
+        return default_ms
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise TypeError(f"ttl must be int, float, timedelta or None, not {type(ttl).__name__}")
+    else:
+        seconds = float(ttl)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(f"ttl must be finite and > 0 seconds (got {seconds!r})")
+    millis = math.ceil(seconds * 1000)
+    if millis > MAX_TTL_MS:
+        raise InvalidInput(f"ttl must be at most {MAX_TTL_MS // 1000} seconds (got {seconds!r})")
+    return millis
+
+
+# A century: keeps now + ttl inside a signed 64-bit millisecond column.
+MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000

@@ -1,0 +1,138 @@
+"""Driver errors in, ``StorageError`` out: the one place that classifies them.
+
+Transient (worth another try): locked or busy, deadlock, serialization failure,
+lost, refused or reset connection, timeout. Everything else is permanent:
+corrupt file, not a database, permission denied, read-only, disk full, missing
+table, integrity. Retries look only at ``StorageError.transient``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+
+from sqlalchemy import exc as sa_exc
+
+from session_repo.errors import SessionRepoError, StorageError
+
+__all__ = ["is_conflict", "is_transient", "storage_errors", "translate"]
+
+# SQLite messages (sqlite3 puts no code on the exception before Python 3.11.4).
+_SQLITE_TRANSIENT = ("locked", "busy", "disk i/o error", "interrupted")
+
+# PostgreSQL SQLSTATE classes and codes.
+_PG_CONFLICT = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_PG_TRANSIENT_CLASSES = ("08", "53", "57", "58")  # connection, resources, shutdown, system
+_PG_PERMANENT = {"57P04", "53100"}  # database_dropped, disk_full
+
+# MySQL / MariaDB error numbers.
+_MYSQL_CONFLICT = {1213, 1205}  # deadlock, lock wait timeout
+_MYSQL_TRANSIENT = {
+    1040,
+    1053,
+    1077,
+    1152,
+    1159,
+    1160,
+    1161,
+    1927,  # too many conns, shutdown, aborted, timeouts
+    2002,
+    2003,
+    2006,
+    2013,
+    2026,
+    2055,  # cannot connect, server gone / lost
+    1969,
+    3024,  # statement timeouts (MariaDB, MySQL)
+}
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The DBAPI error under SQLAlchemy's wrapper and the async adapters."""
+    inner: BaseException = exc
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        inner = exc.orig
+    # SQLAlchemy's async adapters keep the driver's own error as __cause__.
+    cause = inner.__cause__
+    return cause if cause is not None else inner
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    for attr in ("sqlstate", "pgcode"):
+        code = getattr(error, attr, None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _mysql_errno(error: BaseException) -> int | None:
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the backend retries these itself."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        for error in (exc.orig, _driver_error(exc)):
+            if error is None:
+                continue
+            if _sqlstate(error) in _PG_CONFLICT or _mysql_errno(error) in _MYSQL_CONFLICT:
+                return True
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying the same operation again may succeed."""
+    if isinstance(exc, StorageError):
+        return exc.transient
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or is_conflict(exc):
+            return True
+        for error in {exc.orig, _driver_error(exc)}:
+            if error is not None and _error_is_transient(error):
+                return True
+        return False
+    if isinstance(exc, sa_exc.TimeoutError):  # pool checkout timeout
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, PermissionError)
+
+
+def _error_is_transient(error: BaseException) -> bool:
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, sqlite3.Error):
+        message = str(error).lower()
+        return any(word in message for word in _SQLITE_TRANSIENT)
+    state = _sqlstate(error)
+    if state is not None:
+        return state not in _PG_PERMANENT and state.startswith(_PG_TRANSIENT_CLASSES)
+    errno = _mysql_errno(error)
+    if errno is not None:
+        return errno in _MYSQL_TRANSIENT
+    name = type(error).__name__
+    return name in {"ConnectionDoesNotExistError", "InterfaceError", "CannotConnectNowError"}
+
+
+def translate(exc: BaseException, action: str) -> StorageError:
+    """A ``StorageError`` for ``exc``; the message says what failed, never the data."""
+    if isinstance(exc, StorageError):
+        return exc
+    detail = str(_driver_error(exc)).strip().splitlines()
+    reason = detail[0] if detail else type(exc).__name__
+    return StorageError(f"{action} failed: {reason}", transient=is_transient(exc))
+
+
+@contextlib.contextmanager
+def storage_errors(action: str) -> Iterator[None]:
+    """Turn any driver or I/O error raised inside into a ``StorageError``."""
+    try:
+        yield
+    except SessionRepoError:
+        raise
+    except (sa_exc.SQLAlchemyError, sqlite3.Error, OSError) as exc:
+        raise translate(exc, action) from exc

@@ -1,0 +1,46 @@
+"""``create_session_repository``: the right backend for a configuration."""
+
+from __future__ import annotations
+
+from session_repo.clock import Clock
+from session_repo.config import SessionStoreConfig
+from session_repo.errors import ConfigError
+from session_repo.memory import MemorySessionRepository
+from session_repo.null import NullSessionRepository
+from session_repo.repository import SessionRepository
+from session_repo.sql.repository import SqlSessionRepository
+
+__all__ = ["create_session_repository"]
+
+
+def create_session_repository(
+    config: SessionStoreConfig | None = None, *, clock: Clock | None = None
+) -> SessionRepository:
+    """Build (not open) the repository that ``config`` describes.
+
+    ``config=None`` reads the ``SESSION_STORE_*`` environment now.
+    """
+    if config is None:
+        config = SessionStoreConfig.from_env()
+    if not config.enabled:
+        return NullSessionRepository()
+    scheme = config.url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        return MemorySessionRepository(
+            clock=clock,
+            default_ttl=config.ttl,
+            max_sessions=config.max_sessions,
+            cleanup_interval=config.cleanup_interval,
+            cleanup_batch=config.cleanup_batch,
+        )
+    if scheme in ("redis", "rediss"):
+        raise ConfigError("SESSION_STORE_URL: the Redis backend is not available in this version")
+    return SqlSessionRepository(
+        config.url,
+        clock=clock,
+        default_ttl=config.ttl,
+        cleanup_interval=config.cleanup_interval,
+        cleanup_batch=config.cleanup_batch,
+        auto_migrate=config.auto_migrate,
+        pool_size=config.pool_size,
+    )

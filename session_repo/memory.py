@@ -1,0 +1,125 @@
+"""``MemorySessionRepository``: bindings in this process, least recently used evicted.
+
+For tests and single-process services. Expiry follows the injected clock with
+the same millisecond rules as the SQL backends, and expired entries stay until
+``cleanup()`` (or eviction) removes them, so every backend counts alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+from session_repo._base import BackendBase
+from session_repo._inputs import Ttl
+from session_repo.clock import Clock
+from session_repo.errors import InvalidInput
+
+__all__ = ["MemorySessionRepository"]
+
+
+class MemorySessionRepository(BackendBase):
+    """In-process store; cannot fail, so it is never wrapped for resilience."""
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        default_ttl: Ttl = 600,
+        max_sessions: int = 100_000,
+        cleanup_interval: float = 0,
+        cleanup_batch: int = 5000,
+    ) -> None:
+        super().__init__(
+            clock=clock,
+            default_ttl=default_ttl,
+            cleanup_interval=cleanup_interval,
+            cleanup_batch=cleanup_batch,
+        )
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int):
+            raise TypeError("max_sessions must be an int")
+        if max_sessions < 1:
+            raise InvalidInput("max_sessions must be >= 1")
+        self._max = max_sessions
+        # digest -> (alloc_id, expires_at ms); order is least recently used first.
+        self._rows: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
+
+    async def _do_open(self) -> None:
+        return None
+
+    async def _do_close(self) -> None:
+        self._rows.clear()
+
+    def _put(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+        rows = self._rows
+        rows[key] = (alloc_id, expires_at)
+        rows.move_to_end(key)
+        if len(rows) > self._max:
+            rows.popitem(last=False)
+
+    async def _do_upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+        self._put(key, alloc_id, expires_at)
+
+    async def _do_lookup(self, key: bytes, now: int) -> str | None:
+        row = self._rows.get(key)
+        if row is None or row[1] <= now:
+            return None
+        self._rows.move_to_end(key)
+        return row[0]
+
+    async def _do_claim(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str:
+        row = self._rows.get(key)
+        if row is not None and row[1] > now and row[0] != replacing:
+            self._rows.move_to_end(key)
+            return row[0]
+        self._put(key, alloc_id, expires_at)
+        return alloc_id
+
+    async def _do_touch(self, key: bytes, expires_at: int, now: int) -> bool:
+        row = self._rows.get(key)
+        if row is None or row[1] <= now:
+            return False
+        self._put(key, row[0], expires_at)
+        return True
+
+    async def _do_delete(self, key: bytes, now: int) -> bool:
+        row = self._rows.get(key)
+        if row is None or row[1] <= now:
+            return False
+        del self._rows[key]
+        return True
+
+    async def _do_delete_owner(self, alloc_id: str, now: int) -> int:
+        doomed = [
+            key
+            for key, (owner, expires_at) in list(self._rows.items())
+            if owner == alloc_id and expires_at > now
+        ]
+        for key in doomed:
+            del self._rows[key]
+        return len(doomed)
+
+    async def _do_cleanup(self, now: int, batch: int) -> int:
+        rows = self._rows
+        doomed = [key for key, (_, expires_at) in rows.items() if expires_at <= now]
+        removed = 0
+        for start in range(0, len(doomed), batch):
+            if start:
+                await asyncio.sleep(0)  # let requests through between batches
+            for key in doomed[start : start + batch]:
+                row = rows.get(key)
+                if row is not None and row[1] <= now:
+                    del rows[key]
+                    removed += 1
+        return removed
+
+    async def _do_gauges(self, now: int) -> tuple[int, int, int | None]:
+        expired = sum(1 for _, expires_at in self._rows.values() if expires_at <= now)
+        return len(self._rows) - expired, expired, None
+
+    async def _do_ping(self) -> str:
+        return f"in-process, {len(self._rows)} of {self._max} rows"

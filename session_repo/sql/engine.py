@@ -1,0 +1,140 @@
+"""Engines configured for this store: SQLite done right, servers with bounded waits.
+
+SQLite: the file (and its directory) is created owner-only before the first
+connect; every connection runs in WAL with ``synchronous=NORMAL`` and a busy
+timeout; write transactions start with ``BEGIN IMMEDIATE`` so two writers never
+deadlock upgrading a read lock; plain reads run without a transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from session_repo.errors import ConfigError, StorageError
+
+__all__ = [
+    "BEGIN_OPTION",
+    "BUSY_TIMEOUT_MS",
+    "configure_sqlite",
+    "create_engine",
+    "parse_url",
+    "sqlite_file",
+]
+
+# Execution option read by the SQLite "begin" hook: "IMMEDIATE", "DEFERRED" or "NONE".
+BEGIN_OPTION = "session_repo_begin"
+BUSY_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_S = 30
+SUPPORTED = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse and check a database URL; a ``ConfigError`` names what is wrong."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"not a database URL: {_redact(str(url))!r}") from exc
+    if parsed.get_backend_name() not in SUPPORTED:
+        raise ConfigError(
+            f"unsupported database {parsed.get_backend_name()!r} in URL "
+            f"{parsed.render_as_string(hide_password=True)!r}: "
+            "use sqlite+aiosqlite, postgresql+asyncpg or mysql+asyncmy"
+        )
+    return parsed
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file behind a SQLite URL, or None for an in-memory database."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None  # URI filenames: the caller manages the file
+    return Path(database)
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Create the directory and an owner-only (0600) file before SQLite opens it."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StorageError(
+            f"cannot open SQLite database {str(path)!r}: {reason}", transient=False
+        ) from exc
+
+
+def create_engine(url: str | URL, *, pool_size: int = 5) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``url`` with this library's settings."""
+    parsed = parse_url(url)
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        path = sqlite_file(parsed)
+        if path is not None:
+            prepare_sqlite_file(path)
+            kwargs.update(pool_size=pool_size, max_overflow=0)
+        else:
+            # One shared connection: an in-memory database lives and dies with it.
+            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0)
+        engine = create_async_engine(parsed, **kwargs)
+        configure_sqlite(engine)
+        return engine
+    kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
+    if parsed.get_driver_name() == "asyncpg":
+        kwargs["connect_args"] = {
+            "timeout": CONNECT_TIMEOUT_S,
+            "command_timeout": STATEMENT_TIMEOUT_S,
+        }
+    elif backend in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        kwargs["isolation_level"] = "READ COMMITTED"
+    return create_async_engine(parsed, **kwargs)
+
+
+def configure_sqlite(engine: AsyncEngine) -> None:
+    """Install the pragmas and explicit BEGIN handling on a SQLite engine."""
+    sync_engine = engine.sync_engine
+    if getattr(sync_engine, "_session_repo_configured", False):
+        return
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy (through the "begin" hook below) own transactions.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        if mode != "NONE":
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    sync_engine._session_repo_configured = True  # type: ignore[attr-defined]
+
+
+def _redact(text: str) -> str:
+    """Drop anything that looks like a password from a URL for messages."""
+    head, sep, tail = text.partition("@")
+    if not sep or "://" not in head:
+        return text
+    scheme, _, userinfo = head.partition("://")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}"
