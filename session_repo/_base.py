@@ -119,6 +119,11 @@ class BackendBase(ABC):
                     exc,
                     extra={"backend": self.backend, "operation": "cleanup", "outcome": "error"},
                 )
+            except Exception:  # a bug must not end cleanup for the process's lifetime
+                logger.exception(
+                    "background cleanup failed unexpectedly",
+                    extra={"backend": self.backend, "operation": "cleanup", "outcome": "error"},
+                )
 
     # -- the contract ----------------------------------------------------
 
@@ -182,7 +187,8 @@ class BackendBase(ABC):
         await self._ready()
         with self._counting():
             deleted = await self._do_delete(key, self._now_ms())
-        self._counters.deletes += 1
+        if deleted:  # ``deletes`` counts bindings removed, as in ``delete_owner``
+            self._counters.deletes += 1
         return deleted
 
     async def delete_owner(self, alloc_id: str) -> int:

@@ -60,7 +60,10 @@ def ttl_ms(ttl: object, default_ms: int) -> int:
     elif isinstance(ttl, bool) or not isinstance(ttl, int | float):
         raise TypeError(f"ttl must be int, float, timedelta or None, not {type(ttl).__name__}")
     else:
-        seconds = float(ttl)
+        try:
+            seconds = float(ttl)
+        except OverflowError:  # an int too big for a float is far too long anyway
+            raise InvalidInput(f"ttl must be at most {MAX_TTL_MS // 1000} seconds") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidInput(f"ttl must be finite and > 0 seconds (got {seconds!r})")
     millis = math.ceil(seconds * 1000)

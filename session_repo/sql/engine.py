@@ -70,6 +70,8 @@ def prepare_sqlite_file(path: Path) -> None:
         os.close(fd)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, FileExistsError):  # mkdir met a file where a directory should be
+            reason = "a parent of the path is not a directory"
         raise StorageError(
             f"cannot open SQLite database {str(path)!r}: {reason}", transient=False
         ) from exc

@@ -1,0 +1,28 @@
+"""pytest plugin (entry point ``pytest11``): ``fake_clock`` and ``session_repository``.
+
+Both fixtures are plain (not async), so they work with any async test runner.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from session_repo.memory import MemorySessionRepository
+from session_repo.testing.fake_clock import FakeClock
+
+__all__ = ["fake_clock", "session_repository"]
+
+# A fixed, realistic epoch second (2023-11-14), so expiry maths look like production's.
+FAKE_CLOCK_START = 1_700_000_000.0
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A ``FakeClock`` at a fixed instant; move it with ``advance()`` or ``set()``."""
+    return FakeClock(FAKE_CLOCK_START)
+
+
+@pytest.fixture
+def session_repository(fake_clock: FakeClock) -> MemorySessionRepository:
+    """An in-memory repository on ``fake_clock``; it opens on first use and holds no resources."""
+    return MemorySessionRepository(clock=fake_clock)

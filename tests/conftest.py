@@ -1,0 +1,258 @@
+"""One ``repo`` fixture over every backend, so one behaviour suite runs against all.
+
+A backend is an entry in ``BACKENDS``: how to find this test's store, build a
+repository on it, empty it, and read back what it keeps. Adding one (Redis) is
+an entry there and a name in ``BACKEND_PARAMS``. ``fake_clock`` comes from the
+project's pytest plugin (``session_repo.testing.plugin``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from session_repo import (
+    MemorySessionRepository,
+    RedisSessionRepository,
+    SessionRepository,
+    SqlSessionRepository,
+)
+from session_repo.clock import Clock
+from session_repo.sql.model import bindings
+from session_repo.testing import FakeClock
+from tests.servers import clear_sql_table, migrated_url, require_server
+
+# (stored key, owner) pairs as the backend keeps them.
+StoredRows = list[tuple[bytes, str]]
+RepoFactory = Callable[..., SessionRepository]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How the suite drives one kind of store."""
+
+    name: str
+    # What ``health().backend`` reports.
+    health_name: str
+    # Where this test's store lives (a URL), given the test's tmp_path; may skip.
+    location: Callable[[Path], str | None]
+    # A new, unopened repository on that store.
+    build: Callable[[str | None, Clock, dict[str, Any]], SessionRepository]
+    # Empty the store before a test.
+    reset: Callable[[str | None], Awaitable[None]]
+    # Everything the store keeps, read behind the repository's back.
+    stored: Callable[[SessionRepository], Awaitable[StoredRows]]
+    # A server backend (tests marked ``server``).
+    server: bool = False
+    # Rows expire when the fake clock says so (Redis expires by its own TTL).
+    expires_by_fake_clock: bool = True
+    # Two repositories built on one location see the same bindings.
+    shares_store: bool = True
+
+
+async def _nothing_to_reset(location: str | None) -> None:
+    return None
+
+
+async def _clear_sql(location: str | None) -> None:
+    assert location is not None
+    await clear_sql_table(location)
+
+
+def _build_memory(location: str | None, clock: Clock, kwargs: dict[str, Any]) -> SessionRepository:
+    return MemorySessionRepository(clock=clock, **kwargs)
+
+
+def _build_sql(location: str | None, clock: Clock, kwargs: dict[str, Any]) -> SessionRepository:
+    assert location is not None
+    return SqlSessionRepository(location, clock=clock, **kwargs)
+
+
+async def _memory_rows(repo: SessionRepository) -> StoredRows:
+    assert isinstance(repo, MemorySessionRepository)
+    return [(key, owner) for key, (owner, _) in repo._rows.items()]
+
+
+async def _sql_rows(repo: SessionRepository) -> StoredRows:
+    assert isinstance(repo, SqlSessionRepository)
+    async with repo.engine.connect() as conn:
+        result = await conn.execute(select(bindings.c.session_key, bindings.c.alloc_id))
+        return [(bytes(key), owner) for key, owner in result.all()]
+
+
+def _sqlite_location(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite'}"
+
+
+REDIS_PREFIX = "session-repo-suite:"
+
+
+def _build_redis(location: str | None, clock: Clock, kwargs: dict[str, Any]) -> SessionRepository:
+    assert location is not None
+    return RedisSessionRepository(location, clock=clock, key_prefix=REDIS_PREFIX, **kwargs)
+
+
+async def _clear_redis(location: str | None) -> None:
+    import redis.asyncio as aioredis
+
+    assert location is not None
+    client = aioredis.Redis.from_url(location)
+    try:
+        async for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+async def _redis_rows(repo: SessionRepository) -> StoredRows:
+    assert isinstance(repo, RedisSessionRepository)
+    client = repo._client
+    rows: StoredRows = []
+    async for key in client.scan_iter(match=f"{REDIS_PREFIX}s:*", count=1000):
+        owner = await client.get(key)
+        if owner is not None:
+            rows.append((bytes.fromhex(key.rsplit(":", 1)[1]), owner))
+    return rows
+
+
+BACKENDS: dict[str, Backend] = {
+    "memory": Backend(
+        name="memory",
+        health_name="memory",
+        location=lambda _: None,
+        build=_build_memory,
+        reset=_nothing_to_reset,
+        stored=_memory_rows,
+        shares_store=False,
+    ),
+    "sqlite": Backend(
+        name="sqlite",
+        health_name="sqlite",
+        location=_sqlite_location,
+        build=_build_sql,
+        reset=_nothing_to_reset,
+        stored=_sql_rows,
+    ),
+    "postgresql": Backend(
+        name="postgresql",
+        health_name="postgresql",
+        location=lambda _: migrated_url("postgresql"),
+        build=_build_sql,
+        reset=_clear_sql,
+        stored=_sql_rows,
+        server=True,
+    ),
+    "mariadb": Backend(
+        name="mariadb",
+        health_name="mysql",
+        location=lambda _: migrated_url("mariadb"),
+        build=_build_sql,
+        reset=_clear_sql,
+        stored=_sql_rows,
+        server=True,
+    ),
+    "redis": Backend(
+        name="redis",
+        health_name="redis",
+        location=lambda _: require_server("redis"),
+        build=_build_redis,
+        reset=_clear_redis,
+        stored=_redis_rows,
+        server=True,
+        expires_by_fake_clock=False,
+    ),
+}
+
+
+def backend_params(*names: str) -> list[Any]:
+    """``pytest.param`` per backend, server ones marked ``server``."""
+    names = names or tuple(BACKENDS)
+    return [
+        pytest.param(name, marks=[pytest.mark.server] if BACKENDS[name].server else [], id=name)
+        for name in names
+    ]
+
+
+BACKEND_PARAMS = backend_params()
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def backend(backend_name: str) -> Backend:
+    return BACKENDS[backend_name]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out (not skip) expiry tests for backends the fake clock cannot expire.
+
+    Redis expires by its own TTL; tests/test_redis.py covers its expiry in real time.
+    """
+
+    def cannot_run(item: pytest.Item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("backend_name") if callspec is not None else None
+        return (
+            name in BACKENDS
+            and not BACKENDS[name].expires_by_fake_clock
+            and "expiry_clock" in getattr(item, "fixturenames", ())
+        )
+
+    left_out = [item for item in items if cannot_run(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not cannot_run(item)]
+
+
+@pytest.fixture
+def expiry_clock(backend: Backend, fake_clock: FakeClock) -> FakeClock:
+    """``fake_clock``, for tests that need it to expire rows (skips a backend that cannot)."""
+    if not backend.expires_by_fake_clock:
+        pytest.skip(f"{backend.name} expires bindings by its own TTL, not by the fake clock")
+    return fake_clock
+
+
+@pytest.fixture
+async def store_location(backend: Backend, tmp_path: Path) -> str | None:
+    """This test's store, emptied."""
+    location = backend.location(tmp_path)
+    await backend.reset(location)
+    return location
+
+
+@pytest.fixture
+async def make_repo(
+    backend: Backend, store_location: str | None, fake_clock: FakeClock
+) -> AsyncIterator[RepoFactory]:
+    """``make_repo(**options)``: another repository on this test's store, unopened.
+
+    Background cleanup is off unless ``cleanup_interval`` is given. Every
+    repository made here is closed at teardown.
+    """
+    made: list[SessionRepository] = []
+
+    def make(**options: Any) -> SessionRepository:
+        options.setdefault("cleanup_interval", 0)
+        repo = backend.build(store_location, options.pop("clock", fake_clock), options)
+        made.append(repo)
+        return repo
+
+    yield make
+    for repo in made:
+        await repo.close()
+
+
+@pytest.fixture
+async def repo(make_repo: RepoFactory) -> AsyncIterator[SessionRepository]:
+    """An opened repository on ``fake_clock`` with no background cleanup."""
+    async with make_repo() as opened:
+        yield opened

@@ -1,0 +1,120 @@
+"""``SessionStoreConfig.from_env``: every variable, its default, and every bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from session_repo import ConfigError, SessionStoreConfig
+from session_repo.config import DEFAULT_URL
+
+
+def test_defaults_match_the_contract() -> None:
+    config = SessionStoreConfig.from_env({})
+    assert config == SessionStoreConfig()
+    assert config.enabled is True
+    assert config.url == DEFAULT_URL == "sqlite+aiosqlite:///session-store.sqlite"
+    assert config.ttl == 600.0
+    assert config.cleanup_interval == 60.0
+    assert config.retry_count == 3
+    assert config.retry_delay == pytest.approx(0.1)
+    assert config.max_sessions == 100_000
+    assert config.fallback == "memory"
+    assert config.auto_migrate is None
+    assert config.pool_size == 5
+
+
+def test_every_variable_is_read() -> None:
+    config = SessionStoreConfig.from_env(
+        {
+            "SESSION_STORE_ENABLED": "false",
+            "SESSION_STORE_URL": "postgresql+asyncpg://u@db/x",
+            "SESSION_STORE_TTL_MS": "1500",
+            "SESSION_STORE_CLEANUP_INTERVAL_MS": "0",
+            "SESSION_STORE_CLEANUP_BATCH": "10",
+            "SESSION_STORE_RETRY_COUNT": "5",
+            "SESSION_STORE_RETRY_DELAY_MS": "250",
+            "SESSION_STORE_MAX_SESSIONS": "7",
+            "SESSION_STORE_FALLBACK": "NONE",
+            "SESSION_STORE_AUTO_MIGRATE": "true",
+            "SESSION_STORE_POOL_SIZE": "3",
+        }
+    )
+    assert config == SessionStoreConfig(
+        enabled=False,
+        url="postgresql+asyncpg://u@db/x",
+        ttl=1.5,
+        cleanup_interval=0.0,
+        cleanup_batch=10,
+        retry_count=5,
+        retry_delay=0.25,
+        max_sessions=7,
+        fallback="none",
+        auto_migrate=True,
+        pool_size=3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "url"),
+    [
+        ({"SESSION_STORE_PATH": "/data/s.sqlite"}, "sqlite+aiosqlite:////data/s.sqlite"),
+        ({"SESSION_STORE_PATH": "rel/s.sqlite"}, "sqlite+aiosqlite:///rel/s.sqlite"),
+        ({"SESSION_STORE_PATH": ":memory:"}, "memory://"),
+        ({"SESSION_STORE_PATH": "/x.sqlite", "SESSION_STORE_URL": "memory://"}, "memory://"),
+        ({"SESSION_STORE_URL": "  "}, DEFAULT_URL),
+    ],
+)
+def test_url_resolution(environ: dict[str, str], url: str) -> None:
+    assert SessionStoreConfig.from_env(environ).url == url
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SESSION_STORE_ENABLED", "maybe"),
+        ("SESSION_STORE_URL", "ftp://x"),
+        ("SESSION_STORE_URL", "not a url"),
+        ("SESSION_STORE_TTL_MS", "abc"),
+        ("SESSION_STORE_TTL_MS", "0"),
+        ("SESSION_STORE_TTL_MS", "-5"),
+        ("SESSION_STORE_TTL_MS", "nan"),
+        ("SESSION_STORE_TTL_MS", "inf"),
+        ("SESSION_STORE_CLEANUP_INTERVAL_MS", "-1"),
+        ("SESSION_STORE_CLEANUP_BATCH", "0"),
+        ("SESSION_STORE_RETRY_COUNT", "0"),
+        ("SESSION_STORE_RETRY_COUNT", "1.5"),
+        ("SESSION_STORE_RETRY_DELAY_MS", "soon"),
+        ("SESSION_STORE_MAX_SESSIONS", "0"),
+        ("SESSION_STORE_FALLBACK", "disk"),
+        ("SESSION_STORE_AUTO_MIGRATE", "perhaps"),
+        ("SESSION_STORE_POOL_SIZE", "0"),
+    ],
+)
+def test_bad_values_name_the_variable_and_value(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SessionStoreConfig.from_env({name: value})
+    assert name in str(info.value)
+    assert value in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSION_STORE_TTL_MS", "2000")
+    assert SessionStoreConfig.from_env().ttl == 2.0
+
+
+def test_config_is_frozen_and_validated() -> None:
+    config = SessionStoreConfig()
+    with pytest.raises(AttributeError):
+        config.ttl = 1  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="ttl"):
+        SessionStoreConfig(ttl=0)
+    with pytest.raises(ConfigError, match="fallback"):
+        SessionStoreConfig(fallback="disk")  # type: ignore[arg-type]
+
+
+def test_overrides() -> None:
+    config = SessionStoreConfig().with_overrides({"url": "memory://", "ttl": 5})
+    assert (config.url, config.ttl) == ("memory://", 5)
+    with pytest.raises(ConfigError, match="colour"):
+        SessionStoreConfig().with_overrides({"colour": "blue"})

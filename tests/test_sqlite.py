@@ -1,0 +1,261 @@
+"""SQLite done right: an owner-only file in WAL mode, clear errors, no deadlocks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import sqlite3
+import stat
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from session_repo import InvalidInput, SchemaOutOfDate, SqlSessionRepository, StorageError
+from session_repo.sql.migrate import head_revision
+from session_repo.testing import FakeClock
+
+
+def url(path: Path | str) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.sqlite"
+
+
+# -- the file ------------------------------------------------------------------------------
+
+
+async def test_file_and_missing_directories_are_created_owner_only(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    path = tmp_path / "a" / "b" / "store.sqlite"
+    old_umask = os.umask(0)  # the library must not rely on the umask
+    try:
+        async with SqlSessionRepository(url(path), clock=fake_clock, cleanup_interval=0) as repo:
+            await repo.upsert("s", "machine-a")
+            assert path.parent.is_dir()
+            assert mode(path) == 0o600
+            side_files = [Path(f"{path}-wal"), Path(f"{path}-shm")]
+            assert any(f.exists() for f in side_files)  # WAL at work
+            for side in side_files:
+                if side.exists():
+                    assert mode(side) == 0o600, side.name
+    finally:
+        os.umask(old_umask)
+
+
+async def test_pragmas_on_the_repositorys_connections(db_path: Path) -> None:
+    async with SqlSessionRepository(url(db_path), cleanup_interval=0, pool_size=3) as repo:
+        await repo.lookup("s")
+        engine = repo.engine
+        async with engine.connect() as c1, engine.connect() as c2, engine.connect() as c3:
+            for conn in (c1, c2, c3):
+                pragma = conn.exec_driver_sql
+                assert (await pragma("PRAGMA journal_mode")).scalar() == "wal"
+                assert (await pragma("PRAGMA synchronous")).scalar() == 1  # NORMAL
+                assert (await pragma("PRAGMA busy_timeout")).scalar_one() > 0
+
+
+async def test_in_memory_sqlite_works(fake_clock: FakeClock) -> None:
+    async with SqlSessionRepository(
+        "sqlite+aiosqlite:///:memory:", clock=fake_clock, cleanup_interval=0
+    ) as repo:
+        results = await asyncio.gather(*(repo.claim("s", f"machine-{n}") for n in range(20)))
+        assert len(set(results)) == 1
+        assert await repo.lookup("s") == results[0]
+        assert (await repo.metrics()).storage_bytes is None
+
+
+async def test_only_digests_reach_the_file(db_path: Path, fake_clock: FakeClock) -> None:
+    session_ids = [f"RAW-SESSION-ID-{n}-c0ffee" for n in range(5)]
+
+    def file_bytes() -> bytes:
+        return b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
+
+    async with SqlSessionRepository(url(db_path), clock=fake_clock, cleanup_interval=0) as repo:
+        for session_id in session_ids:
+            await repo.upsert(session_id, "owner-marker-7")
+            await repo.claim(session_id + "-claimed", "owner-marker-7")
+        data = file_bytes()
+        assert b"owner-marker-7" in data  # we are reading the right bytes
+    data += file_bytes()  # and once more, checkpointed by close
+    for session_id in session_ids:
+        assert session_id.encode() not in data
+        assert b"RAW-SESSION-ID" not in data
+        assert hashlib.sha256(session_id.encode()).digest() in data
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unwritable_path(tmp_path: Path) -> Iterator[Path]:
+    """A database path nobody can create: in a read-only directory, or (as root,
+    where permissions do not stop writes) under a regular file."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        probe = locked / "probe"
+        try:
+            probe.touch()
+        except PermissionError:
+            yield locked / "store.sqlite"
+        else:  # root
+            probe.unlink()
+            blocker = tmp_path / "a-file"
+            blocker.write_text("not a directory")
+            yield blocker / "sub" / "store.sqlite"
+    finally:
+        locked.chmod(0o700)
+
+
+async def test_unwritable_path_is_a_permanent_storage_error_naming_it(
+    unwritable_path: Path,
+) -> None:
+    repo = SqlSessionRepository(url(unwritable_path), cleanup_interval=0)
+    try:
+        with pytest.raises(StorageError) as raised:
+            await repo.upsert("s", "machine-a")
+        assert raised.value.transient is False
+        assert str(unwritable_path) in str(raised.value)
+        with pytest.raises(StorageError):
+            await repo.lookup("s")
+        health = await repo.health()
+        assert health.status == "down"
+        assert health.backend == "sqlite"
+        assert str(unwritable_path) in health.detail
+    finally:
+        await repo.close()
+    assert not unwritable_path.exists()
+
+
+async def test_bad_input_is_rejected_before_any_io(tmp_path: Path) -> None:
+    path = tmp_path / "never" / "store.sqlite"
+    repo = SqlSessionRepository(url(path), cleanup_interval=0)
+    try:
+        with pytest.raises(InvalidInput):
+            await repo.upsert("", "machine-a")
+        with pytest.raises(InvalidInput):
+            await repo.claim("s", "machine a")
+        with pytest.raises(TypeError):
+            await repo.touch("s", ttl=True)
+        assert not path.parent.exists()
+    finally:
+        await repo.close()
+
+
+async def test_a_storage_failure_is_counted_and_never_echoes_the_session_id(
+    db_path: Path, fake_clock: FakeClock
+) -> None:
+    secret = "SECRET-SESSION-4242"
+    async with SqlSessionRepository(url(db_path), clock=fake_clock, cleanup_interval=0) as repo:
+        await repo.upsert(secret, "machine-a")
+        with sqlite3.connect(db_path) as other:
+            other.execute("ALTER TABLE session_bindings RENAME TO moved_away")
+        with pytest.raises(StorageError) as raised:
+            await repo.lookup(secret)
+        assert "session_bindings" in str(raised.value)
+        assert secret not in str(raised.value)
+        assert hashlib.sha256(secret.encode()).hexdigest()[:12] not in str(raised.value)
+        assert raised.value.transient is False
+        with sqlite3.connect(db_path) as other:
+            other.execute("ALTER TABLE moved_away RENAME TO session_bindings")
+        metrics = await repo.metrics()
+        assert (metrics.errors, metrics.lookups) == (1, 0)
+        assert await repo.lookup(secret) == "machine-a"
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+async def test_schema_is_migrated_on_open(db_path: Path) -> None:
+    async with (
+        SqlSessionRepository(url(db_path), cleanup_interval=0) as repo,
+        repo.engine.connect() as conn,
+    ):
+        version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    assert version == [(head_revision(),)]
+    with sqlite3.connect(db_path) as db:
+        indexed = {
+            db.execute(f"PRAGMA index_info('{name}')").fetchone()[2]
+            for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'session_bindings' AND sql IS NOT NULL"
+            )
+        }
+    assert indexed == {"expires_at", "alloc_id"}
+
+
+async def test_server_style_refusal_on_an_empty_file(db_path: Path) -> None:
+    repo = SqlSessionRepository(url(db_path), cleanup_interval=0, auto_migrate=False)
+    try:
+        with pytest.raises(SchemaOutOfDate) as raised:
+            await repo.lookup("s")
+        assert "session-repo migrate" in str(raised.value)
+        assert raised.value.transient is False
+        with pytest.raises(SchemaOutOfDate):
+            async with repo:
+                pass
+    finally:
+        await repo.close()
+    with sqlite3.connect(db_path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "session_bindings" not in tables
+    # Once migrated (the default for SQLite), the refusing repository opens fine.
+    async with SqlSessionRepository(url(db_path), cleanup_interval=0):
+        pass
+    async with SqlSessionRepository(url(db_path), cleanup_interval=0, auto_migrate=False) as repo:
+        assert await repo.lookup("s") is None
+
+
+# -- writers -------------------------------------------------------------------------------------
+
+
+def random_call(repo: SqlSessionRepository, rng: random.Random) -> Awaitable[object]:
+    session_id = f"s-{rng.randrange(30)}"
+    owner = f"machine-{rng.randrange(5)}"
+    match rng.randrange(8):
+        case 0:
+            return repo.upsert(session_id, owner, ttl=rng.choice([0.5, 5, 600]))
+        case 1:
+            return repo.claim(session_id, owner)
+        case 2:
+            return repo.claim(session_id, owner, replacing="machine-0")
+        case 3:
+            return repo.touch(session_id)
+        case 4:
+            return repo.delete(session_id)
+        case 5:
+            return repo.lookup(session_id)
+        case 6:
+            return repo.delete_owner("machine-4")
+        case _:
+            return repo.cleanup()
+
+
+async def test_concurrent_writers_on_one_file_never_deadlock(
+    db_path: Path, fake_clock: FakeClock
+) -> None:
+    a = SqlSessionRepository(url(db_path), clock=fake_clock, cleanup_interval=0)
+    b = SqlSessionRepository(url(db_path), clock=fake_clock, cleanup_interval=0)
+    rng = random.Random(3)
+    async with a, b:
+        for _ in range(3):
+            calls = [random_call(a if n % 2 else b, rng) for n in range(300)]
+            await asyncio.wait_for(asyncio.gather(*calls), timeout=60)
+            fake_clock.advance(1)  # some bindings expire: cleanup has work
+        for n in range(30):
+            assert await a.lookup(f"s-{n}") == await b.lookup(f"s-{n}")
+        assert (await a.metrics()).errors == (await b.metrics()).errors == 0
+        assert (await a.metrics()).cleaned + (await b.metrics()).cleaned > 0
