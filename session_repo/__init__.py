@@ -19,6 +19,7 @@ from session_repo.factory import create_session_repository
 from session_repo.memory import MemorySessionRepository
 from session_repo.metrics import Health, SessionStoreMetrics
 from session_repo.null import NullSessionRepository
+from session_repo.redis import RedisSessionRepository
 from session_repo.repository import SessionRepository
 from session_repo.sql.repository import SqlSessionRepository
 
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidInput",
     "MemorySessionRepository",
     "NullSessionRepository",
+    "RedisSessionRepository",
     "RepositoryClosed",
     "SchemaOutOfDate",
     "SessionRepoError",

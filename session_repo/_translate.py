@@ -88,6 +88,8 @@ def is_transient(exc: BaseException) -> bool:
     """Whether trying the same operation again may succeed."""
     if isinstance(exc, StorageError):
         return exc.transient
+    if isinstance(exc, _REDIS_ERRORS):
+        return _redis_is_transient(exc)
     if isinstance(exc, TimeoutError | ConnectionError):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
@@ -134,5 +136,30 @@ def storage_errors(action: str) -> Iterator[None]:
         yield
     except SessionRepoError:
         raise
-    except (sa_exc.SQLAlchemyError, sqlite3.Error, OSError) as exc:
+    except _DRIVER_ERRORS as exc:
         raise translate(exc, action) from exc
+
+
+def _redis_errors() -> tuple[type[Exception], ...]:
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # the redis extra is not installed
+        return ()
+    return (RedisError,)
+
+
+_REDIS_ERRORS = _redis_errors()
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.SQLAlchemyError,
+    sqlite3.Error,
+    OSError,
+    *_REDIS_ERRORS,
+)
+
+
+def _redis_is_transient(exc: BaseException) -> bool:
+    from redis import exceptions as r
+
+    if isinstance(exc, r.ConnectionError | r.TimeoutError | r.BusyLoadingError | r.TryAgainError):
+        return not isinstance(exc, r.AuthenticationError)
+    return isinstance(exc, r.ReadOnlyError)  # a replica during failover

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from session_repo.clock import Clock
 from session_repo.config import SessionStoreConfig
-from session_repo.errors import ConfigError
 from session_repo.memory import MemorySessionRepository
 from session_repo.null import NullSessionRepository
+from session_repo.redis import RedisSessionRepository
 from session_repo.repository import SessionRepository
 from session_repo.sql.repository import SqlSessionRepository
 
@@ -34,7 +34,13 @@ def create_session_repository(
             cleanup_batch=config.cleanup_batch,
         )
     if scheme in ("redis", "rediss"):
-        raise ConfigError("SESSION_STORE_URL: the Redis backend is not available in this version")
+        return RedisSessionRepository(
+            config.url,
+            clock=clock,
+            default_ttl=config.ttl,
+            cleanup_interval=config.cleanup_interval,
+            cleanup_batch=config.cleanup_batch,
+        )
     return SqlSessionRepository(
         config.url,
         clock=clock,
