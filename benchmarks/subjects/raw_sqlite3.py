@@ -1,0 +1,55 @@
+"""Baseline: the standard library's ``sqlite3``, in-process, one connection.
+
+Each operation is one statement in autocommit mode, so every write commits
+before it returns, like the library's. The calls block the event loop for as
+long as SQLite takes (microseconds here), which is what makes it the ceiling.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from benchmarks.subjects.base import Setup
+from benchmarks.subjects.sql import CLAIM, LOOKUP, OWNER, PRAGMAS, UPSERT, digest, expiry_ms, now_ms
+
+__all__ = ["RawSqlite3"]
+
+
+class RawSqlite3:
+    name = "sqlite3"
+    description = "raw sqlite3, in-process, one connection, autocommit (WAL, synchronous=NORMAL)"
+
+    def __init__(self) -> None:
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self, setup: Setup) -> None:
+        path = await setup.sqlite.copy(self.name)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
+        self._conn = conn
+
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None, "open() first"
+        return self._conn
+
+    async def lookup(self, session_id: str) -> str | None:
+        row = self._db().execute(LOOKUP, (digest(session_id), now_ms())).fetchone()
+        return None if row is None else str(row[0])
+
+    async def upsert(self, session_id: str, alloc_id: str) -> None:
+        self._db().execute(UPSERT, (digest(session_id), alloc_id, expiry_ms()))
+
+    async def claim(self, session_id: str, alloc_id: str) -> str:
+        db = self._db()
+        key = digest(session_id)
+        # fetchall() steps the statement to its end, which commits it.
+        rows = db.execute(CLAIM, (key, alloc_id, expiry_ms(), now_ms(), None)).fetchall()
+        if rows:
+            return str(rows[0][0])
+        return str(db.execute(OWNER, (key,)).fetchone()[0])
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
