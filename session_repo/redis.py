@@ -18,7 +18,7 @@ from session_repo._base import BackendBase
 from session_repo._inputs import Ttl
 from session_repo._translate import storage_errors
 from session_repo.clock import Clock
-from session_repo.errors import ConfigError
+from session_repo.errors import ConfigError, InvalidInput
 
 __all__ = ["RedisSessionRepository"]
 
@@ -131,6 +131,7 @@ class RedisSessionRepository(BackendBase):
         key_prefix: str = "session-repo:",
         cleanup_interval: float = 60,
         cleanup_batch: int = 5000,
+        max_connections: int = 50,
     ) -> None:
         super().__init__(
             clock=clock,
@@ -143,6 +144,11 @@ class RedisSessionRepository(BackendBase):
         if not isinstance(key_prefix, str):
             raise TypeError("key_prefix must be a str")
         self._prefix = key_prefix
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError("max_connections must be an int")
+        if max_connections < 1:
+            raise InvalidInput("max_connections must be >= 1")
+        self._max_connections = max_connections
         if isinstance(url_or_client, str):
             if not url_or_client.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigError(f"not a Redis URL: {url_or_client.split('@')[-1]!r}")
@@ -170,13 +176,17 @@ class RedisSessionRepository(BackendBase):
     async def _do_open(self) -> None:
         if self._client is None:
             assert self._url is not None
-            self._client = aioredis.Redis.from_url(
+            # A blocking pool: a burst waits for a connection instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=self._max_connections,
+                timeout=10,
                 decode_responses=True,
                 socket_timeout=10,
                 socket_connect_timeout=10,
                 health_check_interval=30,
             )
+            self._client = aioredis.Redis(connection_pool=pool)
         client = self._client
         self._upsert = client.register_script(_UPSERT)
         self._claim = client.register_script(_CLAIM)

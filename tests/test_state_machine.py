@@ -48,14 +48,21 @@ COUNTERS = ("lookups", "hits", "misses", "upserts", "claims", "touches", "delete
 class BindingMachine(RuleBasedStateMachine):
     """One backend against a dict of session -> (owner, expires_at ms)."""
 
+    default_ttl_ms = DEFAULT_TTL_MS
+
     def __init__(self, backend: Backend, location: str | None) -> None:
         super().__init__()
+        self.backend, self.location = backend, location
         self.runner = asyncio.Runner()
         self.clock = FakeClock(FAKE_CLOCK_START)
         self.now = T0_MS
         self.model: dict[str, tuple[str, int]] = {}
         self.counts = dict.fromkeys(COUNTERS, 0)
-        options = {"cleanup_interval": 0, "default_ttl": DEFAULT_TTL_MS / 1000, "cleanup_batch": 2}
+        options = {
+            "cleanup_interval": 0,
+            "default_ttl": self.default_ttl_ms / 1000,
+            "cleanup_batch": 2,
+        }
         self.repo: SessionRepository = backend.build(location, self.clock, options)
         self.run(self._open())
 
@@ -64,6 +71,8 @@ class BindingMachine(RuleBasedStateMachine):
         if isinstance(self.repo, SqlSessionRepository):  # one store, reused by every example
             async with self.repo.engine.begin() as conn:
                 await conn.execute(text("DELETE FROM session_bindings"))
+        else:
+            await self.backend.reset(self.location)
 
     def run(self, call: Coroutine[Any, Any, T]) -> T:
         return self.runner.run(call)
@@ -193,4 +202,47 @@ def test_backend_agrees_with_the_model(backend_name: str, tmp_path: Path) -> Non
     run_state_machine_as_test(
         lambda: BindingMachine(backend, location),
         settings=SETTINGS.get(backend_name, SERVER_SETTINGS),
+    )
+
+
+# Redis expires by its own clock: long ttls, and a fake clock that stands still.
+REDIS_DEFAULT_TTL_MS = 600_000
+LONG_TTLS = st.sampled_from(
+    [(60, 60_000), (90.5, 90_500), (timedelta(minutes=2), 120_000), (None, REDIS_DEFAULT_TTL_MS)]
+)
+
+
+class StillClockMachine(BindingMachine):
+    """The same model for a backend the fake clock cannot expire (Redis)."""
+
+    default_ttl_ms = REDIS_DEFAULT_TTL_MS
+    advance = None  # type: ignore[assignment]
+    advance_to_an_expiry = None  # type: ignore[assignment]
+
+    @rule(session_id=SESSIONS, alloc_id=OWNERS, ttl=LONG_TTLS)
+    def upsert(self, session_id: str, alloc_id: str, ttl: tuple[Any, int]) -> None:
+        super().upsert(session_id, alloc_id, ttl)
+
+    @rule(session_id=SESSIONS, alloc_id=OWNERS, ttl=LONG_TTLS, replacing=st.none() | OWNERS)
+    def claim(
+        self, session_id: str, alloc_id: str, ttl: tuple[Any, int], replacing: str | None
+    ) -> None:
+        super().claim(session_id, alloc_id, ttl, replacing)
+
+    @rule(session_id=SESSIONS, ttl=LONG_TTLS)
+    def touch(self, session_id: str, ttl: tuple[Any, int]) -> None:
+        super().touch(session_id, ttl)
+
+
+@pytest.mark.parametrize(
+    "backend_name",
+    backend_params(*(name for name, b in BACKENDS.items() if not b.expires_by_fake_clock)),
+)
+def test_backend_without_fake_expiry_agrees_with_the_model(
+    backend_name: str, tmp_path: Path
+) -> None:
+    backend = BACKENDS[backend_name]
+    location = backend.location(tmp_path)
+    run_state_machine_as_test(
+        lambda: StillClockMachine(backend, location), settings=SERVER_SETTINGS
     )
