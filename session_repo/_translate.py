@@ -25,9 +25,10 @@ _SQLITE_TRANSIENT = ("locked", "busy", "disk i/o error", "interrupted")
 _PG_CONFLICT = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 _PG_TRANSIENT_CLASSES = ("08", "53", "57", "58")  # connection, resources, shutdown, system
 _PG_PERMANENT = {"57P04", "53100"}  # database_dropped, disk_full
+_PG_TRANSIENT = {"55P03"}  # lock_not_available (lock_timeout)
 
 # MySQL / MariaDB error numbers.
-_MYSQL_CONFLICT = {1213, 1205}  # deadlock, lock wait timeout
+_MYSQL_CONFLICT = {1213}  # deadlock (a lock wait timeout is transient, not retried inside)
 _MYSQL_TRANSIENT = {
     1040,
     1053,
@@ -43,6 +44,7 @@ _MYSQL_TRANSIENT = {
     2013,
     2026,
     2055,  # cannot connect, server gone / lost
+    1205,  # lock wait timeout
     1969,
     3024,  # statement timeouts (MariaDB, MySQL)
 }
@@ -110,12 +112,14 @@ def _error_is_transient(error: BaseException) -> bool:
     if isinstance(error, sqlite3.Error):
         message = str(error).lower()
         return any(word in message for word in _SQLITE_TRANSIENT)
-    state = _sqlstate(error)
-    if state is not None:
-        return state not in _PG_PERMANENT and state.startswith(_PG_TRANSIENT_CLASSES)
-    errno = _mysql_errno(error)
+    errno = _mysql_errno(error)  # MySQL errors carry a SQLSTATE too: the number decides
     if errno is not None:
         return errno in _MYSQL_TRANSIENT
+    state = _sqlstate(error)
+    if state is not None:
+        if state in _PG_TRANSIENT:
+            return True
+        return state not in _PG_PERMANENT and state.startswith(_PG_TRANSIENT_CLASSES)
     name = type(error).__name__
     return name in {"ConnectionDoesNotExistError", "InterfaceError", "CannotConnectNowError"}
 

@@ -33,6 +33,8 @@ class SessionStoreConfig:
     fallback: Literal["memory", "none"] = "memory"
     auto_migrate: bool | None = None
     pool_size: int = 5
+    connect_timeout: float = 10.0
+    statement_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
@@ -43,6 +45,8 @@ class SessionStoreConfig:
         _check_number("retry_delay", self.retry_delay, minimum=0)
         _check_int("max_sessions", self.max_sessions, minimum=1)
         _check_int("pool_size", self.pool_size, minimum=1)
+        _check_number("connect_timeout", self.connect_timeout, minimum=0, inclusive=False)
+        _check_number("statement_timeout", self.statement_timeout, minimum=0, inclusive=False)
         if self.fallback not in ("memory", "none"):
             raise ConfigError(f"fallback must be 'memory' or 'none', not {self.fallback!r}")
         for name in ("enabled", "auto_migrate"):
@@ -75,6 +79,10 @@ class SessionStoreConfig:
             fallback=env.choice("SESSION_STORE_FALLBACK", "memory", ("memory", "none")),
             auto_migrate=env.optional_boolean("SESSION_STORE_AUTO_MIGRATE"),
             pool_size=env.integer("SESSION_STORE_POOL_SIZE", 5, minimum=1),
+            connect_timeout=env.millis("SESSION_STORE_CONNECT_TIMEOUT_MS", 10_000, positive=True),
+            statement_timeout=env.millis(
+                "SESSION_STORE_STATEMENT_TIMEOUT_MS", 30_000, positive=True
+            ),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Self:

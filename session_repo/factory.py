@@ -49,4 +49,6 @@ def create_session_repository(
         cleanup_batch=config.cleanup_batch,
         auto_migrate=config.auto_migrate,
         pool_size=config.pool_size,
+        connect_timeout=config.connect_timeout,
+        statement_timeout=config.statement_timeout,
     )

@@ -21,6 +21,7 @@ def test_defaults_match_the_contract() -> None:
     assert config.fallback == "memory"
     assert config.auto_migrate is None
     assert config.pool_size == 5
+    assert (config.connect_timeout, config.statement_timeout) == (10.0, 30.0)
 
 
 def test_every_variable_is_read() -> None:
@@ -37,6 +38,8 @@ def test_every_variable_is_read() -> None:
             "SESSION_STORE_FALLBACK": "NONE",
             "SESSION_STORE_AUTO_MIGRATE": "true",
             "SESSION_STORE_POOL_SIZE": "3",
+            "SESSION_STORE_CONNECT_TIMEOUT_MS": "2500",
+            "SESSION_STORE_STATEMENT_TIMEOUT_MS": "750",
         }
     )
     assert config == SessionStoreConfig(
@@ -51,6 +54,8 @@ def test_every_variable_is_read() -> None:
         fallback="none",
         auto_migrate=True,
         pool_size=3,
+        connect_timeout=2.5,
+        statement_timeout=0.75,
     )
 
 
@@ -88,6 +93,8 @@ def test_url_resolution(environ: dict[str, str], url: str) -> None:
         ("SESSION_STORE_FALLBACK", "disk"),
         ("SESSION_STORE_AUTO_MIGRATE", "perhaps"),
         ("SESSION_STORE_POOL_SIZE", "0"),
+        ("SESSION_STORE_CONNECT_TIMEOUT_MS", "0"),
+        ("SESSION_STORE_STATEMENT_TIMEOUT_MS", "-1"),
     ],
 )
 def test_bad_values_name_the_variable_and_value(name: str, value: str) -> None:

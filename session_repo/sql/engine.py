@@ -77,8 +77,19 @@ def prepare_sqlite_file(path: Path) -> None:
         ) from exc
 
 
-def create_engine(url: str | URL, *, pool_size: int = 5) -> AsyncEngine:
-    """An ``AsyncEngine`` for ``url`` with this library's settings."""
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 5,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+    statement_timeout: float = STATEMENT_TIMEOUT_S,
+) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``url`` with this library's settings.
+
+    On servers, ``connect_timeout`` bounds connecting and ``statement_timeout``
+    bounds each statement, lock waits included, so a hung server cannot hang a
+    request forever.
+    """
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
@@ -93,16 +104,47 @@ def create_engine(url: str | URL, *, pool_size: int = 5) -> AsyncEngine:
         engine = create_async_engine(parsed, **kwargs)
         configure_sqlite(engine)
         return engine
-    kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
+    kwargs.update(
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=connect_timeout,
+    )
+    statement_ms = max(1, round(statement_timeout * 1000))
     if parsed.get_driver_name() == "asyncpg":
         kwargs["connect_args"] = {
-            "timeout": CONNECT_TIMEOUT_S,
-            "command_timeout": STATEMENT_TIMEOUT_S,
+            "timeout": connect_timeout,
+            "command_timeout": statement_timeout,
+            "server_settings": {
+                "statement_timeout": str(statement_ms),
+                "lock_timeout": str(statement_ms),
+            },
         }
-    elif backend in ("mysql", "mariadb"):
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-        kwargs["isolation_level"] = "READ COMMITTED"
-    return create_async_engine(parsed, **kwargs)
+        return create_async_engine(parsed, **kwargs)
+    kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout))}
+    kwargs["isolation_level"] = "READ COMMITTED"
+    engine = create_async_engine(parsed, **kwargs)
+    _bound_mysql_statements(engine, statement_timeout)
+    return engine
+
+
+def _bound_mysql_statements(engine: AsyncEngine, seconds: float) -> None:
+    """Per-session limits on MariaDB (max_statement_time) or MySQL (max_execution_time)."""
+    lock_wait = max(1, round(seconds))
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_wait}")
+            cursor.execute("SELECT VERSION()")
+            version = str(cursor.fetchone()[0])
+            if "mariadb" in version.lower():
+                cursor.execute(f"SET SESSION max_statement_time = {seconds:.3f}")
+            else:
+                cursor.execute(f"SET SESSION max_execution_time = {round(seconds * 1000)}")
+        finally:
+            cursor.close()
 
 
 def configure_sqlite(engine: AsyncEngine) -> None:

@@ -8,6 +8,7 @@ callers never see one. Reads run without a transaction where the dialect allows.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -56,6 +57,8 @@ class SqlSessionRepository(BackendBase):
         cleanup_batch: int = 5000,
         auto_migrate: bool | None = None,
         pool_size: int = 5,
+        connect_timeout: float = 10,
+        statement_timeout: float = 30,
     ) -> None:
         super().__init__(
             clock=clock,
@@ -86,6 +89,18 @@ class SqlSessionRepository(BackendBase):
         self._sql = statements_for(dialect)
         self._auto_migrate = dialect == "sqlite" if auto_migrate is None else auto_migrate
         self._pool_size = pool_size
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("statement_timeout", statement_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number of seconds")
+            if not math.isfinite(value) or value <= 0:
+                raise InvalidInput(f"{name} must be finite and > 0 seconds")
+        self._timeouts = {
+            "connect_timeout": connect_timeout,
+            "statement_timeout": statement_timeout,
+        }
 
     def __repr__(self) -> str:
         return f"SqlSessionRepository({self._url.render_as_string(hide_password=True)!r})"
@@ -101,7 +116,7 @@ class SqlSessionRepository(BackendBase):
 
     async def _do_open(self) -> None:
         if self._engine is None:
-            self._engine = create_engine(self._url, pool_size=self._pool_size)
+            self._engine = create_engine(self._url, pool_size=self._pool_size, **self._timeouts)
         elif self.backend == "sqlite":
             configure_sqlite(self._engine)
         engine = self._engine
