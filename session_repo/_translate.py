@@ -103,6 +103,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, sa_exc.TimeoutError):  # pool checkout timeout
         return True
+    if isinstance(exc, sqlite3.Error):  # raised by the SQLite pipeline's own connections
+        return _error_is_transient(exc)
     return isinstance(exc, OSError) and not isinstance(exc, PermissionError)
 
 

@@ -1,0 +1,171 @@
+"""The SQLite hot path's batching: what coalescing must never change.
+
+Lookups waiting together share one query, writes waiting together share one
+transaction; a cancelled caller, a failing statement or a failing commit touches
+only the callers it should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from session_repo import SqlSessionRepository, StorageError
+from session_repo.testing import FakeClock
+
+
+@pytest.fixture
+async def repo(tmp_path: Path, fake_clock: FakeClock) -> AsyncIterator[SqlSessionRepository]:
+    async with SqlSessionRepository(
+        f"sqlite+aiosqlite:///{tmp_path}/pipeline.sqlite", clock=fake_clock, cleanup_interval=0
+    ) as repo:
+        yield repo
+
+
+def poison(path: Path) -> None:
+    """A trigger that fails any statement binding a session to 'poison'."""
+    with sqlite3.connect(path) as conn:
+        for event in ("INSERT", "UPDATE"):
+            conn.execute(
+                f"CREATE TRIGGER poison_{event.lower()} BEFORE {event} ON session_bindings "
+                "WHEN NEW.alloc_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+            )
+
+
+async def test_a_failing_statement_fails_only_its_caller(
+    repo: SqlSessionRepository, tmp_path: Path
+) -> None:
+    poison(tmp_path / "pipeline.sqlite")
+    calls = [repo.upsert(f"s{n}", "poison" if n == 5 else f"machine-{n}") for n in range(10)]
+    calls += [repo.claim("c", "poison"), repo.claim("d", "machine-d")]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [n for n, result in enumerate(results) if isinstance(result, BaseException)]
+    assert failed == [5, 10]
+    assert all(isinstance(results[n], StorageError) for n in failed)
+    assert "poisoned" in str(results[5])
+    assert await repo.lookup("s5") is None
+    assert await repo.lookup("c") is None
+    for n in (0, 4, 6, 9):
+        assert await repo.lookup(f"s{n}") == f"machine-{n}"
+    assert await repo.lookup("d") == "machine-d"
+    assert (await repo.metrics()).errors == 2
+
+
+async def test_a_write_then_a_read_from_one_task_sees_the_write(
+    repo: SqlSessionRepository,
+) -> None:
+    async def writer_reader(n: int) -> None:
+        for round_ in range(20):
+            await repo.upsert(f"own-{n}", f"machine-{round_}")
+            assert await repo.lookup(f"own-{n}") == f"machine-{round_}"
+            assert await repo.claim(f"own-{n}", "someone-else") == f"machine-{round_}"
+
+    await asyncio.gather(*(writer_reader(n) for n in range(32)))
+
+
+async def test_an_acknowledged_write_is_committed(
+    repo: SqlSessionRepository, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    await asyncio.gather(*(repo.upsert(f"s{n}", "machine-a") for n in range(200)))
+    # Another connection, outside the repository, sees every acknowledged write.
+    with sqlite3.connect(tmp_path / "pipeline.sqlite") as conn:
+        (count,) = conn.execute("SELECT count(*) FROM session_bindings").fetchone()
+    assert count == 200
+
+
+async def test_a_caller_cancelled_before_its_batch_runs_writes_nothing(
+    repo: SqlSessionRepository,
+) -> None:
+    await repo.lookup("warm-up")  # opened, so the call below reaches the queue at once
+    task = asyncio.create_task(repo.upsert("cancelled", "machine-a"))
+    await asyncio.sleep(0)  # the task is now waiting in the queue; its batch has not started
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await repo.upsert("after", "machine-b")
+    assert await repo.lookup("cancelled") is None
+    assert await repo.lookup("after") == "machine-b"
+
+
+async def test_cancelling_waiting_lookups_leaves_the_others_answered(
+    repo: SqlSessionRepository,
+) -> None:
+    for n in range(50):
+        await repo.upsert(f"s{n}", f"machine-{n}")
+    tasks = [asyncio.create_task(repo.lookup(f"s{n}")) for n in range(50)]
+    await asyncio.sleep(0)
+    for task in tasks[::3]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for n, result in enumerate(results):
+        if n % 3 == 0:
+            assert isinstance(result, asyncio.CancelledError)
+        else:
+            assert result == f"machine-{n}"
+    assert await repo.lookup("s0") == "machine-0"  # the pipeline is still healthy
+
+
+async def test_duplicate_keys_in_one_batch_each_get_an_answer(repo: SqlSessionRepository) -> None:
+    await repo.upsert("same", "machine-a")
+    results = await asyncio.gather(*(repo.lookup("same") for _ in range(100)))
+    assert results == ["machine-a"] * 100
+
+
+async def test_lookups_in_one_batch_each_judge_expiry_by_their_own_time(
+    repo: SqlSessionRepository, fake_clock: FakeClock
+) -> None:
+    await repo.upsert("short", "machine-a", ttl=1)
+    early = asyncio.create_task(repo.lookup("short"))
+    await asyncio.sleep(0)  # read "now" before the clock moves
+    fake_clock.advance(1)
+    late = asyncio.create_task(repo.lookup("short"))
+    assert await early == "machine-a"
+    assert await late is None
+
+
+async def test_close_waits_for_calls_in_flight(tmp_path: Path) -> None:
+    repo = SqlSessionRepository(f"sqlite+aiosqlite:///{tmp_path}/close.sqlite", cleanup_interval=0)
+    await repo.lookup("open")
+    writes = [asyncio.create_task(repo.upsert(f"s{n}", "machine-a")) for n in range(100)]
+    await asyncio.sleep(0)
+    await repo.close()
+    assert all(task.done() and task.exception() is None for task in writes)
+    async with SqlSessionRepository(f"sqlite+aiosqlite:///{tmp_path}/close.sqlite") as again:
+        assert (await again.metrics()).sessions == 100
+
+
+async def test_a_busy_database_fails_the_group_with_a_transient_error(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    path = tmp_path / "busy.sqlite"
+    async with SqlSessionRepository(f"sqlite+aiosqlite:///{path}", cleanup_interval=0) as repo:
+        await repo.upsert("before", "machine-a")
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            loop_ticks = 0
+
+            async def ticker() -> None:
+                nonlocal loop_ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    loop_ticks += 1
+
+            ticking = asyncio.create_task(ticker())
+            results = await asyncio.gather(
+                repo.upsert("during-1", "machine-a"),
+                repo.upsert("during-2", "machine-a"),
+                return_exceptions=True,
+            )
+            ticking.cancel()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert all(isinstance(r, StorageError) and r.transient for r in results)
+        assert loop_ticks > 100  # the 5 s busy wait happened off the event loop
+        await repo.upsert("after", "machine-a")
+        assert await repo.lookup("after") == "machine-a"
