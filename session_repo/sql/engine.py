@@ -114,7 +114,8 @@ def create_engine(
     if parsed.get_driver_name() == "asyncpg":
         kwargs["connect_args"] = {
             "timeout": connect_timeout,
-            "command_timeout": statement_timeout,
+            # The server's own timeout acts first; this one catches a server that hangs.
+            "command_timeout": statement_timeout + 1,
             "server_settings": {
                 "statement_timeout": str(statement_ms),
                 "lock_timeout": str(statement_ms),
