@@ -77,12 +77,14 @@ def _mysql_errno(error: BaseException) -> int | None:
 
 def is_conflict(exc: BaseException) -> bool:
     """A deadlock or serialization failure: the backend retries these itself."""
+    errors: tuple[BaseException | None, ...] = (exc,)
     if isinstance(exc, sa_exc.DBAPIError):
-        for error in (exc.orig, _driver_error(exc)):
-            if error is None:
-                continue
-            if _sqlstate(error) in _PG_CONFLICT or _mysql_errno(error) in _MYSQL_CONFLICT:
-                return True
+        errors = (exc.orig, _driver_error(exc))
+    for error in errors:
+        if error is None:
+            continue
+        if _sqlstate(error) in _PG_CONFLICT or _mysql_errno(error) in _MYSQL_CONFLICT:
+            return True
     return False
 
 
@@ -103,7 +105,7 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, sa_exc.TimeoutError):  # pool checkout timeout
         return True
-    if isinstance(exc, sqlite3.Error):  # raised by the SQLite pipeline's own connections
+    if isinstance(exc, (sqlite3.Error, *_ASYNCPG_ERRORS)):  # the fast paths' own drivers
         return _error_is_transient(exc)
     return isinstance(exc, OSError) and not isinstance(exc, PermissionError)
 
@@ -155,11 +157,23 @@ def _redis_errors() -> tuple[type[Exception], ...]:
 
 
 _REDIS_ERRORS = _redis_errors()
+
+
+def _asyncpg_errors() -> tuple[type[Exception], ...]:
+    try:
+        from asyncpg import InterfaceError, PostgresError
+    except ImportError:  # the postgres extra is not installed
+        return ()
+    return (PostgresError, InterfaceError)
+
+
+_ASYNCPG_ERRORS = _asyncpg_errors()
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.SQLAlchemyError,
     sqlite3.Error,
     OSError,
     *_REDIS_ERRORS,
+    *_ASYNCPG_ERRORS,
 )
 
 

@@ -1,9 +1,11 @@
 """``SqlSessionRepository``: the contract on SQLAlchemy 2 async.
 
-One engine per repository owns the schema (Alembic, on open). Operations take one
-of two paths: a SQLite file goes through ``SqlitePipeline`` (batched, two
-connections on their own threads); every other database through ``EngineOps``
-(SQLAlchemy's async engine, one short transaction per operation).
+One engine per repository owns the schema (Alembic, on open). Operations take the
+fastest path the database has: a SQLite file goes through ``SqlitePipeline``
+(batched, two connections on their own threads), PostgreSQL on asyncpg through
+``PostgresPipeline`` (an asyncpg pool, one round trip per operation, lookups and
+upserts batched), anything else through ``EngineOps`` (SQLAlchemy's async engine,
+one short transaction per operation). All run statements compiled by SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from session_repo.errors import InvalidInput, StorageError
 from session_repo.sql.engine import configure_sqlite, create_engine, parse_url, sqlite_file
 from session_repo.sql.engine_ops import EngineOps
 from session_repo.sql.migrate import ensure_schema
+from session_repo.sql.postgres_pipeline import PostgresPipeline
 from session_repo.sql.sqlite_pipeline import SqlitePipeline
 from session_repo.sql.statements import statements_for
 
@@ -113,12 +116,25 @@ class SqlSessionRepository(BackendBase):
         except BaseException:
             await self._do_close()
             raise
+        try:
+            self._ops = await self._fast_path(engine)
+        except BaseException:
+            await self._do_close()
+            raise
+
+    async def _fast_path(
+        self, engine: AsyncEngine
+    ) -> SqlitePipeline | PostgresPipeline | EngineOps:
         path = sqlite_file(self._url)
-        self._ops: SqlitePipeline | EngineOps
         if path is not None:
-            self._ops = SqlitePipeline(path, self._sql)
-        else:  # a server, or an in-memory SQLite database that lives in one connection
-            self._ops = EngineOps(engine, self._sql, sized=self.backend != "sqlite")
+            return SqlitePipeline(path, self._sql)
+        if engine.dialect.driver == "asyncpg":
+            with storage_errors("connect"):
+                return await PostgresPipeline.connect(
+                    engine.url, self._sql, pool_size=self._pool_size, **self._timeouts
+                )
+        # MariaDB/MySQL, or an in-memory SQLite database that lives in one connection.
+        return EngineOps(engine, self._sql, sized=self.backend != "sqlite")
 
     async def _do_close(self) -> None:
         ops = getattr(self, "_ops", None)

@@ -24,15 +24,15 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ClauseElement, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from session_repo._translate import translate
 from session_repo.errors import RepositoryClosed
+from session_repo.sql.compiled import Compiled
 from session_repo.sql.engine import BUSY_TIMEOUT_MS
 from session_repo.sql.model import bindings
 from session_repo.sql.statements import Statements
@@ -46,26 +46,6 @@ Request = TypeVar("Request")
 # Most requests one batch carries; SQLite allows 32766 parameters per statement.
 MAX_BATCH = 256
 _DIALECT = sqlite_dialect.dialect(paramstyle="qmark")
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A statement as SQL text, with its parameters' order and constant values."""
-
-    sql: str
-    order: tuple[str, ...]
-    constants: dict[str, Any]
-
-    @classmethod
-    def of(cls, statement: ClauseElement) -> _Compiled:
-        compiled = statement.compile(dialect=_DIALECT)
-        order = getattr(compiled, "positiontup", None) or ()  # a qmark compiler's param order
-        return cls(str(compiled), tuple(order), dict(compiled.params))
-
-    def args(self, **values: Any) -> tuple[Any, ...]:
-        return tuple(
-            values[name] if name in values else self.constants[name] for name in self.order
-        )
 
 
 @functools.lru_cache(maxsize=MAX_BATCH)
@@ -259,14 +239,14 @@ class SqlitePipeline:
             self._reader, _run_reads, "read"
         )
         self._writes: _Coalescer[Job] = _Coalescer(self._writer, _run_writes, "write")
-        self._upsert = _Compiled.of(statements.upsert)
-        self._claim = _Compiled.of(statements.claim)
-        self._owner = _Compiled.of(statements.owner)
-        self._touch = _Compiled.of(statements.touch)
-        self._delete = _Compiled.of(statements.delete)
-        self._delete_owner = _Compiled.of(statements.delete_owner)
-        self._cleanup = _Compiled.of(statements.cleanup_batch)
-        self._gauges = _Compiled.of(statements.gauges)
+        self._upsert = Compiled.of(statements.upsert, _DIALECT)
+        self._claim = Compiled.of(statements.claim, _DIALECT)
+        self._owner = Compiled.of(statements.owner, _DIALECT)
+        self._touch = Compiled.of(statements.touch, _DIALECT)
+        self._delete = Compiled.of(statements.delete, _DIALECT)
+        self._delete_owner = Compiled.of(statements.delete_owner, _DIALECT)
+        self._cleanup = Compiled.of(statements.cleanup_batch, _DIALECT)
+        self._gauges = Compiled.of(statements.gauges, _DIALECT)
 
     async def close(self) -> None:
         await self._reads.drain()

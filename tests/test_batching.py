@@ -1,4 +1,4 @@
-"""The SQLite hot path's batching: what coalescing must never change.
+"""The fast paths' batching (SQLite and PostgreSQL): what coalescing must never change.
 
 Lookups waiting together share one query, writes waiting together share one
 transaction; a cancelled caller, a failing statement or a failing commit touches
@@ -8,41 +8,71 @@ only the callers it should.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from session_repo import SqlSessionRepository, StorageError
+from session_repo import SessionRepository, SqlSessionRepository, StorageError
 from session_repo.testing import FakeClock
+from tests.conftest import RepoFactory, backend_params
+
+batched = pytest.mark.parametrize("backend_name", backend_params("sqlite", "postgresql"))
+
+PG_POISON = """
+CREATE OR REPLACE FUNCTION session_repo_poison() RETURNS trigger AS $$
+BEGIN
+  IF NEW.alloc_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql
+"""
 
 
-@pytest.fixture
-async def repo(tmp_path: Path, fake_clock: FakeClock) -> AsyncIterator[SqlSessionRepository]:
-    async with SqlSessionRepository(
-        f"sqlite+aiosqlite:///{tmp_path}/pipeline.sqlite", clock=fake_clock, cleanup_interval=0
-    ) as repo:
-        yield repo
-
-
-def poison(path: Path) -> None:
+@contextlib.asynccontextmanager
+async def poisoned(repo: SessionRepository) -> AsyncIterator[None]:
     """A trigger that fails any statement binding a session to 'poison'."""
-    with sqlite3.connect(path) as conn:
-        for event in ("INSERT", "UPDATE"):
-            conn.execute(
-                f"CREATE TRIGGER poison_{event.lower()} BEFORE {event} ON session_bindings "
-                "WHEN NEW.alloc_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
-            )
+    assert isinstance(repo, SqlSessionRepository)
+    if repo.backend == "sqlite":
+        statements = [
+            f"CREATE TRIGGER poison_{event.lower()} BEFORE {event} ON session_bindings "
+            "WHEN NEW.alloc_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+            for event in ("INSERT", "UPDATE")
+        ]
+        undo = ["DROP TRIGGER poison_insert", "DROP TRIGGER poison_update"]
+    else:
+        statements = [
+            PG_POISON,
+            "CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON session_bindings "
+            "FOR EACH ROW EXECUTE FUNCTION session_repo_poison()",
+        ]
+        undo = ["DROP TRIGGER poison ON session_bindings"]
+    async with repo.engine.begin() as conn:
+        for statement in statements:
+            await conn.execute(text(statement))
+    try:
+        yield
+    finally:
+        async with repo.engine.begin() as conn:
+            for statement in undo:
+                await conn.execute(text(statement))
 
 
-async def test_a_failing_statement_fails_only_its_caller(
-    repo: SqlSessionRepository, tmp_path: Path
-) -> None:
-    poison(tmp_path / "pipeline.sqlite")
+async def stored_count(repo: SessionRepository) -> int:
+    """Rows as another connection, outside the fast path, sees them."""
+    assert isinstance(repo, SqlSessionRepository)
+    async with repo.engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM session_bindings"))).scalar_one())
+
+
+@batched
+async def test_a_failing_statement_fails_only_its_caller(repo: SessionRepository) -> None:
     calls = [repo.upsert(f"s{n}", "poison" if n == 5 else f"machine-{n}") for n in range(10)]
     calls += [repo.claim("c", "poison"), repo.claim("d", "machine-d")]
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    async with poisoned(repo):
+        results = await asyncio.gather(*calls, return_exceptions=True)
     failed = [n for n, result in enumerate(results) if isinstance(result, BaseException)]
     assert failed == [5, 10]
     assert all(isinstance(results[n], StorageError) for n in failed)
@@ -55,8 +85,9 @@ async def test_a_failing_statement_fails_only_its_caller(
     assert (await repo.metrics()).errors == 2
 
 
+@batched
 async def test_a_write_then_a_read_from_one_task_sees_the_write(
-    repo: SqlSessionRepository,
+    repo: SessionRepository,
 ) -> None:
     async def writer_reader(n: int) -> None:
         for round_ in range(20):
@@ -67,18 +98,16 @@ async def test_a_write_then_a_read_from_one_task_sees_the_write(
     await asyncio.gather(*(writer_reader(n) for n in range(32)))
 
 
-async def test_an_acknowledged_write_is_committed(
-    repo: SqlSessionRepository, tmp_path: Path, fake_clock: FakeClock
-) -> None:
+@batched
+async def test_an_acknowledged_write_is_committed(repo: SessionRepository) -> None:
     await asyncio.gather(*(repo.upsert(f"s{n}", "machine-a") for n in range(200)))
-    # Another connection, outside the repository, sees every acknowledged write.
-    with sqlite3.connect(tmp_path / "pipeline.sqlite") as conn:
-        (count,) = conn.execute("SELECT count(*) FROM session_bindings").fetchone()
-    assert count == 200
+    await asyncio.gather(*(repo.claim(f"c{n}", "machine-a") for n in range(50)))
+    assert await stored_count(repo) == 250
 
 
+@batched
 async def test_a_caller_cancelled_before_its_batch_runs_writes_nothing(
-    repo: SqlSessionRepository,
+    repo: SessionRepository,
 ) -> None:
     await repo.lookup("warm-up")  # opened, so the call below reaches the queue at once
     task = asyncio.create_task(repo.upsert("cancelled", "machine-a"))
@@ -91,8 +120,9 @@ async def test_a_caller_cancelled_before_its_batch_runs_writes_nothing(
     assert await repo.lookup("after") == "machine-b"
 
 
+@batched
 async def test_cancelling_waiting_lookups_leaves_the_others_answered(
-    repo: SqlSessionRepository,
+    repo: SessionRepository,
 ) -> None:
     for n in range(50):
         await repo.upsert(f"s{n}", f"machine-{n}")
@@ -109,14 +139,16 @@ async def test_cancelling_waiting_lookups_leaves_the_others_answered(
     assert await repo.lookup("s0") == "machine-0"  # the pipeline is still healthy
 
 
-async def test_duplicate_keys_in_one_batch_each_get_an_answer(repo: SqlSessionRepository) -> None:
+@batched
+async def test_duplicate_keys_in_one_batch_each_get_an_answer(repo: SessionRepository) -> None:
     await repo.upsert("same", "machine-a")
     results = await asyncio.gather(*(repo.lookup("same") for _ in range(100)))
     assert results == ["machine-a"] * 100
 
 
+@batched
 async def test_lookups_in_one_batch_each_judge_expiry_by_their_own_time(
-    repo: SqlSessionRepository, fake_clock: FakeClock
+    repo: SessionRepository, fake_clock: FakeClock
 ) -> None:
     await repo.upsert("short", "machine-a", ttl=1)
     early = asyncio.create_task(repo.lookup("short"))
@@ -127,20 +159,19 @@ async def test_lookups_in_one_batch_each_judge_expiry_by_their_own_time(
     assert await late is None
 
 
-async def test_close_waits_for_calls_in_flight(tmp_path: Path) -> None:
-    repo = SqlSessionRepository(f"sqlite+aiosqlite:///{tmp_path}/close.sqlite", cleanup_interval=0)
+@batched
+async def test_close_waits_for_calls_in_flight(make_repo: RepoFactory) -> None:
+    repo = make_repo()
     await repo.lookup("open")
     writes = [asyncio.create_task(repo.upsert(f"s{n}", "machine-a")) for n in range(100)]
     await asyncio.sleep(0)
     await repo.close()
     assert all(task.done() and task.exception() is None for task in writes)
-    async with SqlSessionRepository(f"sqlite+aiosqlite:///{tmp_path}/close.sqlite") as again:
+    async with make_repo() as again:
         assert (await again.metrics()).sessions == 100
 
 
-async def test_a_busy_database_fails_the_group_with_a_transient_error(
-    tmp_path: Path, fake_clock: FakeClock
-) -> None:
+async def test_a_busy_database_fails_the_group_with_a_transient_error(tmp_path: Path) -> None:
     path = tmp_path / "busy.sqlite"
     async with SqlSessionRepository(f"sqlite+aiosqlite:///{path}", cleanup_interval=0) as repo:
         await repo.upsert("before", "machine-a")

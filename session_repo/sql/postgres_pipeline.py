@@ -1,0 +1,250 @@
+"""The PostgreSQL hot path: SQLAlchemy-compiled statements on an asyncpg pool.
+
+Why: through SQLAlchemy's async engine every operation pays a pool checkout with
+pre-ping, BEGIN and COMMIT around its one statement: three or four round trips
+where one does. Here each write is one autocommit statement (each is atomic on its
+own), and two kinds of work travel together:
+
+- the lookups made in one event-loop tick go as one ``= ANY($1)`` query;
+- the upserts made in one tick go as one pipelined ``executemany`` in one
+  transaction, keys sorted so that two instances never deadlock; if that fails,
+  each upsert is tried alone, so one bad row fails only its own caller.
+
+Every caller is resolved only after its statement committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import LargeBinary, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import URL
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from session_repo._translate import is_conflict
+from session_repo.errors import StorageError
+from session_repo.sql.compiled import Compiled
+from session_repo.sql.model import bindings
+from session_repo.sql.statements import Statements
+
+__all__ = ["PostgresPipeline"]
+
+T = TypeVar("T")
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+_LOOKUP_MANY = Compiled.of(
+    select(bindings.c.session_key, bindings.c.alloc_id, bindings.c.expires_at).where(
+        bindings.c.session_key == any_(bindparam("keys", type_=ARRAY(LargeBinary)))
+    ),
+    _DIALECT,
+)
+_SIZE = "SELECT pg_total_relation_size('session_bindings')"
+# Attempts for a deadlock or serialization failure inside one operation.
+CONFLICT_ATTEMPTS = 5
+
+
+class _TickBatcher:
+    """Collects the requests of one event-loop tick and runs them as one batch."""
+
+    def __init__(self, run: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+        self._run = run
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    def submit(self, request: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((request, future))
+        return future
+
+    def _flush(self) -> None:
+        batch = [item for item in self._pending if not item[1].done()]
+        self._pending = []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._settle(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _settle(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._run([request for request, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def drain(self) -> None:
+        while self._pending or self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+            await asyncio.sleep(0)
+
+
+def connect_kwargs(url: URL, *, connect_timeout: float, statement_timeout: float) -> dict[str, Any]:
+    """asyncpg pool arguments for a SQLAlchemy ``postgresql+asyncpg`` URL, same limits."""
+    statement_ms = str(max(1, round(statement_timeout * 1000)))
+    kwargs: dict[str, Any] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "database": url.database,
+        "timeout": connect_timeout,
+        "command_timeout": statement_timeout + 1,
+        "server_settings": {"statement_timeout": statement_ms, "lock_timeout": statement_ms},
+    }
+    kwargs.update(url.query)  # e.g. ssl=require
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+class PostgresPipeline:
+    """The contract's operations on PostgreSQL through one asyncpg pool."""
+
+    def __init__(self, pool: Any, statements: Statements) -> None:
+        self._pool = pool
+        self._reads = _TickBatcher(self._lookup_batch)
+        self._upserts = _TickBatcher(self._upsert_batch)
+        compile_ = Compiled.of
+        self._upsert = compile_(statements.upsert, _DIALECT)
+        self._claim = compile_(statements.claim, _DIALECT)
+        self._owner = compile_(statements.owner, _DIALECT)
+        self._touch = compile_(statements.touch, _DIALECT)
+        self._delete = compile_(statements.delete, _DIALECT)
+        self._delete_owner = compile_(statements.delete_owner, _DIALECT)
+        self._cleanup = compile_(statements.cleanup_batch, _DIALECT)
+        self._gauges = compile_(statements.gauges, _DIALECT)
+
+    @classmethod
+    async def connect(
+        cls,
+        url: URL,
+        statements: Statements,
+        *,
+        pool_size: int,
+        connect_timeout: float,
+        statement_timeout: float,
+    ) -> PostgresPipeline:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(
+            min_size=1,
+            max_size=pool_size * 2,
+            max_inactive_connection_lifetime=60,
+            **connect_kwargs(
+                url, connect_timeout=connect_timeout, statement_timeout=statement_timeout
+            ),
+        )
+        return cls(pool, statements)
+
+    async def close(self) -> None:
+        await self._reads.drain()
+        await self._upserts.drain()
+        await self._pool.close()
+
+    async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_conflict),
+            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.005, max=0.1),
+            reraise=True,
+        ):
+            with attempt:
+                return await work()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- batches ------------------------------------------------------------
+
+    async def _lookup_batch(self, requests: list[tuple[bytes, int]]) -> list[str | None]:
+        keys = list({key for key, _ in requests})
+        rows = await self._pool.fetch(_LOOKUP_MANY.sql, keys)
+        found = {bytes(key): (owner, expires) for key, owner, expires in rows}
+        results: list[str | None] = []
+        for key, now in requests:
+            row = found.get(key)
+            results.append(row[0] if row is not None and row[1] > now else None)
+        return results
+
+    async def _upsert_one(self, args: tuple[Any, ...]) -> None:
+        await self._retrying(lambda: self._pool.execute(self._upsert.sql, *args))
+
+    async def _upsert_batch(self, requests: list[tuple[Any, ...]]) -> list[Any]:
+        if len(requests) == 1:
+            await self._upsert_one(requests[0])
+            return [None]
+        rows = sorted(requests, key=lambda args: args[0])  # one lock order for every instance
+        try:
+            await self._retrying(lambda: self._pool.executemany(self._upsert.sql, rows))
+        except Exception:  # find the bad one(s): each upsert alone, each its own outcome
+            outcomes: list[Any] = []
+            for args in requests:
+                try:
+                    await self._upsert_one(args)
+                    outcomes.append(None)
+                except Exception as exc:
+                    outcomes.append(exc)
+            return outcomes
+        return [None] * len(requests)
+
+    # -- operations ----------------------------------------------------------
+
+    async def lookup(self, key: bytes, now: int) -> str | None:
+        owner: str | None = await self._reads.submit((key, now))
+        return owner
+
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+        await self._upserts.submit(self._upsert.args(key=key, alloc=alloc_id, expires=expires_at))
+
+    async def claim(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str:
+        args = self._claim.args(
+            key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
+        )
+        for _ in range(3):
+            taken = await self._retrying(lambda: self._pool.fetchval(self._claim.sql, *args))
+            if taken is not None:
+                return str(taken)
+            # Someone else holds it: read the holder (committed, so a new snapshot sees it).
+            owner = await self._pool.fetchval(self._owner.sql, key)
+            if owner is not None:
+                return str(owner)
+            # Deleted between the two statements: claim again.
+        raise StorageError("claim kept racing with deletes", transient=True)
+
+    async def _count(self, compiled: Compiled, **values: Any) -> int:
+        args = compiled.args(**values)
+        status = await self._retrying(lambda: self._pool.execute(compiled.sql, *args))
+        return int(str(status).rsplit(" ", 1)[-1])  # "UPDATE 1", "DELETE 3"
+
+    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
+        return await self._count(self._touch, key=key, expires=expires_at, now=now) > 0
+
+    async def delete(self, key: bytes, now: int) -> bool:
+        return await self._count(self._delete, key=key, now=now) > 0
+
+    async def delete_owner(self, alloc_id: str, now: int) -> int:
+        return await self._count(self._delete_owner, alloc=alloc_id, now=now)
+
+    async def cleanup_batch(self, now: int, batch: int) -> int:
+        return await self._count(self._cleanup, now=now, batch=batch)
+
+    async def gauges(self, now: int) -> tuple[int, int, int | None]:
+        async with self._pool.acquire() as conn:
+            live, expired = await conn.fetchrow(self._gauges.sql, *self._gauges.args(now=now))
+            size = await conn.fetchval(_SIZE)
+        return int(live or 0), int(expired or 0), None if size is None else int(size)
+
+    async def ping(self) -> None:
+        await self._pool.fetchval("SELECT 1")
