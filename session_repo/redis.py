@@ -7,7 +7,8 @@ happens in one Lua script, so they cannot drift; an index expires itself after
 its longest binding, and ``cleanup`` drops entries whose binding has gone.
 
 Redis decides expiry by its own clock (a fake clock does not expire bindings);
-the injected clock only scores the index.
+the injected clock only scores the index. The lookups of one event-loop tick go
+to Redis as one ``MGET``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from session_repo._base import BackendBase
+from session_repo._batching import TickBatcher
 from session_repo._inputs import Ttl
 from session_repo._translate import storage_errors
 from session_repo.clock import Clock
@@ -188,6 +190,8 @@ class RedisSessionRepository(BackendBase):
             )
             self._client = aioredis.Redis(connection_pool=pool)
         client = self._client
+        self._lookups = TickBatcher(self._lookup_batch)
+        self._scripts = TickBatcher(self._script_batch)
         self._upsert = client.register_script(_UPSERT)
         self._claim = client.register_script(_CLAIM)
         self._touch = client.register_script(_TOUCH)
@@ -201,6 +205,9 @@ class RedisSessionRepository(BackendBase):
             raise
 
     async def _do_close(self) -> None:
+        for batcher in (getattr(self, "_lookups", None), getattr(self, "_scripts", None)):
+            if batcher is not None:
+                await batcher.drain()
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -209,24 +216,48 @@ class RedisSessionRepository(BackendBase):
     def _text(value: Any) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
 
+    async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts.submit((script, keys, args))
+
+    async def _script_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """The writes of one event-loop tick as one pipeline (each script still atomic)."""
+        if len(requests) == 1:
+            script, keys, args = requests[0]
+            return [await script(keys=keys, args=args)]
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args in requests:
+            await script(keys=keys, args=args, client=pipe)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
     async def _do_upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
         ttl = expires_at - self._now_ms()
         with storage_errors("upsert"):
-            await self._upsert(
+            await self._run_script(
+                self._upsert,
                 keys=[self._key(key)],
                 args=[self._prefix, key.hex(), alloc_id, expires_at, max(ttl, 1)],
             )
 
     async def _do_lookup(self, key: bytes, now: int) -> str | None:
         with storage_errors("lookup"):
-            owner = await self._client.get(self._key(key))
-        return None if owner is None else self._text(owner)
+            owner: str | None = await self._lookups.submit(self._key(key))
+        return owner
+
+    async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
+        """The lookups of one event-loop tick as one MGET."""
+        if len(keys) == 1:
+            owners = [await self._client.get(keys[0])]
+        else:
+            owners = await self._client.mget(keys)
+        return [None if owner is None else self._text(owner) for owner in owners]
 
     async def _do_claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
         with storage_errors("claim"):
-            owner = await self._claim(
+            owner = await self._run_script(
+                self._claim,
                 keys=[self._key(key)],
                 args=[
                     self._prefix,
@@ -241,14 +272,18 @@ class RedisSessionRepository(BackendBase):
 
     async def _do_touch(self, key: bytes, expires_at: int, now: int) -> bool:
         with storage_errors("touch"):
-            touched = await self._touch(
-                keys=[self._key(key)], args=[self._prefix, key.hex(), expires_at, expires_at - now]
+            touched = await self._run_script(
+                self._touch,
+                keys=[self._key(key)],
+                args=[self._prefix, key.hex(), expires_at, expires_at - now],
             )
         return bool(touched)
 
     async def _do_delete(self, key: bytes, now: int) -> bool:
         with storage_errors("delete"):
-            deleted = await self._delete(keys=[self._key(key)], args=[self._prefix, key.hex()])
+            deleted = await self._run_script(
+                self._delete, keys=[self._key(key)], args=[self._prefix, key.hex()]
+            )
         return bool(deleted)
 
     async def _do_delete_owner(self, alloc_id: str, now: int) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from session_repo import RedisSessionRepository
+from session_repo import RedisSessionRepository, StorageError
 from tests.servers import require_server, server_url
 
 pytestmark = pytest.mark.server
@@ -145,3 +145,30 @@ def test_rejects_a_non_redis_url() -> None:
         RedisSessionRepository("postgresql://x/y")
     with pytest.raises(TypeError):
         RedisSessionRepository(42)
+
+
+async def test_one_failing_write_in_a_pipelined_tick_fails_only_its_caller(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    # A key of the wrong type makes that one script fail inside Redis.
+    await client.hset(f"{PREFIX}s:{digest('bad')}", "not", "a string")
+    calls = [repo.upsert(f"s{n}", "machine-a") for n in range(5)]
+    calls += [repo.upsert("bad", "machine-a"), repo.claim("c", "machine-b")]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [n for n, result in enumerate(results) if isinstance(result, BaseException)]
+    assert failed == [5]
+    assert isinstance(results[5], StorageError)
+    assert results[6] == "machine-b"
+    assert [await repo.lookup(f"s{n}") for n in range(5)] == ["machine-a"] * 5
+
+
+async def test_lookups_of_one_tick_share_one_round_trip(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    for n in range(20):
+        await repo.upsert(f"s{n}", f"machine-{n}")
+    before = (await client.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
+    owners = await asyncio.gather(*(repo.lookup(f"s{n}") for n in range(20)))
+    after = (await client.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
+    assert owners == [f"machine-{n}" for n in range(20)]
+    assert after - before == 1

@@ -15,7 +15,6 @@ Every caller is resolved only after its statement committed.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import URL
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from session_repo._batching import TickBatcher
 from session_repo._translate import is_conflict
 from session_repo.errors import StorageError
 from session_repo.sql.compiled import Compiled
@@ -44,52 +44,6 @@ _LOOKUP_MANY = Compiled.of(
 _SIZE = "SELECT pg_total_relation_size('session_bindings')"
 # Attempts for a deadlock or serialization failure inside one operation.
 CONFLICT_ATTEMPTS = 5
-
-
-class _TickBatcher:
-    """Collects the requests of one event-loop tick and runs them as one batch."""
-
-    def __init__(self, run: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
-        self._run = run
-        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._running: set[asyncio.Task[None]] = set()
-
-    def submit(self, request: Any) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((request, future))
-        return future
-
-    def _flush(self) -> None:
-        batch = [item for item in self._pending if not item[1].done()]
-        self._pending = []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._settle(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _settle(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._run([request for request, _ in batch])
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def drain(self) -> None:
-        while self._pending or self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-            await asyncio.sleep(0)
 
 
 def connect_kwargs(url: URL, *, connect_timeout: float, statement_timeout: float) -> dict[str, Any]:
@@ -114,8 +68,8 @@ class PostgresPipeline:
 
     def __init__(self, pool: Any, statements: Statements) -> None:
         self._pool = pool
-        self._reads = _TickBatcher(self._lookup_batch)
-        self._upserts = _TickBatcher(self._upsert_batch)
+        self._reads = TickBatcher(self._lookup_batch)
+        self._upserts = TickBatcher(self._upsert_batch)
         compile_ = Compiled.of
         self._upsert = compile_(statements.upsert, _DIALECT)
         self._claim = compile_(statements.claim, _DIALECT)
