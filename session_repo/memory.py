@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 
 from session_repo._base import BackendBase
 from session_repo._inputs import Ttl
@@ -16,6 +17,9 @@ from session_repo.clock import Clock
 from session_repo.errors import InvalidInput
 
 __all__ = ["MemorySessionRepository"]
+
+# Rows read between yields to the event loop in full scans (about 0.3 ms of work).
+_SLICE = 4096
 
 
 class MemorySessionRepository(BackendBase):
@@ -93,32 +97,50 @@ class MemorySessionRepository(BackendBase):
         del self._rows[key]
         return True
 
+    async def _scan(self, wanted: Callable[[tuple[str, int]], bool]) -> list[bytes]:
+        """Keys whose row is ``wanted``, read in slices so other requests get through."""
+        keys = list(self._rows)
+        found: list[bytes] = []
+        for start in range(0, len(keys), _SLICE):
+            if start:
+                await asyncio.sleep(0)
+            rows = self._rows
+            for key in keys[start : start + _SLICE]:
+                row = rows.get(key)
+                if row is not None and wanted(row):
+                    found.append(key)
+        return found
+
+    def _remove(self, keys: list[bytes], still_wanted: Callable[[tuple[str, int]], bool]) -> int:
+        """Delete the keys whose rows are still wanted (a scan may have yielded meanwhile)."""
+        removed = 0
+        for key in keys:
+            row = self._rows.get(key)
+            if row is not None and still_wanted(row):
+                del self._rows[key]
+                removed += 1
+        return removed
+
     async def _do_delete_owner(self, alloc_id: str, now: int) -> int:
-        doomed = [
-            key
-            for key, (owner, expires_at) in list(self._rows.items())
-            if owner == alloc_id and expires_at > now
-        ]
-        for key in doomed:
-            del self._rows[key]
-        return len(doomed)
+        def owned(row: tuple[str, int]) -> bool:
+            return row[0] == alloc_id and row[1] > now
+
+        return self._remove(await self._scan(owned), owned)
 
     async def _do_cleanup(self, now: int, batch: int) -> int:
-        rows = self._rows
-        doomed = [key for key, (_, expires_at) in rows.items() if expires_at <= now]
+        def expired(row: tuple[str, int]) -> bool:
+            return row[1] <= now
+
+        doomed = await self._scan(expired)
         removed = 0
         for start in range(0, len(doomed), batch):
             if start:
                 await asyncio.sleep(0)  # let requests through between batches
-            for key in doomed[start : start + batch]:
-                row = rows.get(key)
-                if row is not None and row[1] <= now:
-                    del rows[key]
-                    removed += 1
+            removed += self._remove(doomed[start : start + batch], expired)
         return removed
 
     async def _do_gauges(self, now: int) -> tuple[int, int, int | None]:
-        expired = sum(1 for _, expires_at in self._rows.values() if expires_at <= now)
+        expired = len(await self._scan(lambda row: row[1] <= now))
         return len(self._rows) - expired, expired, None
 
     async def _do_ping(self) -> str:
