@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from session_repo._inputs import Ttl, check_alloc_id, check_session_id, ttl_ms
 from session_repo._keys import session_key
 from session_repo.clock import Clock, SystemClock
 from session_repo.errors import InvalidInput, RepositoryClosed, StorageError
-from session_repo.metrics import Counters, Health, SessionStoreMetrics
+from session_repo.metrics import Counters, Health, Latency, SessionStoreMetrics
 
 __all__ = ["BackendBase"]
 
@@ -135,14 +136,14 @@ class BackendBase(ABC):
         owner = check_alloc_id(alloc_id)
         life = ttl_ms(ttl, self._default_ttl_ms)
         await self._ready()
-        with self._counting():
+        with self._counting("upsert"):
             await self._do_upsert(key, owner, self._now_ms() + life)
         self._counters.upserts += 1
 
     async def lookup(self, session_id: str) -> str | None:
         key = session_key(check_session_id(session_id))
         await self._ready()
-        with self._counting():
+        with self._counting("lookup"):
             owner = await self._do_lookup(key, self._now_ms())
         counters = self._counters
         counters.lookups += 1
@@ -167,7 +168,7 @@ class BackendBase(ABC):
         life = ttl_ms(ttl, self._default_ttl_ms)
         await self._ready()
         now = self._now_ms()
-        with self._counting():
+        with self._counting("claim"):
             winner = await self._do_claim(key, owner, now + life, now, replacing)
         self._counters.claims += 1
         return winner
@@ -177,7 +178,7 @@ class BackendBase(ABC):
         life = ttl_ms(ttl, self._default_ttl_ms)
         await self._ready()
         now = self._now_ms()
-        with self._counting():
+        with self._counting("touch"):
             touched = await self._do_touch(key, now + life, now)
         self._counters.touches += 1
         return touched
@@ -185,7 +186,7 @@ class BackendBase(ABC):
     async def delete(self, session_id: str) -> bool:
         key = session_key(check_session_id(session_id))
         await self._ready()
-        with self._counting():
+        with self._counting("delete"):
             deleted = await self._do_delete(key, self._now_ms())
         if deleted:  # ``deletes`` counts bindings removed, as in ``delete_owner``
             self._counters.deletes += 1
@@ -194,7 +195,7 @@ class BackendBase(ABC):
     async def delete_owner(self, alloc_id: str) -> int:
         owner = check_alloc_id(alloc_id)
         await self._ready()
-        with self._counting():
+        with self._counting("delete_owner"):
             removed = await self._do_delete_owner(owner, self._now_ms())
         self._counters.deletes += removed
         return removed
@@ -202,7 +203,7 @@ class BackendBase(ABC):
     async def cleanup(self) -> int:
         await self._ready()
         now = self._clock.now()
-        with self._counting():
+        with self._counting("cleanup"):
             removed = await self._do_cleanup(math.floor(now * 1000), self._cleanup_batch)
         self._counters.cleaned += removed
         self._counters.last_cleanup_at = datetime.fromtimestamp(now, UTC)
@@ -216,7 +217,7 @@ class BackendBase(ABC):
 
     async def metrics(self) -> SessionStoreMetrics:
         await self._ready()
-        with self._counting():
+        with self._counting("metrics"):
             sessions, expired, size = await self._do_gauges(self._now_ms())
         return self._counters.snapshot(sessions=sessions, expired=expired, storage_bytes=size)
 
@@ -231,12 +232,36 @@ class BackendBase(ABC):
         return Health("ok", self.backend, detail)
 
     @contextlib.contextmanager
-    def _counting(self) -> Iterator[None]:
+    def _counting(self, operation: str) -> Iterator[None]:
+        """Count a storage failure and time the operation, whatever its outcome."""
+        started = time.perf_counter()
         try:
             yield
-        except StorageError:
+        except StorageError as exc:
+            elapsed = time.perf_counter() - started
             self._counters.errors += 1
+            self._counters.observe(operation, elapsed, failed=True)
+            logger.debug(
+                "%s failed: %s",
+                operation,
+                exc,
+                extra={
+                    "backend": self.backend,
+                    "operation": operation,
+                    "outcome": "error",
+                    "transient": exc.transient,
+                    "duration": elapsed,
+                },
+            )
             raise
+        self._counters.observe(operation, time.perf_counter() - started)
+
+    def latencies(self) -> dict[str, Latency]:
+        """Per-operation latency histograms since open (copies; for metrics exporters)."""
+        return {
+            name: Latency(list(h.counts), h.total, h.failures)
+            for name, h in self._counters.latency.items()
+        }
 
     # -- what a backend implements ----------------------------------------
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["Counters", "Health", "HealthStatus", "SessionStoreMetrics"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "Counters",
+    "Health",
+    "HealthStatus",
+    "Latency",
+    "SessionStoreMetrics",
+]
+
+# Upper bounds (seconds) of the per-operation latency histogram; one more bucket is +Inf.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
 
 HealthStatus = Literal["ok", "degraded", "down"]
 
@@ -42,6 +56,24 @@ class Health:
 
 
 @dataclass(slots=True)
+class Latency:
+    """How long one operation took, as a histogram over ``LATENCY_BUCKETS``."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+    failures: int = 0
+
+    def observe(self, seconds: float, *, failed: bool) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.failures += failed
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(slots=True)
 class Counters:
     """The mutable counters behind ``SessionStoreMetrics``."""
 
@@ -56,6 +88,13 @@ class Counters:
     errors: int = 0
     retries: int = 0
     last_cleanup_at: datetime | None = field(default=None)
+    latency: dict[str, Latency] = field(default_factory=dict)
+
+    def observe(self, operation: str, seconds: float, *, failed: bool = False) -> None:
+        latency = self.latency.get(operation)
+        if latency is None:
+            latency = self.latency[operation] = Latency()
+        latency.observe(seconds, failed=failed)
 
     def snapshot(
         self,
