@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"session-repo {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
     sub: dict[str, argparse.ArgumentParser] = {}
-    for run in (_migrate, _current, _get, _set, _delete, _cleanup, _stats, _health, _demo, _bench):
+    for run in (
+        _migrate, _current, _get, _set, _delete, _cleanup, _stats, _health, _doctor, _demo, _bench,
+    ):  # fmt: skip
         summary, _, examples = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
         name = run.__name__.strip("_")
         sub[name] = commands.add_parser(
@@ -128,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub["set"].add_argument("alloc_id", metavar="ALLOC", help="the owner: machine or instance id")
     sub["set"].add_argument("--ttl", type=float, metavar="SECONDS", help="default: from settings")
     sub["migrate"].add_argument("--sql", action="store_true", help="print the SQL, run nothing")
-    sub["stats"].add_argument("--json", action="store_true", help="every metric, as JSON")
-    sub["health"].add_argument("--json", action="store_true", help="print the health as JSON")
+    for name in ("current", "get", "cleanup", "stats", "health", "doctor"):
+        sub[name].add_argument("--json", action="store_true", help="print the answer as JSON")
     sub["demo"].add_argument("--dir", help="where to create demo.sqlite (default: a temp dir)")
     bench = sub["bench"]
     bench.add_argument("--sessions", type=int, default=10_000, help="bindings to preload")
@@ -244,7 +246,10 @@ async def _current(args: argparse.Namespace) -> int:
         print(_no_schema(config))
         return 0
     current, head = await _revision(url), head_revision()
-    print(f"{current} (head)" if current == head else f"{current or '(none)'}; head is {head}")
+    if args.json:
+        print(json.dumps({"current": current, "head": head, "at_head": current == head}))
+    else:
+        print(f"{current} (head)" if current == head else f"{current or '(none)'}; head is {head}")
     return 0
 
 
@@ -257,10 +262,11 @@ async def _get(args: argparse.Namespace) -> int:
     session_id = _session_id(args.session_id)
     async with _store(args) as repo:
         owner = await repo.lookup(session_id)
-    if owner is None:
-        return EXIT_MISSING
-    print(owner)
-    return 0
+    if args.json:
+        print(json.dumps({"owner": owner}))
+    elif owner is not None:
+        print(owner)
+    return EXIT_MISSING if owner is None else 0
 
 
 async def _set(args: argparse.Namespace) -> int:
@@ -297,7 +303,7 @@ async def _cleanup(args: argparse.Namespace) -> int:
             removed = await _cleanup_with_progress(repo, sys.stderr)
         else:
             removed = await repo.cleanup()
-    print(f"removed {removed} expired bindings")
+    print(json.dumps({"removed": removed}) if args.json else f"removed {removed} expired bindings")
     return 0
 
 
@@ -362,6 +368,26 @@ async def _health(args: argparse.Namespace) -> int:
     else:
         print(f"status:  {health.status}\nbackend: {health.backend}\ndetail:  {health.detail}")
     return HEALTH_EXIT[health.status]
+
+
+async def _doctor(args: argparse.Namespace) -> int:
+    """Check the URL, file permissions, schema, WAL mode and clock; say what to fix.
+
+    session-repo doctor   # exit 0 all ok, 1 warnings, 2 failures
+    session-repo doctor --json
+    """
+    from session_repo.doctor import diagnose
+
+    findings = await diagnose(_config(args))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(finding) for finding in findings], indent=2))
+    else:
+        for finding in findings:
+            print(f"{finding.level:<4}  {finding.check:<11} {finding.message}")
+            if finding.fix:
+                print(f"{'':<17} fix: {finding.fix}")
+    levels = {finding.level for finding in findings}
+    return 2 if "fail" in levels else 1 if "warn" in levels else 0
 
 
 async def _demo(args: argparse.Namespace) -> int:
