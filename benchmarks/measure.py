@@ -13,13 +13,16 @@ import asyncio
 import contextlib
 import gc
 import math
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Sample", "StallTicker", "percentile", "run_scenario"]
+from benchmarks.callbacks import CallbackClock
+
+__all__ = ["Result", "Sample", "StallTicker", "percentile", "run_scenario"]
 
 Op = Callable[..., Awaitable[Any]]
 Check = Callable[[tuple[str, ...], Any], bool]
@@ -39,6 +42,24 @@ class Sample:
     max_ms: float
     loop_stall_ms: float
     wrong: int  # results that were not what the workload guarantees (should be 0)
+
+
+@dataclass
+class Result:
+    """One subject in one scenario: every repetition's sample and their medians."""
+
+    subject: str
+    op: str
+    concurrency: int
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, metric: str) -> float:
+        values: list[float] = [getattr(sample, metric) for sample in self.samples]
+        return statistics.median(values)
+
+    @property
+    def wrong(self) -> int:
+        return sum(sample.wrong for sample in self.samples)
 
 
 def percentile(sorted_values: Sequence[int], q: float) -> int:
@@ -93,8 +114,14 @@ async def run_scenario(
     concurrency: int,
     max_seconds: float,
     check: Check | None = None,
+    callbacks: CallbackClock | None = None,
 ) -> Sample:
-    """Run ``op(*args)`` over ``work`` from ``concurrency`` tasks; stop at the end or the time."""
+    """Run ``op(*args)`` over ``work`` from ``concurrency`` tasks; stop at the end or the time.
+
+    With ``callbacks``, every callback the loop runs meanwhile is timed (see
+    ``benchmarks.callbacks``); that costs time, so throughput figures come
+    from runs without it.
+    """
     latencies: list[int] = []
     record = latencies.append
     total = len(work)
@@ -120,10 +147,11 @@ async def run_scenario(
     gc.freeze()
     try:
         async with StallTicker() as ticker:
-            started = time.perf_counter_ns()
-            deadline_ns = started + int(max_seconds * 1e9)
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            elapsed = (time.perf_counter_ns() - started) / 1e9
+            with callbacks or contextlib.nullcontext():
+                started = time.perf_counter_ns()
+                deadline_ns = started + int(max_seconds * 1e9)
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                elapsed = (time.perf_counter_ns() - started) / 1e9
     finally:
         gc.unfreeze()
     latencies.sort()

@@ -7,11 +7,26 @@ alloc ids like Fly.io machine ids (14 hex digits).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["ALLOC_IDS", "CLAIMER", "TTL_S", "Dataset", "make_dataset", "operations"]
+__all__ = [
+    "ALLOC_IDS",
+    "CLAIMER",
+    "OPS",
+    "TTL_S",
+    "Dataset",
+    "Row",
+    "digest",
+    "make_dataset",
+    "operations",
+    "rows_of",
+]
+
+Row = tuple[bytes, str, int]  # (session key, alloc id, expires_at ms): one stored binding
 
 # Long enough that nothing expires during a run.
 TTL_S = 3600
@@ -34,6 +49,17 @@ class Dataset:
         start = self.fresh_used
         self.fresh_used += count
         return [f"f{self.seed:07x}{n:024x}" for n in range(start, start + count)]
+
+
+def digest(session_id: str) -> bytes:
+    """The stored key, as the library computes it (SHA-256 of the UTF-8 session id)."""
+    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).digest()
+
+
+def rows_of(dataset: Dataset) -> Iterator[Row]:
+    """The dataset's bindings as stored rows, for bulk loading."""
+    expires = dataset.expires_at_ms
+    return ((digest(sid), alloc, expires) for sid, alloc in dataset.sessions)
 
 
 def _session_id(rng: random.Random) -> str:

@@ -6,17 +6,61 @@ from collections.abc import Callable
 
 from benchmarks.subjects.base import Setup, Subject
 from benchmarks.subjects.raw_aiosqlite import RawAiosqlite
+from benchmarks.subjects.raw_asyncpg import RawAsyncpg
+from benchmarks.subjects.raw_redis import RawRedis
 from benchmarks.subjects.raw_sqlite3 import RawSqlite3
 from benchmarks.subjects.repo_memory import RepoMemory
+from benchmarks.subjects.repo_postgres import RepoPostgres
+from benchmarks.subjects.repo_redis import RepoRedis
 from benchmarks.subjects.repo_sqlite import RepoSqlite
 from benchmarks.subjects.ttl_cache import TtlCacheReference
 
-__all__ = ["SUBJECTS", "Setup", "Subject"]
+__all__ = ["NAMES", "SUBJECTS", "UNAVAILABLE", "Setup", "Subject", "server_of"]
 
-SUBJECTS: dict[str, Callable[[], Subject]] = {
+# Every stack, in report order; SUBJECTS holds those this environment can run.
+NAMES = (
+    "repo-sqlite",
+    "aiosqlite",
+    "sqlite3",
+    "repo-pg",
+    "asyncpg",
+    "repo-redis",
+    "redis-py",
+    "litestar-redis",
+    "repo-memory",
+    "ttlcache",
+    "litestar-memory",
+)
+
+_FOUND: dict[str, Callable[[], Subject]] = {
     "repo-sqlite": RepoSqlite,
     "aiosqlite": RawAiosqlite,
     "sqlite3": RawSqlite3,
+    "repo-pg": RepoPostgres,
+    "asyncpg": RawAsyncpg,
+    "repo-redis": RepoRedis,
+    "redis-py": RawRedis,
     "repo-memory": RepoMemory,
     "ttlcache": TtlCacheReference,
 }
+
+# Why a stack cannot run here: Litestar comes with the [dev] extra, not with [test].
+UNAVAILABLE: dict[str, str] = {}
+try:
+    from benchmarks.subjects.litestar_memory import LitestarMemory
+    from benchmarks.subjects.litestar_redis import LitestarRedis
+except ImportError as exc:
+    for _name in ("litestar-memory", "litestar-redis"):
+        UNAVAILABLE[_name] = f"litestar is not installed ({exc}); pip install -e '.[dev]'"
+else:
+    _FOUND.update({"litestar-memory": LitestarMemory, "litestar-redis": LitestarRedis})
+
+SUBJECTS: dict[str, Callable[[], Subject]] = {n: _FOUND[n] for n in NAMES if n in _FOUND}
+
+
+def server_of(name: str) -> str | None:
+    """The server a subject needs ("postgresql", "redis"), or None."""
+    if name not in SUBJECTS:
+        return None
+    server: str | None = getattr(SUBJECTS[name], "server", None)
+    return server

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from benchmarks.database import SqliteTemplate
+from benchmarks.postgres import PostgresTemplate
+from benchmarks.redis_db import RedisTemplate
 from benchmarks.workload import Dataset
 
 __all__ = ["Setup", "Subject"]
@@ -13,10 +15,27 @@ __all__ = ["Setup", "Subject"]
 
 @dataclass(frozen=True)
 class Setup:
-    """What a subject may use to preload itself: the sessions, or a preloaded SQLite copy."""
+    """What a subject may use to preload itself: the sessions, a SQLite file, the servers."""
 
     dataset: Dataset
-    sqlite: SqliteTemplate
+    sqlite: SqliteTemplate | None = None
+    postgres: PostgresTemplate | None = None
+    redis: RedisTemplate | None = None
+
+    def need_sqlite(self) -> SqliteTemplate:
+        if self.sqlite is None:
+            raise RuntimeError("this subject needs a SQLite file, and the run has none")
+        return self.sqlite
+
+    def need_postgres(self) -> PostgresTemplate:
+        if self.postgres is None:
+            raise RuntimeError("this subject needs PostgreSQL, and the run has none")
+        return self.postgres
+
+    def need_redis(self) -> RedisTemplate:
+        if self.redis is None:
+            raise RuntimeError("this subject needs Redis, and the run has none")
+        return self.redis
 
 
 class Subject(Protocol):
@@ -24,6 +43,7 @@ class Subject(Protocol):
 
     name: str
     description: str
+    server: str | None  # "postgresql" or "redis" when it needs that server, else None
 
     async def open(self, setup: Setup) -> None:
         """Get ready with the dataset's sessions preloaded (not measured)."""

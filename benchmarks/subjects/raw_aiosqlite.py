@@ -6,8 +6,11 @@ the connection's thread; autocommit mode commits each write before it returns.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiosqlite
 
+from benchmarks.database import remove_sqlite
 from benchmarks.subjects.base import Setup
 from benchmarks.subjects.sql import CLAIM, LOOKUP, OWNER, PRAGMAS, UPSERT, digest, expiry_ms, now_ms
 
@@ -17,12 +20,14 @@ __all__ = ["RawAiosqlite"]
 class RawAiosqlite:
     name = "aiosqlite"
     description = "raw aiosqlite, one connection, autocommit, one hop per op (execute_fetchall)"
+    server: str | None = None
 
     def __init__(self) -> None:
         self._conn: aiosqlite.Connection | None = None
+        self._path: Path | None = None
 
     async def open(self, setup: Setup) -> None:
-        path = await setup.sqlite.copy(self.name)
+        path = self._path = await setup.need_sqlite().copy(self.name)
         conn = await aiosqlite.connect(path, isolation_level=None)
         for pragma in PRAGMAS:
             await conn.execute(pragma)
@@ -55,3 +60,6 @@ class RawAiosqlite:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+        if self._path is not None:
+            remove_sqlite(self._path)
+            self._path = None

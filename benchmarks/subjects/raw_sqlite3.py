@@ -8,7 +8,9 @@ long as SQLite takes (microseconds here), which is what makes it the ceiling.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
+from benchmarks.database import remove_sqlite
 from benchmarks.subjects.base import Setup
 from benchmarks.subjects.sql import CLAIM, LOOKUP, OWNER, PRAGMAS, UPSERT, digest, expiry_ms, now_ms
 
@@ -18,12 +20,14 @@ __all__ = ["RawSqlite3"]
 class RawSqlite3:
     name = "sqlite3"
     description = "raw sqlite3, in-process, one connection, autocommit (WAL, synchronous=NORMAL)"
+    server: str | None = None
 
     def __init__(self) -> None:
         self._conn: sqlite3.Connection | None = None
+        self._path: Path | None = None
 
     async def open(self, setup: Setup) -> None:
-        path = await setup.sqlite.copy(self.name)
+        path = self._path = await setup.need_sqlite().copy(self.name)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for pragma in PRAGMAS:
             conn.execute(pragma)
@@ -53,3 +57,6 @@ class RawSqlite3:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._path is not None:
+            remove_sqlite(self._path)
+            self._path = None

@@ -12,6 +12,7 @@ __all__ = ["RepoMemory"]
 class RepoMemory:
     name = "repo-memory"
     description = "MemorySessionRepository, bound large enough that nothing is evicted"
+    server: str | None = None
 
     def __init__(self) -> None:
         self._repo: MemorySessionRepository | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from benchmarks.database import remove_sqlite
 from benchmarks.subjects.base import Setup
 from benchmarks.workload import TTL_S
 from session_repo import SqlSessionRepository
@@ -12,12 +15,14 @@ __all__ = ["RepoSqlite"]
 class RepoSqlite:
     name = "repo-sqlite"
     description = "SqlSessionRepository('sqlite+aiosqlite:///file'), library defaults"
+    server: str | None = None
 
     def __init__(self) -> None:
         self._repo: SqlSessionRepository | None = None
+        self._path: Path | None = None
 
     async def open(self, setup: Setup) -> None:
-        path = await setup.sqlite.copy(self.name)
+        path = self._path = await setup.need_sqlite().copy(self.name)
         repo = SqlSessionRepository(f"sqlite+aiosqlite:///{path}")
         await repo.__aenter__()
         self._repo = repo
@@ -39,3 +44,6 @@ class RepoSqlite:
         if self._repo is not None:
             await self._repo.close()
             self._repo = None
+        if self._path is not None:
+            remove_sqlite(self._path)
+            self._path = None

@@ -1,13 +1,30 @@
-"""The SQL the raw-driver baselines run: what the library's statements compile to on SQLite."""
+"""The SQL the raw-driver baselines run: what the library's statements compile to.
+
+SQLite (``?`` parameters) and PostgreSQL (asyncpg's ``$n``, with the casts
+SQLAlchemy's asyncpg dialect adds). Times are integer milliseconds, as the
+library stores them.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import time
 
-from benchmarks.workload import TTL_S
+from benchmarks.workload import TTL_S, digest
 
-__all__ = ["CLAIM", "LOOKUP", "OWNER", "PRAGMAS", "UPSERT", "digest", "expiry_ms", "now_ms"]
+__all__ = [
+    "CLAIM",
+    "LOOKUP",
+    "OWNER",
+    "PG_CLAIM",
+    "PG_LOOKUP",
+    "PG_OWNER",
+    "PG_UPSERT",
+    "PRAGMAS",
+    "UPSERT",
+    "digest",
+    "expiry_ms",
+    "now_ms",
+]
 
 LOOKUP = "SELECT alloc_id FROM session_bindings WHERE session_key = ? AND expires_at > ?"
 OWNER = "SELECT alloc_id FROM session_bindings WHERE session_key = ?"
@@ -24,10 +41,23 @@ CLAIM = (
 # As the library's connections: WAL (persistent in the file), synchronous=NORMAL, busy timeout.
 PRAGMAS = ("PRAGMA busy_timeout = 5000", "PRAGMA synchronous = NORMAL")
 
-
-def digest(session_id: str) -> bytes:
-    """The stored key, as the library computes it."""
-    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).digest()
+PG_LOOKUP = (
+    "SELECT session_bindings.alloc_id FROM session_bindings "
+    "WHERE session_bindings.session_key = $1::BYTEA AND session_bindings.expires_at > $2::BIGINT"
+)
+PG_OWNER = (
+    "SELECT session_bindings.alloc_id FROM session_bindings "
+    "WHERE session_bindings.session_key = $1::BYTEA"
+)
+PG_UPSERT = (
+    "INSERT INTO session_bindings (session_key, alloc_id, expires_at) "
+    "VALUES ($1::BYTEA, $2::VARCHAR, $3::BIGINT) ON CONFLICT (session_key) DO UPDATE "
+    "SET alloc_id = excluded.alloc_id, expires_at = excluded.expires_at"
+)
+PG_CLAIM = (
+    PG_UPSERT + " WHERE session_bindings.expires_at <= $4::BIGINT "
+    "OR session_bindings.alloc_id = $5::VARCHAR RETURNING session_bindings.alloc_id"
+)
 
 
 def now_ms() -> int:

@@ -18,6 +18,7 @@ __all__ = ["TtlCacheReference"]
 class TtlCacheReference:
     name = "ttlcache"
     description = "cachetools.TTLCache keyed by the SHA-256 digest, called from the loop"
+    server: str | None = None
 
     def __init__(self) -> None:
         self._cache: TTLCache[bytes, str] | None = None
