@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import LargeBinary, any_, bindparam, select
+from sqlalchemy import CompoundSelect, LargeBinary, any_, bindparam, exists, select, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import URL
@@ -63,6 +63,15 @@ def connect_kwargs(url: URL, *, connect_timeout: float, statement_timeout: float
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
+def _claim_or_holder(statements: Statements) -> CompoundSelect[str]:
+    """The claim, and in the same statement the current holder when it did not take."""
+    taken = statements.claim.cte("taken")  # type: ignore[union-attr]
+    holder = select(bindings.c.alloc_id).where(
+        bindings.c.session_key == bindparam("key"), ~exists(select(taken.c.alloc_id))
+    )
+    return union_all(select(taken.c.alloc_id), holder)
+
+
 class PostgresPipeline:
     """The contract's operations on PostgreSQL through one asyncpg pool."""
 
@@ -73,6 +82,7 @@ class PostgresPipeline:
         compile_ = Compiled.of
         self._upsert = compile_(statements.upsert, _DIALECT)
         self._claim = compile_(statements.claim, _DIALECT)
+        self._claim_or_holder = compile_(_claim_or_holder(statements), _DIALECT).sql
         self._owner = compile_(statements.owner, _DIALECT)
         self._touch = compile_(statements.touch, _DIALECT)
         self._delete = compile_(statements.delete, _DIALECT)
@@ -167,11 +177,11 @@ class PostgresPipeline:
             key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
         )
         for _ in range(3):
-            taken = await self._retrying(lambda: self._pool.fetchval(self._claim.sql, *args))
-            if taken is not None:
-                return str(taken)
-            # Someone else holds it: read the holder (committed, so a new snapshot sees it).
-            owner = await self._pool.fetchval(self._owner.sql, key)
+            # One round trip: the winner, or the holder as of the statement's snapshot.
+            owner = await self._retrying(lambda: self._pool.fetchval(self._claim_or_holder, *args))
+            if owner is None:
+                # The holder committed after that snapshot: a new one sees it.
+                owner = await self._pool.fetchval(self._owner.sql, key)
             if owner is not None:
                 return str(owner)
             # Deleted between the two statements: claim again.

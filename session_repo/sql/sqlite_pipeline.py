@@ -45,6 +45,9 @@ Request = TypeVar("Request")
 
 # Most requests one batch carries; SQLite allows 32766 parameters per statement.
 MAX_BATCH = 256
+# Expired rows one write group deletes: a few milliseconds, so writers queued behind it
+# wait little while a large cleanup runs.
+CLEANUP_SLICE = 500
 _DIALECT = sqlite_dialect.dialect(paramstyle="qmark")
 
 
@@ -302,8 +305,19 @@ class SqlitePipeline:
         return await self.write(lambda conn: conn.execute(self._delete_owner.sql, args).rowcount)
 
     async def cleanup_batch(self, now: int, batch: int) -> int:
-        args = self._cleanup.args(now=now, batch=batch)
-        return await self.write(lambda conn: conn.execute(self._cleanup.sql, args).rowcount)
+        """Up to ``batch`` expired rows, in slices that each share a commit with writers."""
+        removed = 0
+        while removed < batch:
+            size = min(CLEANUP_SLICE, batch - removed)
+            count = await self.write(self._cleanup_job(now, size))
+            removed += count
+            if count < size:
+                break
+        return removed
+
+    def _cleanup_job(self, now: int, size: int) -> Callable[[sqlite3.Connection], int]:
+        args = self._cleanup.args(now=now, batch=size)
+        return lambda conn: conn.execute(self._cleanup.sql, args).rowcount
 
     async def gauges(self, now: int) -> tuple[int, int, int]:
         args = self._gauges.args(now=now)
