@@ -43,8 +43,14 @@ def check_alloc_id(alloc_id: object, name: str = "alloc_id") -> str:
         raise InvalidInput(
             f"{name} must be 1..{MAX_ALLOC_ID} characters long (got {len(alloc_id)})"
         )
-    if not (alloc_id.isascii() and alloc_id.isprintable()) or any(c == " " for c in alloc_id):
-        raise InvalidInput(f"{name} must be printable ASCII without whitespace: {alloc_id!r}")
+    if alloc_id.isascii() and alloc_id.isprintable() and " " not in alloc_id:
+        return alloc_id
+    for position, char in enumerate(alloc_id):
+        if not "!" <= char <= "~":
+            # Not echoed: a caller who swapped the arguments would leak a session id.
+            raise InvalidInput(
+                f"{name} must be printable ASCII without whitespace (not at position {position})"
+            )
     return alloc_id
 
 
