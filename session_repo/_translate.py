@@ -9,6 +9,7 @@ table, integrity. Retries look only at ``StorageError.transient``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 from collections.abc import Iterator
 
@@ -18,8 +19,24 @@ from session_repo.errors import SessionRepoError, StorageError
 
 __all__ = ["is_conflict", "is_transient", "storage_errors", "translate"]
 
-# SQLite messages (sqlite3 puts no code on the exception before Python 3.11.4).
+# SQLite primary result codes (``sqlite_errorcode & 0xFF``): BUSY, LOCKED, INTERRUPT,
+# IOERR, PROTOCOL. CORRUPT, NOTADB, READONLY, PERM, FULL, CANTOPEN, ERROR (no such
+# table) and CONSTRAINT are permanent. An error without a code goes by its message.
+_SQLITE_TRANSIENT_CODES = {5, 6, 9, 10, 15}
 _SQLITE_TRANSIENT = ("locked", "busy", "disk i/o error", "interrupted")
+
+# OS errors that another try cannot fix: no permission, read-only, no space, bad path.
+# (ENOENT is not here: a server's Unix socket vanishes while it restarts.)
+_OS_PERMANENT = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+}
 
 # PostgreSQL SQLSTATE classes and codes.
 _PG_CONFLICT = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -45,6 +62,7 @@ _MYSQL_TRANSIENT = {
     2026,
     2055,  # cannot connect, server gone / lost
     1205,  # lock wait timeout
+    1317,  # query interrupted (a KILL QUERY, a server shutting down)
     1969,
     3024,  # statement timeouts (MariaDB, MySQL)
 }
@@ -107,25 +125,39 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (sqlite3.Error, *_ASYNCPG_ERRORS)):  # the fast paths' own drivers
         return _error_is_transient(exc)
-    return isinstance(exc, OSError) and not isinstance(exc, PermissionError)
+    return isinstance(exc, OSError) and _os_error_is_transient(exc)
+
+
+def _os_error_is_transient(error: OSError) -> bool:
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    return error.errno not in _OS_PERMANENT
 
 
 def _error_is_transient(error: BaseException) -> bool:
-    if isinstance(error, TimeoutError | ConnectionError):
-        return True
+    if isinstance(error, OSError):
+        return _os_error_is_transient(error)
     if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code & 0xFF in _SQLITE_TRANSIENT_CODES
         message = str(error).lower()
         return any(word in message for word in _SQLITE_TRANSIENT)
-    errno = _mysql_errno(error)  # MySQL errors carry a SQLSTATE too: the number decides
-    if errno is not None:
-        return errno in _MYSQL_TRANSIENT
+    number = _mysql_errno(error)  # MySQL errors carry a SQLSTATE too: the number decides
+    if number is not None:
+        return number in _MYSQL_TRANSIENT
     state = _sqlstate(error)
     if state is not None:
         if state in _PG_TRANSIENT:
             return True
         return state not in _PG_PERMANENT and state.startswith(_PG_TRANSIENT_CLASSES)
     name = type(error).__name__
-    return name in {"ConnectionDoesNotExistError", "InterfaceError", "CannotConnectNowError"}
+    return name in {
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "CannotConnectNowError",
+        "InternalClientError",
+    }
 
 
 def translate(exc: BaseException, action: str) -> StorageError:
@@ -162,9 +194,11 @@ _REDIS_ERRORS = _redis_errors()
 def _asyncpg_errors() -> tuple[type[Exception], ...]:
     try:
         from asyncpg import InterfaceError, PostgresError
+        from asyncpg.exceptions import InternalClientError
     except ImportError:  # the postgres extra is not installed
         return ()
-    return (PostgresError, InterfaceError)
+    # InternalClientError: a pooled connection left mid-protocol when the server cut it.
+    return (PostgresError, InterfaceError, InternalClientError)
 
 
 _ASYNCPG_ERRORS = _asyncpg_errors()
