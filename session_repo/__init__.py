@@ -21,6 +21,7 @@ from session_repo.metrics import Health, SessionStoreMetrics
 from session_repo.null import NullSessionRepository
 from session_repo.redis import RedisSessionRepository
 from session_repo.repository import SessionRepository
+from session_repo.resilient import ResilientSessionRepository
 from session_repo.sql.repository import SqlSessionRepository
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "NullSessionRepository",
     "RedisSessionRepository",
     "RepositoryClosed",
+    "ResilientSessionRepository",
     "SchemaOutOfDate",
     "SessionRepoError",
     "SessionRepository",

@@ -1,13 +1,20 @@
-"""``create_session_repository``: the right backend for a configuration."""
+"""``create_session_repository``: the right backend for a configuration.
+
+A store that can fail (SQL, Redis) comes wrapped in ``ResilientSessionRepository``
+unless ``fallback`` is ``"none"``; memory and null stores cannot fail and are
+never wrapped.
+"""
 
 from __future__ import annotations
 
+from session_repo._base import BackendBase
 from session_repo.clock import Clock
 from session_repo.config import SessionStoreConfig
 from session_repo.memory import MemorySessionRepository
 from session_repo.null import NullSessionRepository
 from session_repo.redis import RedisSessionRepository
 from session_repo.repository import SessionRepository
+from session_repo.resilient import ResilientSessionRepository
 from session_repo.sql.repository import SqlSessionRepository
 
 __all__ = ["create_session_repository"]
@@ -33,22 +40,37 @@ def create_session_repository(
             cleanup_interval=config.cleanup_interval,
             cleanup_batch=config.cleanup_batch,
         )
+    primary: BackendBase
     if scheme in ("redis", "rediss"):
-        return RedisSessionRepository(
+        primary = RedisSessionRepository(
             config.url,
             clock=clock,
             default_ttl=config.ttl,
             cleanup_interval=config.cleanup_interval,
             cleanup_batch=config.cleanup_batch,
         )
-    return SqlSessionRepository(
-        config.url,
+    else:
+        primary = SqlSessionRepository(
+            config.url,
+            clock=clock,
+            default_ttl=config.ttl,
+            cleanup_interval=config.cleanup_interval,
+            cleanup_batch=config.cleanup_batch,
+            auto_migrate=config.auto_migrate,
+            pool_size=config.pool_size,
+            connect_timeout=config.connect_timeout,
+            statement_timeout=config.statement_timeout,
+            busy_timeout=config.busy_timeout,
+        )
+    if config.fallback == "none":
+        return primary
+    fallback = MemorySessionRepository(
         clock=clock,
         default_ttl=config.ttl,
+        max_sessions=config.max_sessions,
         cleanup_interval=config.cleanup_interval,
         cleanup_batch=config.cleanup_batch,
-        auto_migrate=config.auto_migrate,
-        pool_size=config.pool_size,
-        connect_timeout=config.connect_timeout,
-        statement_timeout=config.statement_timeout,
+    )
+    return ResilientSessionRepository(
+        primary, fallback, retry_count=config.retry_count, retry_delay=config.retry_delay
     )

@@ -56,6 +56,10 @@ class MemorySessionRepository(BackendBase):
     async def _do_close(self) -> None:
         self._rows.clear()
 
+    def clear(self) -> None:
+        """Forget every binding at once (a fallback's after its primary is back)."""
+        self._rows.clear()
+
     def _put(self, key: bytes, alloc_id: str, expires_at: int) -> None:
         rows = self._rows
         rows[key] = (alloc_id, expires_at)

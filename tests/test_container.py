@@ -17,6 +17,7 @@ from session_repo import (
     MemorySessionRepository,
     NullSessionRepository,
     RepositoryClosed,
+    ResilientSessionRepository,
     SessionRepository,
     SqlSessionRepository,
 )
@@ -48,7 +49,9 @@ async def test_env_is_read_at_init_not_at_import_or_construction(
 ) -> None:
     monkeypatch.setenv("SESSION_STORE_URL", sqlite_url(tmp_path))
     await container.init_resources()
-    assert isinstance(await container.repository(), SqlSessionRepository)
+    repo = await container.repository()
+    assert isinstance(repo, ResilientSessionRepository)
+    assert isinstance(repo.primary, SqlSessionRepository)
     await container.shutdown_resources()
 
     monkeypatch.setenv("SESSION_STORE_URL", "memory://")

@@ -13,7 +13,12 @@ import httpx
 import pytest
 from dependency_injector import providers
 
-from session_repo import MemorySessionRepository, RepositoryClosed, SqlSessionRepository
+from session_repo import (
+    MemorySessionRepository,
+    RepositoryClosed,
+    ResilientSessionRepository,
+    SqlSessionRepository,
+)
 from session_repo.container import Container
 from session_repo.testing import FakeClock
 
@@ -51,7 +56,8 @@ async def test_fastapi_app_over_http_on_a_sqlite_file(tmp_path: Path) -> None:
         httpx.AsyncClient(transport=transport, base_url="http://app") as client,
     ):
         repo = await container.repository()
-        assert isinstance(repo, SqlSessionRepository)
+        assert isinstance(repo, ResilientSessionRepository)
+        assert isinstance(repo.primary, SqlSessionRepository)
 
         response = await client.post("/sessions/s-1/claim", json={"alloc_id": "machine-a"})
         assert response.status_code == 200

@@ -10,6 +10,7 @@ CONTRACT_NAMES = {
     "MemorySessionRepository",
     "NullSessionRepository",
     "RedisSessionRepository",
+    "ResilientSessionRepository",
     "SessionStoreConfig",
     "SessionStoreMetrics",
     "Health",

@@ -10,6 +10,7 @@ from session_repo import (
     ConfigError,
     MemorySessionRepository,
     NullSessionRepository,
+    ResilientSessionRepository,
     SessionRepository,
     SessionStoreConfig,
     SqlSessionRepository,
@@ -52,7 +53,9 @@ async def test_memory_path_gives_memory() -> None:
 async def test_sqlite_url_gives_sql(tmp_path: Path, fake_clock: FakeClock) -> None:
     config = SessionStoreConfig(url=f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", ttl=3)
     repo = create_session_repository(config, clock=fake_clock)
-    assert isinstance(repo, SqlSessionRepository)
+    assert isinstance(repo, ResilientSessionRepository)
+    assert isinstance(repo.primary, SqlSessionRepository)
+    assert isinstance(repo.fallback, MemorySessionRepository)
     async with repo:
         await repo.upsert("a", "m")
         fake_clock.advance(2.999)
@@ -67,7 +70,8 @@ async def test_reads_environment_when_no_config(
     monkeypatch.delenv("SESSION_STORE_URL", raising=False)
     monkeypatch.setenv("SESSION_STORE_PATH", str(tmp_path / "env.sqlite"))
     repo = create_session_repository()
-    assert isinstance(repo, SqlSessionRepository)
+    assert isinstance(repo, ResilientSessionRepository)
+    assert isinstance(repo.primary, SqlSessionRepository)
     async with repo:
         await repo.upsert("a", "m")
     assert (tmp_path / "env.sqlite").exists()
@@ -82,4 +86,19 @@ def test_redis_url_gives_redis() -> None:
     from session_repo import RedisSessionRepository
 
     repo = create_session_repository(SessionStoreConfig(url="redis://127.0.0.1:6379/0"))
-    assert isinstance(repo, RedisSessionRepository)
+    assert isinstance(repo, ResilientSessionRepository)
+    assert isinstance(repo.primary, RedisSessionRepository)
+
+
+def test_fallback_none_leaves_the_backend_unwrapped(tmp_path: Path) -> None:
+    config = SessionStoreConfig(url=f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", fallback="none")
+    assert isinstance(create_session_repository(config), SqlSessionRepository)
+
+
+def test_retry_settings_reach_the_wrapper(tmp_path: Path) -> None:
+    config = SessionStoreConfig(
+        url=f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", retry_count=5, retry_delay=0.25
+    )
+    repo = create_session_repository(config)
+    assert isinstance(repo, ResilientSessionRepository)
+    assert (repo.retry_count, repo.retry_delay) == (5, 0.25)

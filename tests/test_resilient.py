@@ -1,0 +1,588 @@
+"""``ResilientSessionRepository``: retries, the fallback, the journal and write-back.
+
+The wrapper's logic is driven here through ``BreakableStore``: the real memory
+backend whose storage hooks raise a ``StorageError`` while told to (a fault
+injector, as a failing driver would, after translation). Real databases being
+broken for real are in tests/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from session_repo import (
+    InvalidInput,
+    MemorySessionRepository,
+    NullSessionRepository,
+    RedisSessionRepository,
+    RepositoryClosed,
+    ResilientSessionRepository,
+    SessionRepository,
+    SessionStoreConfig,
+    SqlSessionRepository,
+    StorageError,
+    create_session_repository,
+)
+from session_repo.resilient import DRAIN_AT
+from session_repo.testing import FakeClock
+
+FAST = {"retry_delay": 0.001, "probe_delay": 0.01, "probe_max_delay": 0.05}
+
+
+class BreakableStore(MemorySessionRepository):
+    """The memory backend, with hooks that fail on demand.
+
+    ``error`` fails every call while set; ``fail_next`` fails that many calls
+    with a transient error; ``gate`` (an Event) holds every write until set.
+    """
+
+    backend = "breakable"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.error: StorageError | None = None
+        self.fail_next = 0
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+        self.held = 0
+        self.write_error: StorageError | None = None  # fails writes only: reads still work
+
+    async def _fault(self, *, write: bool = False) -> None:
+        self.calls += 1
+        if write and self.gate is not None:
+            self.held += 1
+            await self.gate.wait()
+            self.held -= 1
+        if write and self.write_error is not None:
+            await asyncio.sleep(0.1)  # as a busy database does before giving up
+            raise self.write_error
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StorageError("injected: connection reset", transient=True)
+        if self.error is not None:
+            raise self.error
+
+    async def _do_upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+        await self._fault(write=True)
+        await super()._do_upsert(key, alloc_id, expires_at)
+
+    async def _do_lookup(self, key: bytes, now: int) -> str | None:
+        await self._fault()
+        return await super()._do_lookup(key, now)
+
+    async def _do_claim(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str:
+        await self._fault(write=True)
+        return await super()._do_claim(key, alloc_id, expires_at, now, replacing)
+
+    async def _do_touch(self, key: bytes, expires_at: int, now: int) -> bool:
+        await self._fault(write=True)
+        return await super()._do_touch(key, expires_at, now)
+
+    async def _do_delete(self, key: bytes, now: int) -> bool:
+        await self._fault(write=True)
+        return await super()._do_delete(key, now)
+
+    async def _do_delete_owner(self, alloc_id: str, now: int) -> int:
+        await self._fault(write=True)
+        return await super()._do_delete_owner(alloc_id, now)
+
+    async def _do_cleanup(self, now: int, batch: int) -> int:
+        await self._fault()
+        return await super()._do_cleanup(now, batch)
+
+    async def _do_gauges(self, now: int) -> tuple[int, int, int | None]:
+        await self._fault()
+        return await super()._do_gauges(now)
+
+    async def _do_ping(self) -> str:
+        await self._fault()
+        return await super()._do_ping()
+
+
+DOWN = StorageError("injected: connection refused", transient=True)
+CORRUPT = StorageError("injected: file is not a database", transient=False)
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> float:
+    """Poll until ``condition()`` holds; how long it took."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
+async def healthy(repo: ResilientSessionRepository) -> bool:
+    return (await repo.health()).status == "ok"
+
+
+@pytest.fixture
+def store(fake_clock: FakeClock) -> BreakableStore:
+    return BreakableStore(clock=fake_clock)
+
+
+@pytest.fixture
+async def repo(store: BreakableStore) -> Any:
+    async with ResilientSessionRepository(store, **FAST) as wrapped:
+        yield wrapped
+
+
+# -- healthy ---------------------------------------------------------------------
+
+
+async def test_healthy_calls_go_to_the_primary(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    assert isinstance(repo, SessionRepository)
+    assert repo.primary is store
+    await repo.upsert("s1", "m1")
+    assert await repo.claim("s1", "m2") == "m1"
+    assert await repo.touch("s1") is True
+    assert await store.lookup("s1") == "m1"  # written to the primary itself
+    assert await repo.fallback.lookup("s1") is None
+    assert await repo.delete("s1") is True
+    metrics = await repo.metrics()
+    assert (metrics.upserts, metrics.claims, metrics.touches, metrics.deletes) == (1, 1, 1, 1)
+    assert metrics.fallback_active is False
+    assert (await repo.health()).status == "ok"
+    assert (await repo.health()).backend == "breakable"
+
+
+async def test_a_transient_error_is_retried_and_counted(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.fail_next = 2  # three tries by default: the third succeeds
+    await repo.upsert("s1", "m1")
+    assert await store.lookup("s1") == "m1"
+    metrics = await repo.metrics()
+    assert (metrics.retries, metrics.errors, metrics.fallback_active) == (2, 2, False)
+
+
+async def test_retries_back_off_exponentially_without_blocking(store: BreakableStore) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    async with ResilientSessionRepository(store, retry_count=3, retry_delay=0.05) as repo:
+        store.fail_next = 2
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        await repo.upsert("s1", "m1")
+        waited = time.monotonic() - started
+        task.cancel()
+    # Waits: 0.05 then 0.1, each plus up to 0.05 of jitter.
+    assert 0.15 <= waited < 0.5
+    assert ticks >= 10  # the loop kept running while the call waited
+
+
+async def test_a_permanent_error_degrades_at_once(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.error = CORRUPT
+    await repo.upsert("s1", "m1")
+    assert store.calls == 1  # no retry for a permanent error
+    metrics = await repo.metrics()
+    assert (metrics.retries, metrics.fallback_active) == (0, True)
+    assert await repo.lookup("s1") == "m1"  # from the fallback
+
+
+async def test_exhausted_retries_degrade_and_log_once(
+    repo: ResilientSessionRepository, store: BreakableStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="session_repo")
+    store.error = DOWN
+    secrets = [f"secret-session-{i}" for i in range(20)]
+    await asyncio.gather(*(repo.upsert(sid, "m1") for sid in secrets))
+    assert store.calls <= 3 * len(secrets)
+    health = await repo.health()
+    assert health.status == "degraded"
+    assert health.backend == "breakable"
+    assert "20 writes to write back" in health.detail
+    assert (await repo.metrics()).fallback_active is True
+    for sid in secrets:
+        assert await repo.lookup(sid) == "m1"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    record = warnings[0]
+    assert record.name == "session_repo.resilient"
+    assert (record.backend, record.operation, record.outcome) == ("breakable", "upsert", "degraded")  # type: ignore[attr-defined]
+
+    store.error = None
+    await wait_for(lambda: healthy(repo))
+    infos = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert len(infos) == 1
+    assert infos[0].outcome == "recovered"  # type: ignore[attr-defined]
+    for record in caplog.records:
+        text = record.getMessage() + repr(vars(record))
+        assert "secret-session" not in text
+
+
+async def test_health_notices_a_primary_that_is_down(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.error = DOWN
+    health = await repo.health()
+    assert health.status == "degraded"
+    assert "connection refused" in health.detail
+    store.error = None
+    await wait_for(lambda: healthy(repo))
+
+
+async def test_input_errors_raise_and_write_nothing(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    for degraded in (False, True):
+        store.error = CORRUPT if degraded else None
+        if degraded:
+            await repo.upsert("trigger", "m1")
+            assert (await repo.metrics()).fallback_active
+        calls = store.calls
+        with pytest.raises(InvalidInput):
+            await repo.upsert("bad\x00id", "m1")
+        with pytest.raises(InvalidInput):
+            await repo.claim("s", "has space")
+        with pytest.raises(InvalidInput):
+            await repo.touch("s", ttl=0)
+        with pytest.raises(TypeError):
+            await repo.upsert("s", "m1", ttl=True)
+        with pytest.raises(TypeError):
+            await repo.delete(b"s")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput):
+            await repo.delete_owner("")
+        with pytest.raises(InvalidInput):
+            await repo.claim("s", "m1", replacing="x y")
+        assert store.calls == calls
+    assert len(repo._journal) == 1  # only the valid write that degraded it
+
+
+# -- write-back ------------------------------------------------------------------
+
+
+async def test_outage_writes_are_written_back_in_order(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    await repo.upsert("before-touched", "m1", ttl=10)
+    await repo.upsert("before-deleted", "m1")
+    await repo.upsert("owned-by-gone", "gone")
+    store.error = DOWN
+    await repo.upsert("rebound", "m1")
+    await repo.delete("rebound")
+    await repo.upsert("rebound", "m2")  # the last word: m2
+    await repo.claim("claimed", "m3")
+    assert await repo.touch("before-touched", ttl=500) is False  # the fallback does not know it
+    assert await repo.delete("before-deleted") is False
+    assert await repo.delete_owner("gone") == 0
+    await repo.upsert("after-gone", "gone")  # after the delete_owner: stays
+    assert len(repo._journal) == 8
+
+    store.error = None
+    await wait_for(lambda: healthy(repo))
+    assert len(repo._journal) == 0
+    assert await store.lookup("rebound") == "m2"
+    assert await store.lookup("claimed") == "m3"
+    assert await store.lookup("before-deleted") is None
+    assert await store.lookup("owned-by-gone") is None
+    assert await store.lookup("after-gone") == "gone"
+    store._clock.advance(100)  # type: ignore[attr-defined]
+    assert await store.lookup("before-touched") == "m1"  # the touch reached the primary
+    assert repo.fallback._rows == {}  # cleared on recovery
+    assert (await repo.metrics()).fallback_active is False
+
+
+async def test_a_binding_made_meanwhile_wins_over_an_outage_claim(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.error = DOWN
+    assert await repo.claim("contested", "this-instance") == "this-instance"
+    assert await repo.lookup("contested") == "this-instance"
+    store.error = None
+    await store.claim("contested", "other-instance")  # another instance, straight to the primary
+    store.error = DOWN
+    await asyncio.sleep(0.05)  # a few failed probes
+    store.error = None
+    await wait_for(lambda: healthy(repo))
+    assert await repo.lookup("contested") == "other-instance"
+
+
+async def test_a_claim_that_lost_in_the_fallback_is_not_written_back(
+    repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
+) -> None:
+    store.error = DOWN
+    await repo.upsert("s", "m1", ttl=1)
+    assert await repo.claim("s", "m2", ttl=60) == "m1"  # lost: m2 was told m1 owns it
+    fake_clock.advance(2)  # m1's binding expires before the write-back
+    store.error = None
+    await wait_for(lambda: healthy(repo))
+    assert await repo.lookup("s") is None  # not silently given to m2
+
+
+async def test_expired_entries_are_skipped(
+    repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
+) -> None:
+    store.error = DOWN
+    await repo.upsert("short", "m1", ttl=1)
+    await repo.upsert("long", "m1", ttl=60)
+    fake_clock.advance(2)
+    store.error = None
+    await wait_for(lambda: healthy(repo))
+    assert await store.lookup("long") == "m1"
+    assert len(store._rows) == 1  # "short" was never written: it had expired
+
+
+async def test_writes_during_a_long_write_back_are_journaled_too(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.error = DOWN
+    for i in range(DRAIN_AT + 100):  # long enough that new writes are journaled, not held
+        await repo.upsert(f"s{i}", "m1")
+    store.gate = asyncio.Event()  # hold the write-back mid-way
+    store.error = None
+    await wait_for(lambda: asyncio.sleep(0, store.held > 0))  # inside the write-back now
+    assert (await repo.metrics()).fallback_active is True
+    await repo.upsert("during", "m2")  # served by the fallback, journaled
+    assert await repo.lookup("during") == "m2"
+    store.gate.set()
+    store.gate = None
+    await wait_for(lambda: healthy(repo))
+    assert await store.lookup("s0") == "m1"
+    assert await store.lookup("during") == "m2"
+
+
+async def test_writes_wait_while_the_write_back_drains(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.error = DOWN
+    await repo.upsert("first", "m1")
+    store.gate = asyncio.Event()
+    store.error = None
+    await wait_for(lambda: asyncio.sleep(0, store.held == 1))  # the first batch, held
+    await repo.upsert("second", "m1")  # nothing written back yet: journaled, not held
+    first_batch, store.gate = store.gate, asyncio.Event()
+    first_batch.set()
+    # The first batch went through; the second ("second") is held, and the end is near.
+    await wait_for(lambda: asyncio.sleep(0, store.held == 1 and len(repo._journal) == 1))
+    during = asyncio.create_task(repo.upsert("during", "m2"))
+    await asyncio.sleep(0.05)
+    assert not during.done()  # held: it would otherwise outrun the write-back
+    assert await repo.lookup("first") == "m1"  # reads are still served, from the fallback
+    store.gate.set()
+    store.gate = None
+    await during
+    assert (await repo.health()).status == "ok"
+    for sid, owner in (("first", "m1"), ("second", "m1"), ("during", "m2")):
+        assert await store.lookup(sid) == owner
+    assert len(repo._journal) == 0
+
+
+async def test_a_store_that_reads_but_cannot_write_holds_no_writer(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.write_error = StorageError("injected: database is locked", transient=True)
+    await repo.upsert("s0", "m1")  # pings still pass: every probe tries a write-back
+    for i in range(1, 30):
+        started = time.monotonic()
+        await repo.upsert(f"s{i}", "m1")
+        assert time.monotonic() - started < 0.05
+        await asyncio.sleep(0.01)
+    assert (await repo.metrics()).fallback_active is True
+    store.write_error = None
+    await wait_for(lambda: healthy(repo))
+    assert await store.lookup("s29") == "m1"
+
+
+async def test_a_failed_write_back_keeps_the_journal(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.error = DOWN
+    for i in range(5):
+        await repo.upsert(f"s{i}", "m1")
+    store.error = None
+    store.fail_next = 3  # three more failures (probes or write-back), then it answers
+    await wait_for(lambda: healthy(repo))
+    for i in range(5):
+        assert await store.lookup(f"s{i}") == "m1"
+
+    store.error = DOWN
+    for i in range(5):
+        await repo.upsert(f"t{i}", "m2")
+
+    # Let the ping pass, then fail the write-back's third write, for good.
+    original = store._do_upsert
+    written: list[bytes] = []
+
+    async def third_fails(key: bytes, alloc_id: str, expires_at: int) -> None:
+        if len(written) == 2:
+            raise CORRUPT
+        written.append(key)
+        await original(key, alloc_id, expires_at)
+
+    store._do_upsert = third_fails  # type: ignore[method-assign]
+    store.error = None
+    await asyncio.sleep(0.2)
+    assert (await repo.health()).status == "degraded"
+    assert len(written) == 2
+    assert len(repo._journal) == 5  # the batch failed: all of it stays, to be written again
+    store._do_upsert = original  # type: ignore[method-assign]
+    await wait_for(lambda: healthy(repo))
+    for i in range(5):
+        assert await store.lookup(f"t{i}") == "m2"
+
+
+async def test_degraded_lookups_and_metrics_come_from_the_fallback(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    await repo.upsert("old", "m1")
+    store.error = DOWN
+    await repo.upsert("new", "m2")
+    assert await repo.lookup("old") is None  # only the outage's writes are known
+    assert await repo.lookup("new") == "m2"
+    metrics = await repo.metrics()
+    assert (metrics.sessions, metrics.fallback_active) == (1, True)
+    assert (metrics.lookups, metrics.hits, metrics.misses) == (2, 1, 1)
+    assert await repo.cleanup() == 0
+
+
+async def test_metrics_never_raise_a_storage_error(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    await repo.upsert("s", "m")
+    store.error = DOWN
+    metrics = await repo.metrics()  # the primary cannot count: counters only
+    assert (metrics.sessions, metrics.upserts, metrics.fallback_active) == (0, 1, False)
+    assert metrics.errors == 1
+
+
+# -- lifecycle -------------------------------------------------------------------
+
+
+async def test_lazy_open_and_idempotent_close(store: BreakableStore) -> None:
+    repo = ResilientSessionRepository(store, **FAST)
+    await repo.upsert("s", "m")  # opens on first use
+    assert await repo.lookup("s") == "m"
+    store.error = DOWN
+    await repo.upsert("t", "m")
+    probe = repo._probe_task
+    assert probe is not None
+    await repo.close()
+    await repo.close()
+    assert probe.done()
+    assert store._closed
+    assert repo.fallback._closed
+    for call in (repo.lookup("s"), repo.upsert("s", "m"), repo.metrics(), repo.health()):
+        with pytest.raises(RepositoryClosed):
+            await call
+
+
+async def test_a_primary_down_at_start_degrades_and_recovers(store: BreakableStore) -> None:
+    store.error = DOWN
+    async with ResilientSessionRepository(store, **FAST) as repo:
+        assert (await repo.health()).status == "degraded"
+        await repo.upsert("s", "m")
+        store.error = None
+        await wait_for(lambda: healthy(repo))
+        assert await store.lookup("s") == "m"
+
+
+def test_arguments_are_checked(store: BreakableStore) -> None:
+    with pytest.raises(TypeError, match="primary"):
+        ResilientSessionRepository(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="fallback"):
+        ResilientSessionRepository(store, NullSessionRepository())
+    with pytest.raises(InvalidInput, match="itself"):
+        ResilientSessionRepository(store, store)
+    with pytest.raises(InvalidInput, match="retry_count"):
+        ResilientSessionRepository(store, retry_count=0)
+    with pytest.raises(TypeError, match="retry_delay"):
+        ResilientSessionRepository(store, retry_delay="1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="probe_delay"):
+        ResilientSessionRepository(store, probe_delay=0)
+
+
+async def test_default_fallback_shares_the_primary_clock(fake_clock: FakeClock) -> None:
+    primary = BreakableStore(clock=fake_clock, default_ttl=5)
+    async with ResilientSessionRepository(primary, **FAST) as repo:
+        assert repo.fallback._clock is fake_clock
+        primary.error = DOWN
+        await repo.upsert("s", "m")  # default ttl: the primary's 5 s
+        fake_clock.advance(4.999)
+        assert await repo.lookup("s") == "m"
+        fake_clock.advance(0.001)
+        assert await repo.lookup("s") is None
+
+
+# -- the factory -----------------------------------------------------------------
+
+
+def test_factory_wraps_stores_that_can_fail(tmp_path: Path) -> None:
+    config = SessionStoreConfig(
+        url=f"sqlite+aiosqlite:///{tmp_path}/s.sqlite",
+        retry_count=5,
+        retry_delay=0.25,
+        max_sessions=7,
+    )
+    repo = create_session_repository(config)
+    assert isinstance(repo, ResilientSessionRepository)
+    assert isinstance(repo.primary, SqlSessionRepository)
+    assert (repo._retry_count, repo._retry_delay, repo.fallback._max) == (5, 0.25, 7)
+    redis = create_session_repository(SessionStoreConfig(url="redis://127.0.0.1:6379/0"))
+    assert isinstance(redis, ResilientSessionRepository)
+    assert isinstance(redis.primary, RedisSessionRepository)
+
+
+def test_factory_leaves_memory_null_and_no_fallback_unwrapped(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    assert isinstance(
+        create_session_repository(SessionStoreConfig(url=url, fallback="none")),
+        SqlSessionRepository,
+    )
+    assert isinstance(
+        create_session_repository(SessionStoreConfig(url="memory://")), MemorySessionRepository
+    )
+    assert isinstance(
+        create_session_repository(SessionStoreConfig(enabled=False)), NullSessionRepository
+    )
+
+
+async def test_write_back_batches_keep_each_session_in_order(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    store.error = DOWN
+    await repo.upsert("a", "m1")
+    await repo.upsert("b", "m1")
+    await repo.upsert("a", "m2")  # same session as the first: next batch
+    await repo.delete_owner("m1")  # alone
+    await repo.upsert("c", "m1")
+    sizes = []
+    journal = repo._journal
+    while journal:
+        batch = repo._next_batch()
+        sizes.append([entry.op for entry in batch])
+        for _ in batch:
+            journal.popleft()
+    assert sizes == [["upsert", "upsert"], ["upsert"], ["delete_owner"], ["upsert"]]
+
+
+def test_the_reliability_page_example_runs() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # builds, opens nothing
+    repo = namespace["repo"]
+    assert isinstance(repo, ResilientSessionRepository)
+    assert isinstance(repo.primary, SqlSessionRepository)
+    assert isinstance(repo.fallback, MemorySessionRepository)
+    assert (repo._retry_count, repo._retry_delay) == (3, 0.1)
