@@ -35,6 +35,7 @@ class SessionStoreConfig:
     pool_size: int = 5
     connect_timeout: float = 10.0
     statement_timeout: float = 30.0
+    busy_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
@@ -47,6 +48,7 @@ class SessionStoreConfig:
         _check_int("pool_size", self.pool_size, minimum=1)
         _check_number("connect_timeout", self.connect_timeout, minimum=0, inclusive=False)
         _check_number("statement_timeout", self.statement_timeout, minimum=0, inclusive=False)
+        _check_number("busy_timeout", self.busy_timeout, minimum=0, inclusive=False)
         if self.fallback not in ("memory", "none"):
             raise ConfigError(f"fallback must be 'memory' or 'none', not {self.fallback!r}")
         for name in ("enabled", "auto_migrate"):
@@ -83,6 +85,7 @@ class SessionStoreConfig:
             statement_timeout=env.millis(
                 "SESSION_STORE_STATEMENT_TIMEOUT_MS", 30_000, positive=True
             ),
+            busy_timeout=env.millis("SESSION_STORE_BUSY_TIMEOUT_MS", 5_000, positive=True),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Self:

@@ -40,6 +40,7 @@ def test_every_variable_is_read() -> None:
             "SESSION_STORE_POOL_SIZE": "3",
             "SESSION_STORE_CONNECT_TIMEOUT_MS": "2500",
             "SESSION_STORE_STATEMENT_TIMEOUT_MS": "750",
+            "SESSION_STORE_BUSY_TIMEOUT_MS": "1200",
         }
     )
     assert config == SessionStoreConfig(
@@ -56,6 +57,7 @@ def test_every_variable_is_read() -> None:
         pool_size=3,
         connect_timeout=2.5,
         statement_timeout=0.75,
+        busy_timeout=1.2,
     )
 
 
@@ -95,6 +97,7 @@ def test_url_resolution(environ: dict[str, str], url: str) -> None:
         ("SESSION_STORE_POOL_SIZE", "0"),
         ("SESSION_STORE_CONNECT_TIMEOUT_MS", "0"),
         ("SESSION_STORE_STATEMENT_TIMEOUT_MS", "-1"),
+        ("SESSION_STORE_BUSY_TIMEOUT_MS", "0"),
     ],
 )
 def test_bad_values_name_the_variable_and_value(name: str, value: str) -> None:

@@ -83,6 +83,7 @@ def create_engine(
     pool_size: int = 5,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     statement_timeout: float = STATEMENT_TIMEOUT_S,
+    busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
 ) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url`` with this library's settings.
 
@@ -102,7 +103,7 @@ def create_engine(
             # One shared connection: an in-memory database lives and dies with it.
             kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0)
         engine = create_async_engine(parsed, **kwargs)
-        configure_sqlite(engine)
+        configure_sqlite(engine, busy_timeout=busy_timeout)
         return engine
     kwargs.update(
         pool_pre_ping=True,
@@ -148,7 +149,7 @@ def _bound_mysql_statements(engine: AsyncEngine, seconds: float) -> None:
             cursor.close()
 
 
-def configure_sqlite(engine: AsyncEngine) -> None:
+def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
     """Install the pragmas and explicit BEGIN handling on a SQLite engine."""
     sync_engine = engine.sync_engine
     if getattr(sync_engine, "_session_repo_configured", False):
@@ -160,7 +161,7 @@ def configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         finally:

@@ -103,7 +103,7 @@ class PostgresPipeline:
         import asyncpg
 
         pool = await asyncpg.create_pool(
-            min_size=1,
+            min_size=0,  # no connection floor to restore (and log) during an outage
             max_size=pool_size * 2,
             max_inactive_connection_lifetime=60,
             **connect_kwargs(

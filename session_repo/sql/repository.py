@@ -35,7 +35,9 @@ class SqlSessionRepository(BackendBase):
     """Bindings in a SQL database: ``sqlite+aiosqlite``, ``postgresql+asyncpg``, ``mysql+asyncmy``.
 
     ``auto_migrate=None`` upgrades the schema on open for SQLite and refuses a
-    server database whose schema is behind with ``SchemaOutOfDate``.
+    server database whose schema is behind with ``SchemaOutOfDate``. Servers bound
+    each statement by ``statement_timeout`` and connecting by ``connect_timeout``;
+    SQLite waits up to ``busy_timeout`` for another process's write lock.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class SqlSessionRepository(BackendBase):
         pool_size: int = 5,
         connect_timeout: float = 10,
         statement_timeout: float = 30,
+        busy_timeout: float = 5,
     ) -> None:
         super().__init__(
             clock=clock,
@@ -83,6 +86,7 @@ class SqlSessionRepository(BackendBase):
         for name, value in (
             ("connect_timeout", connect_timeout),
             ("statement_timeout", statement_timeout),
+            ("busy_timeout", busy_timeout),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"{name} must be a number of seconds")
@@ -92,6 +96,7 @@ class SqlSessionRepository(BackendBase):
             "connect_timeout": connect_timeout,
             "statement_timeout": statement_timeout,
         }
+        self._busy_timeout = float(busy_timeout)
 
     def __repr__(self) -> str:
         return f"SqlSessionRepository({self._url.render_as_string(hide_password=True)!r})"
@@ -107,9 +112,14 @@ class SqlSessionRepository(BackendBase):
 
     async def _do_open(self) -> None:
         if self._engine is None:
-            self._engine = create_engine(self._url, pool_size=self._pool_size, **self._timeouts)
+            self._engine = create_engine(
+                self._url,
+                pool_size=self._pool_size,
+                busy_timeout=self._busy_timeout,
+                **self._timeouts,
+            )
         elif self.backend == "sqlite":
-            configure_sqlite(self._engine)
+            configure_sqlite(self._engine, busy_timeout=self._busy_timeout)
         engine = self._engine
         try:
             await ensure_schema(engine, auto_migrate=self._auto_migrate)
@@ -127,7 +137,7 @@ class SqlSessionRepository(BackendBase):
     ) -> SqlitePipeline | PostgresPipeline | EngineOps:
         path = sqlite_file(self._url)
         if path is not None:
-            return SqlitePipeline(path, self._sql)
+            return SqlitePipeline(path, self._sql, busy_timeout=self._busy_timeout)
         if engine.dialect.driver == "asyncpg":
             with storage_errors("connect"):
                 return await PostgresPipeline.connect(

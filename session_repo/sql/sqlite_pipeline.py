@@ -19,6 +19,7 @@ once for the sqlite dialect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 from collections.abc import Callable
@@ -33,7 +34,6 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from session_repo._translate import translate
 from session_repo.errors import RepositoryClosed
 from session_repo.sql.compiled import Compiled
-from session_repo.sql.engine import BUSY_TIMEOUT_MS
 from session_repo.sql.model import bindings
 from session_repo.sql.statements import Statements
 
@@ -65,11 +65,17 @@ def _lookup_many_sql(count: int) -> str:
 
 
 class _Worker:
-    """One sqlite3 connection, used only on its own thread."""
+    """One sqlite3 connection, used only on its own thread.
 
-    def __init__(self, path: Path, name: str, *, read_only: bool) -> None:
+    After an error that says the file itself is bad (corrupt, not a database, I/O,
+    read-only, cannot open), the connection is dropped and the next job opens a new
+    one, so a file that is repaired or replaced heals a running process.
+    """
+
+    def __init__(self, path: Path, name: str, *, read_only: bool, busy_timeout: float) -> None:
         self._path = path
         self._read_only = read_only
+        self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"session-repo-sqlite-{name}")
         self._conn: sqlite3.Connection | None = None
 
@@ -79,11 +85,18 @@ class _Worker:
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
             self._conn = self._connect()
-        return fn(self._conn)
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as exc:
+            if _file_is_bad(exc):
+                conn, self._conn = self._conn, None
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self._path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=True
+            self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=True
         )
         conn.execute("PRAGMA synchronous = NORMAL")
         if self._read_only:
@@ -197,6 +210,8 @@ def _run_reads(conn: sqlite3.Connection, requests: list[tuple[bytes, int] | Job]
             try:
                 results.append(request(conn))
             except sqlite3.Error as exc:
+                if _file_is_bad(exc):
+                    raise
                 results.append(exc)
     return results
 
@@ -210,7 +225,7 @@ def _run_writes(conn: sqlite3.Connection, requests: list[Job]) -> list[Any]:
             try:
                 results.append(request(conn))
             except sqlite3.Error as exc:
-                if not conn.in_transaction:  # SQLite gave up the whole transaction
+                if _file_is_bad(exc) or not conn.in_transaction:  # the group cannot go on
                     raise
                 results.append(exc)
         conn.execute("COMMIT")
@@ -219,6 +234,18 @@ def _run_writes(conn: sqlite3.Connection, requests: list[Job]) -> list[Any]:
             conn.execute("ROLLBACK")
         raise
     return results
+
+
+# Primary result codes that mean the file, not the statement, is the problem.
+_BAD_FILE = {8, 10, 11, 14, 26}  # READONLY, IOERR, CORRUPT, CANTOPEN, NOTADB
+
+
+def _file_is_bad(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _BAD_FILE
+    message = str(exc).lower()
+    return any(word in message for word in ("malformed", "not a database", "disk i/o", "readonly"))
 
 
 def _is_driver_error(error: BaseException) -> bool:
@@ -235,9 +262,9 @@ _LOOKUP_ONE = str(
 class SqlitePipeline:
     """The contract's operations on one SQLite file, in batches on two threads."""
 
-    def __init__(self, path: Path, statements: Statements) -> None:
-        self._reader = _Worker(path, "reader", read_only=True)
-        self._writer = _Worker(path, "writer", read_only=False)
+    def __init__(self, path: Path, statements: Statements, *, busy_timeout: float = 5.0) -> None:
+        self._reader = _Worker(path, "reader", read_only=True, busy_timeout=busy_timeout)
+        self._writer = _Worker(path, "writer", read_only=False, busy_timeout=busy_timeout)
         self._reads: _Coalescer[tuple[bytes, int] | Job] = _Coalescer(
             self._reader, _run_reads, "read"
         )
