@@ -211,7 +211,12 @@ class BackendBase(ABC):
             logger.debug(
                 "cleanup removed %d expired bindings",
                 removed,
-                extra={"backend": self.backend, "operation": "cleanup", "removed": removed},
+                extra={
+                    "backend": self.backend,
+                    "operation": "cleanup",
+                    "outcome": "ok",
+                    "removed": removed,
+                },
             )
         return removed
 

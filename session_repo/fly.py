@@ -109,7 +109,8 @@ class FlyReplayMiddleware:
         if self.instance_id is not None and self._signer is None:
             logger.warning(
                 "no SESSION_REPO_REPLAY_SECRET: any fly-replay-src header is trusted, so a "
-                "client can make its request skip routing (see docs/fly.md)"
+                "client can make its request skip routing (see docs/fly.md)",
+                extra=_extra("start", "unsigned", instance=self.instance_id),
             )
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
@@ -201,6 +202,7 @@ class FlyReplayMiddleware:
             logger.warning(
                 "session %s is bound to an owner id that cannot go into fly-replay; serving here",
                 log_ref(digest),
+                extra=_extra("replay", "bad_owner", session=log_ref(digest)),
             )
             return False
         if scope["type"] == "http" and not request.replayable(self._max_body):
@@ -246,7 +248,12 @@ class FlyReplayMiddleware:
             return
         winner = await self._claim(value, digest)
         if winner is not None and winner != self.instance_id:
-            logger.warning("session %s set here is bound to %s", log_ref(digest), winner)
+            logger.warning(
+                "session %s set here is bound to %s",
+                log_ref(digest),
+                winner,
+                extra=_extra("claim", "lost", session=log_ref(digest), owner=winner),
+            )
 
     def _response_key(self, headers: Any) -> str | None:
         for name, value in headers:
@@ -286,9 +293,17 @@ class FlyReplayMiddleware:
             type(failure).__name__,
             detail,
             more,
+            extra=_extra(
+                what, "store_failed", session=log_ref(digest), error=type(failure).__name__
+            ),
         )
         self._quiet_until, self._suppressed = now + 30.0, 0
         return _UNKNOWN
+
+
+def _extra(operation: str, outcome: str, **fields: Any) -> dict[str, Any]:
+    """Structured fields for a log record; sessions appear only as ``log_ref`` digests."""
+    return {"component": "fly", "operation": operation, "outcome": outcome, **fields}
 
 
 def _ttl_env() -> dict[str, str]:
