@@ -50,3 +50,16 @@ async def test_other_methods_are_405() -> None:
     response = await get(health_app(MemorySessionRepository()), "POST")
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD"
+
+
+async def test_degraded_answers_as_configured(tmp_path: Path) -> None:
+    from session_repo import ResilientSessionRepository
+
+    path = tmp_path / "garbage.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    primary = SqlSessionRepository(f"sqlite+aiosqlite:///{path}", cleanup_interval=0)
+    async with ResilientSessionRepository(primary, retry_count=1, retry_delay=0) as repo:
+        serving = await get(health_app(repo))
+        strict = await get(health_app(repo, degraded_status=503))
+    assert (serving.status_code, serving.json()["status"]) == (200, "degraded")
+    assert (strict.status_code, strict.json()["status"]) == (503, "degraded")
