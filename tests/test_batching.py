@@ -200,3 +200,24 @@ async def test_a_busy_database_fails_the_group_with_a_transient_error(tmp_path: 
         assert loop_ticks > 100  # the 5 s busy wait happened off the event loop
         await repo.upsert("after", "machine-a")
         assert await repo.lookup("after") == "machine-a"
+
+
+async def test_the_fast_path_connections_use_wal_normal_sync_and_a_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    from session_repo.sql.sqlite_pipeline import SqlitePipeline
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/pragmas.sqlite"
+    async with SqlSessionRepository(url, cleanup_interval=0, busy_timeout=2.5) as repo:
+        pipeline = repo._ops
+        assert isinstance(pipeline, SqlitePipeline)
+
+        def pragmas(conn: sqlite3.Connection) -> tuple[str, int, int]:
+            return (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+                conn.execute("PRAGMA busy_timeout").fetchone()[0],
+            )
+
+        assert await pipeline.read(pragmas) == ("wal", 1, 2500)
+        assert await pipeline.write(pragmas) == ("wal", 1, 2500)
