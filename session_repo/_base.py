@@ -145,12 +145,7 @@ class BackendBase(ABC):
         await self._ready()
         with self._counting("lookup"):
             owner = await self._do_lookup(key, self._now_ms())
-        counters = self._counters
-        counters.lookups += 1
-        if owner is None:
-            counters.misses += 1
-        else:
-            counters.hits += 1
+        self._counters.looked_up(owner)
         return owner
 
     async def claim(

@@ -90,6 +90,14 @@ class Counters:
     last_cleanup_at: datetime | None = field(default=None)
     latency: dict[str, Latency] = field(default_factory=dict)
 
+    def looked_up(self, owner: str | None) -> None:
+        """Count one lookup and whether it found a live binding."""
+        self.lookups += 1
+        if owner is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+
     def observe(self, operation: str, seconds: float, *, failed: bool = False) -> None:
         latency = self.latency.get(operation)
         if latency is None:

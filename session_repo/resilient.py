@@ -251,12 +251,7 @@ class ResilientSessionRepository:
             lambda: self._primary.lookup(session_id),
             lambda: self._fallback._do_lookup(key, self._now_ms()),
         )
-        counters = self._counters
-        counters.lookups += 1
-        if owner is None:
-            counters.misses += 1
-        else:
-            counters.hits += 1
+        self._counters.looked_up(owner)
         return owner
 
     async def claim(
