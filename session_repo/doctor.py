@@ -1,14 +1,17 @@
 """``session-repo doctor``: check a deployment's store and say what to fix.
 
 Each check reports ok, warn or fail with one line, and a fix for anything not ok:
-the URL, the SQLite file's permissions and WAL mode, the schema revision, a round
-trip through the repository, and the clock against the database server's.
+the URL, the SQLite file's permissions and WAL mode (read with plain sqlite3, so
+the check changes nothing), the schema revision, the connection, and the clock
+against the database server's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sqlite3
 import stat
 import time
 from dataclasses import dataclass
@@ -73,6 +76,16 @@ async def diagnose(config: SessionStoreConfig) -> list[Finding]:
         findings += _file_checks(path)
         if not path.exists():  # checking the schema would create it: nothing more to see
             return findings
+        findings += _sqlite_file_state(path)
+        return findings
+    if url.get_backend_name() == "sqlite":
+        findings.append(
+            Finding(
+                "warn", "store", "an in-memory SQLite database lives in one process",
+                "use a SQLite file, or memory:// for tests",
+            )
+        )  # fmt: skip
+        return findings
     findings += await _sql_checks(config, url.get_backend_name())
     return findings
 
@@ -120,6 +133,7 @@ def _file_checks(path: os.PathLike[str] | str) -> list[Finding]:
 
 
 async def _sql_checks(config: SessionStoreConfig, backend: str) -> list[Finding]:
+    """A server database: connection, schema revision, clock."""
     engine = create_engine(
         config.url,
         pool_size=1,
@@ -131,35 +145,9 @@ async def _sql_checks(config: SessionStoreConfig, backend: str) -> list[Finding]
         async with engine.connect() as conn:
             await conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
             revision = await conn.run_sync(current_revision)
-            head = head_revision()
-            if revision == head:
-                findings.append(Finding("ok", "schema", f"at head ({head})"))
-            else:
-                level: Level = "warn" if backend == "sqlite" else "fail"
-                findings.append(
-                    Finding(
-                        level, "schema", f"at {revision or '(none)'}, head is {head}", MIGRATE_HINT
-                    )
-                )
-            if backend == "sqlite":
-                mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
-                if str(mode).lower() == "wal":
-                    findings.append(Finding("ok", "wal", "journal_mode is WAL"))
-                else:
-                    findings.append(
-                        Finding(
-                            "warn",
-                            "wal",
-                            f"journal_mode is {mode}",
-                            "open it once with session-repo (it sets WAL)",
-                        )
-                    )
-            else:
-                findings.append(
-                    await _clock_check(
-                        str((await conn.execute(text(_CLOCK_QUERIES[backend]))).scalar())
-                    )
-                )
+            findings.append(_schema_finding(revision, backend))
+            server_time = (await conn.execute(text(_CLOCK_QUERIES[backend]))).scalar()
+            findings.append(await _clock_check(str(server_time)))
     except SessionRepoError as exc:
         findings.append(
             Finding("fail", "connect", str(exc), "check the URL, the server and the credentials")
@@ -172,6 +160,46 @@ async def _sql_checks(config: SessionStoreConfig, backend: str) -> list[Finding]
     finally:
         await engine.dispose()
     return findings
+
+
+def _sqlite_file_state(path: os.PathLike[str] | str) -> list[Finding]:
+    """Journal mode and schema as the file has them, read-only: a library engine
+    would switch WAL on and migrate, and a check must change nothing."""
+    try:
+        uri = f"file:{os.fspath(path)}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            has_version = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'"
+            ).fetchone()
+            row = (
+                conn.execute("SELECT version_num FROM alembic_version").fetchone()
+                if has_version
+                else None
+            )
+    except sqlite3.Error as exc:
+        return [Finding("fail", "file", f"cannot read the file: {exc}", "restore it from a backup")]
+    findings = [_schema_finding(row[0] if row else None, "sqlite")]
+    if mode == "wal":
+        findings.append(Finding("ok", "wal", "journal_mode is WAL"))
+    else:
+        findings.append(
+            Finding(
+                "warn",
+                "wal",
+                f"journal_mode is {mode}",
+                "open it once with session-repo (it sets WAL)",
+            )
+        )
+    return findings
+
+
+def _schema_finding(revision: str | None, backend: str) -> Finding:
+    head = head_revision()
+    if revision == head:
+        return Finding("ok", "schema", f"at head ({head})")
+    level: Level = "warn" if backend == "sqlite" else "fail"
+    return Finding(level, "schema", f"at {revision or '(none)'}, head is {head}", MIGRATE_HINT)
 
 
 async def _redis_checks(config: SessionStoreConfig) -> list[Finding]:

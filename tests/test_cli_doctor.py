@@ -94,3 +94,18 @@ def test_read_commands_answer_in_json(capsys: pytest.CaptureFixture[str], sqlite
     assert (status, json.loads(out)) == (0, {"owner": "machine-a"})
     status, out, _ = run(capsys, "cleanup", "--json")
     assert (status, json.loads(out)) == (0, {"removed": 0})
+
+
+def test_doctor_reports_a_non_wal_file_and_leaves_it_as_it_is(
+    capsys: pytest.CaptureFixture[str], sqlite_url: str, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    assert run(capsys, "set", "s", "machine-a")[0] == 0
+    with sqlite3.connect(tmp_path / "store.sqlite") as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    status, out, _ = run(capsys, "doctor", "--json")
+    assert findings(out)["wal"]["level"] == "warn"
+    assert status == 1
+    with sqlite3.connect(tmp_path / "store.sqlite") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
