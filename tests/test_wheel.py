@@ -35,6 +35,21 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wheel
 
 
+def test_the_sdist_builds_and_carries_the_sources(tmp_path: Path) -> None:
+    import tarfile
+
+    built = run(
+        sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path),
+        cwd=ROOT,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    (sdist,) = tmp_path.glob("session_repo-*.tar.gz")
+    names = {name.split("/", 1)[1] for name in tarfile.open(sdist).getnames() if "/" in name}
+    for needed in ("pyproject.toml", "README.md", "CHANGELOG.md", "alembic.ini",
+                   "alembic/env.py", "session_repo/__init__.py", "session_repo/py.typed"):  # fmt: skip
+        assert needed in names, needed
+
+
 def test_the_wheel_ships_the_migrations_and_the_plugin(wheel: Path) -> None:
     import zipfile
 
