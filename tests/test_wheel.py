@@ -44,10 +44,12 @@ def test_the_sdist_builds_and_carries_the_sources(tmp_path: Path) -> None:
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-2000:]
     (sdist,) = tmp_path.glob("session_repo-*.tar.gz")
-    names = {name.split("/", 1)[1] for name in tarfile.open(sdist).getnames() if "/" in name}
-    for needed in ("pyproject.toml", "README.md", "CHANGELOG.md", "alembic.ini",
-                   "alembic/env.py", "session_repo/__init__.py", "session_repo/py.typed"):  # fmt: skip
-        assert needed in names, needed
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    needed = ["pyproject.toml", "README.md", "CHANGELOG.md", "alembic.ini", "alembic/env.py"]
+    needed += ["session_repo/__init__.py", "session_repo/py.typed"]
+    for name in needed:
+        assert name in names, name
 
 
 def test_the_wheel_ships_the_migrations_and_the_plugin(wheel: Path) -> None:
