@@ -24,11 +24,10 @@ import dataclasses
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Literal, Self, TypeVar
+from typing import Self, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -40,6 +39,7 @@ from tenacity import (
 
 from session_repo._base import BackendBase
 from session_repo._inputs import Ttl, check_alloc_id, check_session_id, ttl_ms
+from session_repo._journal import WRITE_BACK_BATCH, Entry, Journal, write_back
 from session_repo._keys import session_key
 from session_repo.errors import InvalidInput, RepositoryClosed, StorageError
 from session_repo.memory import MemorySessionRepository
@@ -51,28 +51,13 @@ __all__ = ["ResilientSessionRepository"]
 logger = logging.getLogger("session_repo.resilient")
 
 T = TypeVar("T")
-Op = Literal["upsert", "claim", "touch", "delete", "delete_owner"]
 
 # The longest wait between two tries of one call, whatever retry_delay says.
 MAX_RETRY_WAIT = 5.0
-# Journal entries written back together (each for a different session).
-WRITE_BACK_BATCH = 256
 # New writes wait for the write-back once this few entries are left, or after this long.
 DRAIN_AT = 4 * WRITE_BACK_BATCH
 DRAIN_AFTER = 2.0
 _WRITES = frozenset({"upsert", "claim", "touch", "delete", "delete_owner"})
-
-
-@dataclasses.dataclass(slots=True)
-class _Entry:
-    """One write made while degraded, as the primary's hooks take it."""
-
-    op: Op
-    key: bytes = b""
-    alloc_id: str = ""
-    expires_at: int = 0
-    replacing: str | None = None
-    void: bool = False  # a claim that lost in the fallback changed nothing
 
 
 def _transient(exc: BaseException) -> bool:
@@ -136,7 +121,7 @@ class ResilientSessionRepository:
         self._probe_delay = float(probe_delay)
         self._probe_max_delay = max(float(probe_max_delay), self._probe_delay)
         self._counters = Counters()
-        self._journal: deque[_Entry] = deque()
+        self._journal = Journal()
         self._degraded = False
         self._degraded_since = 0.0
         self._last_error = ""
@@ -236,7 +221,7 @@ class ResilientSessionRepository:
 
         async def on_fallback() -> None:
             expires_at = self._now_ms() + life
-            self._journal.append(_Entry("upsert", key, owner, expires_at))
+            self._journal.append(Entry("upsert", key, owner, expires_at))
             await self._fallback._do_upsert(key, owner, expires_at)
 
         await self._serve(
@@ -273,7 +258,7 @@ class ResilientSessionRepository:
 
         async def on_fallback() -> str:
             now = self._now_ms()
-            entry = _Entry("claim", key, owner, now + life, replacing)
+            entry = Entry("claim", key, owner, now + life, replacing)
             self._journal.append(entry)
             winner = await self._fallback._do_claim(key, owner, now + life, now, replacing)
             entry.void = winner != owner
@@ -289,7 +274,7 @@ class ResilientSessionRepository:
 
         async def on_fallback() -> bool:
             now = self._now_ms()
-            self._journal.append(_Entry("touch", key, expires_at=now + life))
+            self._journal.append(Entry("touch", key, expires_at=now + life))
             return await self._fallback._do_touch(key, now + life, now)
 
         touched = await self._serve(
@@ -302,7 +287,7 @@ class ResilientSessionRepository:
         key = session_key(check_session_id(session_id))
 
         async def on_fallback() -> bool:
-            self._journal.append(_Entry("delete", key))
+            self._journal.append(Entry("delete", key))
             return await self._fallback._do_delete(key, self._now_ms())
 
         deleted = await self._serve("delete", lambda: self._primary.delete(session_id), on_fallback)
@@ -314,7 +299,7 @@ class ResilientSessionRepository:
         owner = check_alloc_id(alloc_id)
 
         async def on_fallback() -> int:
-            self._journal.append(_Entry("delete_owner", alloc_id=owner))
+            self._journal.append(Entry("delete_owner", alloc_id=owner))
             return await self._fallback._do_delete_owner(owner, self._now_ms())
 
         removed = await self._serve(
@@ -532,20 +517,20 @@ class ResilientSessionRepository:
                     and (len(journal) <= DRAIN_AT or time.monotonic() - started > DRAIN_AFTER)
                 ):
                     self._draining = asyncio.Event()
-                batch = self._next_batch()
+                batch = journal.next_batch()
                 await self._primary._ready()
                 now = self._now_ms()
                 live = [entry for entry in batch if not entry.void]
                 outcomes = await asyncio.gather(
-                    *(self._apply(entry, now) for entry in live), return_exceptions=True
+                    *(write_back(self._primary, entry, now) for entry in live),
+                    return_exceptions=True,
                 )
                 for outcome in outcomes:
                     if isinstance(outcome, BaseException):
                         raise outcome  # the batch stays journaled: replaying is idempotent
                 replayed += sum(outcome is not None for outcome in outcomes)
                 lost += sum(outcome is False for outcome in outcomes)
-                for _ in batch:
-                    journal.popleft()
+                journal.drop(len(batch))
                 written = True
             return replayed, lost
         finally:
@@ -554,43 +539,6 @@ class ResilientSessionRepository:
             draining, self._draining = self._draining, None
             if draining is not None:
                 draining.set()
-
-    def _next_batch(self) -> list[_Entry]:
-        batch: list[_Entry] = []
-        keys: set[bytes] = set()
-        for entry in self._journal:
-            if entry.op == "delete_owner":
-                if not batch:
-                    batch.append(entry)
-                break
-            if entry.key in keys or len(batch) == WRITE_BACK_BATCH:
-                break
-            keys.add(entry.key)
-            batch.append(entry)
-        return batch
-
-    async def _apply(self, entry: _Entry, now: int) -> bool | None:
-        """Write one entry with its own semantics; None if it had expired.
-
-        Returns False for a claim that lost to a live binding already there.
-        """
-        primary = self._primary
-        if entry.op in ("upsert", "claim", "touch") and entry.expires_at <= now:
-            return None
-        if entry.op == "upsert":
-            await primary._do_upsert(entry.key, entry.alloc_id, entry.expires_at)
-        elif entry.op == "claim":
-            winner = await primary._do_claim(
-                entry.key, entry.alloc_id, entry.expires_at, now, entry.replacing
-            )
-            return winner == entry.alloc_id
-        elif entry.op == "touch":
-            await primary._do_touch(entry.key, entry.expires_at, now)
-        elif entry.op == "delete":
-            await primary._do_delete(entry.key, now)
-        else:
-            await primary._do_delete_owner(entry.alloc_id, now)
-        return True
 
     def _extra(self, operation: str, outcome: str, **more: object) -> dict[str, object]:
         return {

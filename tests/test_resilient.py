@@ -569,10 +569,9 @@ async def test_write_back_batches_keep_each_session_in_order(
     sizes = []
     journal = repo._journal
     while journal:
-        batch = repo._next_batch()
+        batch = journal.next_batch()
         sizes.append([entry.op for entry in batch])
-        for _ in batch:
-            journal.popleft()
+        journal.drop(len(batch))
     assert sizes == [["upsert", "upsert"], ["upsert"], ["delete_owner"], ["upsert"]]
 
 
