@@ -49,7 +49,8 @@ async def test_layout_keeps_only_digests(repo: RedisSessionRepository, client: A
     assert not any("secret-session-id" in key for key in keys)
     ttl = await client.pttl(f"{PREFIX}s:{digest('secret-session-id')}")
     assert 29_000 < ttl <= 30_000
-    assert await client.pttl(f"{PREFIX}o:machine-a") >= ttl  # the index outlives its bindings
+    # The index lives as long as its longest binding (read a moment later: a little slack).
+    assert await client.pttl(f"{PREFIX}o:machine-a") >= ttl - 50
 
 
 async def test_native_ttl_expires(repo: RedisSessionRepository) -> None:
