@@ -185,7 +185,7 @@ async def test_retries_back_off_exponentially_without_blocking(store: BreakableS
         waited = time.monotonic() - started
         task.cancel()
     # Waits: 0.05 then 0.1, each plus up to 0.05 of jitter.
-    assert 0.15 <= waited < 0.5
+    assert 0.15 <= waited < 1.0
     assert ticks >= 10  # the loop kept running while the call waited
 
 
@@ -396,7 +396,8 @@ async def test_a_store_that_reads_but_cannot_write_holds_no_writer(
     for i in range(1, 30):
         started = time.monotonic()
         await repo.upsert(f"s{i}", "m1")
-        assert time.monotonic() - started < 0.05
+        # A held writer would wait out a write-back try, which takes 0.1 s here.
+        assert time.monotonic() - started < 0.09
         await asyncio.sleep(0.01)
     assert (await repo.metrics()).fallback_active is True
     store.write_error = None
