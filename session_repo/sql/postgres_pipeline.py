@@ -80,6 +80,7 @@ class PostgresPipeline:
         self._reads = TickBatcher(self._lookup_batch)
         self._upserts = TickBatcher(self._upsert_batch)
         compile_ = Compiled.of
+        self._lookup = compile_(statements.lookup, _DIALECT)
         self._upsert = compile_(statements.upsert, _DIALECT)
         self._claim = compile_(statements.claim, _DIALECT)
         self._claim_or_holder = compile_(_claim_or_holder(statements), _DIALECT).sql
@@ -131,6 +132,9 @@ class PostgresPipeline:
     # -- batches ------------------------------------------------------------
 
     async def _lookup_batch(self, requests: list[tuple[bytes, int]]) -> list[str | None]:
+        if len(requests) == 1:  # alone in its tick: the plain statement, no array
+            key, now = requests[0]
+            return [await self._pool.fetchval(self._lookup.sql, key, now)]
         keys = list({key for key, _ in requests})
         rows = await self._pool.fetch(_LOOKUP_MANY.sql, keys)
         found = {bytes(key): (owner, expires) for key, owner, expires in rows}
