@@ -46,6 +46,12 @@ _SIZE = "SELECT pg_total_relation_size('session_bindings')"
 CONFLICT_ATTEMPTS = 5
 
 
+async def _no_reset(_conn: Any) -> None:
+    """Nothing to undo on release: these statements leave no session state behind
+    (no SET, LISTEN, advisory lock or open cursor). asyncpg's default reset would
+    cost a second round trip per operation."""
+
+
 def connect_kwargs(url: URL, *, connect_timeout: float, statement_timeout: float) -> dict[str, Any]:
     """asyncpg pool arguments for a SQLAlchemy ``postgresql+asyncpg`` URL, same limits."""
     statement_ms = str(max(1, round(statement_timeout * 1000)))
@@ -107,6 +113,7 @@ class PostgresPipeline:
             min_size=0,  # no connection floor to restore (and log) during an outage
             max_size=pool_size * 2,
             max_inactive_connection_lifetime=60,
+            reset=_no_reset,
             **connect_kwargs(
                 url, connect_timeout=connect_timeout, statement_timeout=statement_timeout
             ),
