@@ -10,6 +10,7 @@ import sqlite3
 import stat
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -259,3 +260,26 @@ async def test_concurrent_writers_on_one_file_never_deadlock(
             assert await a.lookup(f"s-{n}") == await b.lookup(f"s-{n}")
         assert (await a.metrics()).errors == (await b.metrics()).errors == 0
         assert (await a.metrics()).cleaned + (await b.metrics()).cleaned > 0
+
+
+async def test_an_existing_file_is_never_opened_behind_sqlites_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing any descriptor of a database file drops every POSIX lock the process
+    holds on it, SQLite's included: the library must not open an existing file itself."""
+    path = tmp_path / "existing.sqlite"
+    async with SqlSessionRepository(url(path), cleanup_interval=0) as first:
+        await first.upsert("s", "machine-a")
+        opened: list[str] = []
+        real_open = os.open
+
+        def spy(name: Any, *args: Any, **kwargs: Any) -> int:
+            opened.append(os.fspath(name))
+            return real_open(name, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", spy)
+        async with SqlSessionRepository(url(path), cleanup_interval=0) as second:
+            assert await second.lookup("s") == "machine-a"
+        monkeypatch.undo()
+        assert str(path) not in opened
+        assert await first.lookup("s") == "machine-a"

@@ -1,14 +1,18 @@
 """Engines configured for this store: SQLite done right, servers with bounded waits.
 
-SQLite: the file (and its directory) is created owner-only before the first
-connect; every connection runs in WAL with ``synchronous=NORMAL`` and a busy
-timeout; write transactions start with ``BEGIN IMMEDIATE`` so two writers never
+SQLite: the file (and its directory) is created owner-only and put in WAL mode
+before the first connect; every connection runs with ``synchronous=NORMAL`` and a
+busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so two writers never
 deadlock upgrading a read lock; plain reads run without a transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +66,35 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+@contextlib.contextmanager
+def storage_errors_for(path: Path) -> Iterator[None]:
+    """sqlite3 errors while preparing ``path``, as a ``StorageError`` naming it."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        transient = "locked" in str(exc) or "busy" in str(exc)
+        raise StorageError(
+            f"cannot open SQLite database {str(path)!r}: {exc}", transient=transient
+        ) from exc
+
+
 def prepare_sqlite_file(path: Path) -> None:
-    """Create the directory and an owner-only (0600) file before SQLite opens it."""
+    """Create the directory and an owner-only (0600) file before SQLite opens it.
+
+    An existing file is not touched: closing any descriptor of a database file drops
+    every POSIX lock this process holds on it, including those of SQLite connections
+    already open (the classic way to corrupt a database). A new file is created with
+    O_EXCL, so no connection can have it open yet.
+    """
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        if not path.exists():
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process created it meanwhile
+            else:
+                os.close(fd)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         if isinstance(exc, FileExistsError):  # mkdir met a file where a directory should be
@@ -75,6 +102,28 @@ def prepare_sqlite_file(path: Path) -> None:
         raise StorageError(
             f"cannot open SQLite database {str(path)!r}: {reason}", transient=False
         ) from exc
+
+
+def ensure_wal(path: Path, busy_timeout: float) -> None:
+    """Put the file in WAL mode once; the mode is stored in the file, so every later
+    connection (this process's or another's) finds it set.
+
+    Switching needs the file to itself, and SQLite answers "locked" at once, without
+    its busy handler, while another connection has it open: so try again until
+    ``busy_timeout``. Blocking: call it off the event loop.
+    """
+    deadline = time.monotonic() + busy_timeout
+    with contextlib.closing(sqlite3.connect(path, timeout=busy_timeout)) as conn:
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    return
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
 
 def create_engine(
@@ -98,6 +147,8 @@ def create_engine(
         path = sqlite_file(parsed)
         if path is not None:
             prepare_sqlite_file(path)
+            with storage_errors_for(path):
+                ensure_wal(path, busy_timeout)
             kwargs.update(pool_size=pool_size, max_overflow=0)
         else:
             # One shared connection: an in-memory database lives and dies with it.
@@ -162,8 +213,7 @@ def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = BUSY_TIMEOUT_
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")  # WAL is set once, in the file
         finally:
             cursor.close()
 
