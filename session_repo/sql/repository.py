@@ -21,7 +21,14 @@ from session_repo._inputs import Ttl
 from session_repo._translate import storage_errors
 from session_repo.clock import Clock
 from session_repo.errors import InvalidInput, StorageError
-from session_repo.sql.engine import configure_sqlite, create_engine, parse_url, sqlite_file
+from session_repo.sql.engine import (
+    configure_sqlite,
+    create_engine,
+    ensure_wal,
+    parse_url,
+    sqlite_file,
+    storage_errors_for,
+)
 from session_repo.sql.engine_ops import EngineOps
 from session_repo.sql.migrate import ensure_schema
 from session_repo.sql.postgres_pipeline import PostgresPipeline
@@ -112,7 +119,9 @@ class SqlSessionRepository(BackendBase):
 
     async def _do_open(self) -> None:
         if self._engine is None:
-            self._engine = create_engine(
+            # Off the loop: a new SQLite file is created and put in WAL mode here.
+            self._engine = await asyncio.to_thread(
+                create_engine,
                 self._url,
                 pool_size=self._pool_size,
                 busy_timeout=self._busy_timeout,
@@ -120,6 +129,10 @@ class SqlSessionRepository(BackendBase):
             )
         elif self.backend == "sqlite":
             configure_sqlite(self._engine, busy_timeout=self._busy_timeout)
+            path = sqlite_file(self._url)
+            if path is not None:
+                with storage_errors_for(path):
+                    await asyncio.to_thread(ensure_wal, path, self._busy_timeout)
         engine = self._engine
         try:
             await ensure_schema(engine, auto_migrate=self._auto_migrate)
