@@ -40,9 +40,12 @@ async def test_background_task_removes_expired_rows(
         await repo.upsert("long", "machine-a", ttl=100)
         expiry_clock.advance(2)
         deadline = time.monotonic() + 5
-        while (metrics := await repo.metrics()).cleaned == 0:
+        while (await repo.metrics()).cleaned == 0:
             assert time.monotonic() < deadline, "the background task never cleaned"
             await asyncio.sleep(0.01)
+        # A fresh snapshot: the one that first saw the count may have read its gauges
+        # while that cleanup was still deleting.
+        metrics = await repo.metrics()
         assert (metrics.cleaned, metrics.sessions, metrics.expired) == (4, 1, 0)
         assert metrics.last_cleanup_at is not None
         assert await repo.lookup("long") == "machine-a"
