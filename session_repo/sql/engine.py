@@ -74,8 +74,22 @@ def storage_errors_for(path: Path) -> Iterator[None]:
     except sqlite3.Error as exc:
         transient = "locked" in str(exc) or "busy" in str(exc)
         raise StorageError(
-            f"cannot open SQLite database {str(path)!r}: {exc}", transient=transient
+            f"cannot open SQLite database {str(path)!r}: {exc}{_why_unopenable(path)}",
+            transient=transient,
         ) from exc
+
+
+def _why_unopenable(path: Path) -> str:
+    """What SQLite's "unable to open database file" does not say, when the OS can tell."""
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return " (Read-only file system)"
+        if not os.access(folder, os.W_OK):
+            return f" (cannot write in {str(folder)!r}: Permission denied)"
+    except OSError:
+        return ""
+    return ""
 
 
 def prepare_sqlite_file(path: Path) -> None:
