@@ -7,6 +7,8 @@ never wrapped.
 
 from __future__ import annotations
 
+from typing import Any
+
 from session_repo._base import BackendBase
 from session_repo.clock import Clock
 from session_repo.config import SessionStoreConfig
@@ -32,45 +34,31 @@ def create_session_repository(
     if not config.enabled:
         return NullSessionRepository()
     scheme = config.url.split("://", 1)[0].lower()
+    # What every backend takes from the configuration alike.
+    common: dict[str, Any] = {
+        "clock": clock,
+        "default_ttl": config.ttl,
+        "cleanup_interval": config.cleanup_interval,
+        "cleanup_batch": config.cleanup_batch,
+    }
     if scheme == "memory":
-        return MemorySessionRepository(
-            clock=clock,
-            default_ttl=config.ttl,
-            max_sessions=config.max_sessions,
-            cleanup_interval=config.cleanup_interval,
-            cleanup_batch=config.cleanup_batch,
-        )
+        return MemorySessionRepository(max_sessions=config.max_sessions, **common)
     primary: BackendBase
     if scheme in ("redis", "rediss"):
-        primary = RedisSessionRepository(
-            config.url,
-            clock=clock,
-            default_ttl=config.ttl,
-            cleanup_interval=config.cleanup_interval,
-            cleanup_batch=config.cleanup_batch,
-        )
+        primary = RedisSessionRepository(config.url, **common)
     else:
         primary = SqlSessionRepository(
             config.url,
-            clock=clock,
-            default_ttl=config.ttl,
-            cleanup_interval=config.cleanup_interval,
-            cleanup_batch=config.cleanup_batch,
             auto_migrate=config.auto_migrate,
             pool_size=config.pool_size,
             connect_timeout=config.connect_timeout,
             statement_timeout=config.statement_timeout,
             busy_timeout=config.busy_timeout,
+            **common,
         )
     if config.fallback == "none":
         return primary
-    fallback = MemorySessionRepository(
-        clock=clock,
-        default_ttl=config.ttl,
-        max_sessions=config.max_sessions,
-        cleanup_interval=config.cleanup_interval,
-        cleanup_batch=config.cleanup_batch,
-    )
+    fallback = MemorySessionRepository(max_sessions=config.max_sessions, **common)
     return ResilientSessionRepository(
         primary, fallback, retry_count=config.retry_count, retry_delay=config.retry_delay
     )
