@@ -44,6 +44,11 @@ class SessionStoreMetrics:
     fallback_active: bool = False
     last_cleanup_at: datetime | None = None
     storage_bytes: int | None = None
+    # The resilient wrapper's: outage claims that lost on write-back, the writes
+    # waiting to be written back, and those a full journal could not keep.
+    claims_lost: int = 0
+    journal_entries: int = 0
+    journal_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
