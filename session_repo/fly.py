@@ -5,7 +5,9 @@ Streamable HTTP, say) keeps a session in one machine's memory, so a request that
 elsewhere is answered with a ``fly-replay`` header naming the owner, and Fly's proxy
 delivers it there. Who owns what lives in the shared ``SessionRepository``; this
 machine learns that it owns a session when its app answers 2xx and sets the session
-header (or cookie), and binds it before the response leaves.
+header (or cookie), and binds it before the response leaves. It lets a binding go only
+on a sign that the session itself is gone, never on an unrelated 404 (``_ends``).
+Every header is client input: ``FlyRequest`` parses them without ever raising.
 
 The hot path for a session this machine owns does no storage I/O: it remembers what
 it claimed and when, and renews only when less than half of the TTL is left. The
@@ -24,7 +26,15 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
-from session_repo._fly_request import FlyRequest, respond, set_cookie_value, valid_key
+from session_repo._fly_request import (
+    MAX_KEY,
+    FlyRequest,
+    header_pairs,
+    parse_set_cookie,
+    respond,
+    text,
+    valid_key,
+)
 from session_repo._inputs import Ttl, ttl_ms
 from session_repo._keys import log_ref, session_key
 from session_repo._replay_state import ReplayStateSigner, src_field
@@ -46,6 +56,7 @@ T = TypeVar("T")
 
 OWNER_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _DURATION = re.compile(r"[0-9]{1,6}(ms|s)")
+_LOG_REF = re.compile(r"[0-9a-f]{12}")
 _JSON = [(b"content-type", b"application/json")]
 _UNKNOWN = object()  # what a failed store call returns: "no answer", not "no owner"
 
@@ -59,6 +70,13 @@ class FlyReplayMiddleware:
     None). ``max_replay_body`` is the largest body Fly may replay; bigger or unknown
     ones get a 409. ``state_secret`` (``SESSION_REPO_REPLAY_SECRET``) signs replays.
     ``remember`` bounds the sessions this machine keeps in memory as its own.
+
+    A binding this machine owns ends only on a sign that the session is gone: in header
+    mode a 404, or a ``DELETE`` answered 2xx or 404 (405 keeps it), on the session
+    endpoint (a path where the app handed out a session key); in cookie mode the app
+    clearing the cookie. ``unbind_on_404=True`` also ends it on a 404 for any path.
+    A repository with ``add_claim_lost_listener`` (the resilient wrapper) tells it when
+    a claim made during an outage lost on write-back, and it forgets that session.
     """
 
     def __init__(
@@ -76,6 +94,7 @@ class FlyReplayMiddleware:
         state_secret: str | bytes | None = None,
         clock: Clock | None = None,
         remember: int = 100_000,
+        unbind_on_404: bool = False,
     ) -> None:
         self.app = app
         self.repository = repository
@@ -104,6 +123,9 @@ class FlyReplayMiddleware:
         self._clock: Clock = clock if clock is not None else SystemClock()
         # session digest -> when this instance last claimed or renewed it (clock seconds)
         self._owned: LRUCache[bytes, float] = LRUCache(maxsize=remember)
+        # paths where the app handed out a session key (header mode's session endpoints)
+        self._endpoints: LRUCache[str, bool] = LRUCache(maxsize=64)
+        self._unbind_on_404 = bool(unbind_on_404)
         self._quiet_until = 0.0
         self._suppressed = 0
         if self.instance_id is not None and self._signer is None:
@@ -112,6 +134,9 @@ class FlyReplayMiddleware:
                 "client can make its request skip routing (see docs/fly.md)",
                 extra=_extra("start", "unsigned", instance=self.instance_id),
             )
+        register = getattr(repository, "add_claim_lost_listener", None)
+        if self.instance_id is not None and callable(register):
+            register(self._claim_lost)
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         me = self.instance_id
@@ -174,6 +199,19 @@ class FlyReplayMiddleware:
         self._owned.pop(digest, None)
         await self._store(self.repository.delete(key), "delete", digest)
 
+    async def _claim_lost(self, ref: str, winner: str) -> None:
+        """The store says a claim made here during an outage lost: forget owning it."""
+        for digest in [d for d in self._owned if log_ref(d) == ref]:
+            self._owned.pop(digest, None)
+        ref = ref if isinstance(ref, str) and _LOG_REF.fullmatch(ref) else "?"
+        logger.info(
+            "session %s, claimed here while the store was down, is held by %r: "
+            "its requests go there now",
+            ref,
+            winner,
+            extra=_extra("claim", "lost_on_write_back", session=ref, owner=winner),
+        )
+
     def _replayed(self, request: FlyRequest, digest: bytes) -> bool:
         """A request Fly replayed here on our say-so: never replay it again."""
         src = request.replay_src
@@ -232,21 +270,23 @@ class FlyReplayMiddleware:
 
     async def _learn(self, request: FlyRequest, owned: bool, status: int, headers: Any) -> None:
         key = request.session_id
-        if key is not None and owned:
-            ended = request.method == "DELETE" and (200 <= status < 300 or status in (404, 405))
-            if ended or status == 404:
-                await self._forget(key, session_key(key))
+        given, cleared = self._response_key(headers)
+        if key is not None and owned and self._ends(request, status, cleared):
+            await self._forget(key, session_key(key))
+            if given is None or given == key:
                 return
-        if not 200 <= status < 300 or request.method == "DELETE":
+            owned = False  # ended, and a new session handed out in the same answer
+        if given is None or not 200 <= status < 300 or request.method == "DELETE":
             return
-        value = self._response_key(headers)
-        if value is None or (value == key and owned):
+        if len(request.path) <= MAX_KEY:
+            self._endpoints[request.path] = True
+        if given == key and owned:
             return
-        digest = session_key(value)
+        digest = session_key(given)
         renewed = self._owned.get(digest)
         if renewed is not None and self._clock.now() - renewed < self._ttl / 2:
             return
-        winner = await self._claim(value, digest)
+        winner = await self._claim(given, digest)
         if winner is not None and winner != self.instance_id:
             logger.warning(
                 "session %s set here is bound to %s",
@@ -255,18 +295,33 @@ class FlyReplayMiddleware:
                 extra=_extra("claim", "lost", session=log_ref(digest), owner=winner),
             )
 
-    def _response_key(self, headers: Any) -> str | None:
-        for name, value in headers:
-            name = bytes(name).lower()
+    def _ends(self, request: FlyRequest, status: int, cleared: bool) -> bool:
+        """Whether the app's answer says the session itself is gone (see the class doc)."""
+        if self._cookie is not None:
+            return cleared or (self._unbind_on_404 and status == 404)
+        deleted = request.method == "DELETE" and 200 <= status < 300
+        if status != 404 and not deleted:
+            return False
+        on_endpoint = not self._endpoints or request.path in self._endpoints
+        return on_endpoint or self._unbind_on_404
+
+    def _response_key(self, headers: Any) -> tuple[str | None, bool]:
+        """The session key the response hands out, and whether it clears the cookie."""
+        given: str | None = None
+        cleared = False
+        for raw_name, raw_value in header_pairs(headers):
+            name = raw_name.lower()
             if self._cookie is None and name == self._header:
-                text = bytes(value).decode("latin-1")
+                value = text(raw_value)
+                if given is None and valid_key(value):
+                    given = value
             elif self._cookie is not None and name == b"set-cookie":
-                text = set_cookie_value(bytes(value).decode("latin-1"), self._cookie) or ""
-            else:
-                continue
-            if valid_key(text):
-                return text
-        return None
+                cookie = parse_set_cookie(text(raw_value), self._cookie, self._clock.now())
+                if cookie is not None and cookie.cleared:
+                    cleared = True
+                elif cookie is not None and given is None and valid_key(cookie.value):
+                    given = cookie.value
+        return given, cleared
 
     # -- the store failing -----------------------------------------------------
 

@@ -600,9 +600,9 @@ async def test_fly_replay_failed_then_a_new_session_binds_here(
 
 @pytest.mark.parametrize(
     ("status", "unbound"),
-    [(200, True), (204, True), (404, True), (405, True), (500, False), (409, False)],
+    [(200, True), (204, True), (404, True), (405, False), (500, False), (409, False)],
 )
-async def test_delete_unbinds_after_the_owner_answers_2xx_404_or_405(
+async def test_delete_unbinds_after_the_owner_answers_2xx_or_404_and_405_keeps_it(
     middleware: FlyReplayMiddleware,
     app: App,
     repo: MemorySessionRepository,
@@ -611,6 +611,7 @@ async def test_delete_unbinds_after_the_owner_answers_2xx_404_or_405(
 ) -> None:
     await own(middleware, app)
     app.status = status  # the DELETE answer repeats the session header, as MCP's does
+    # 405 is MCP's "this server does not let clients end sessions": the session lives on
     await call(middleware, method="DELETE", headers=[("mcp-session-id", SID)], body=b"")
     assert (await repo.lookup(SID) is None) is unbound
 
