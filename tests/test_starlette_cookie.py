@@ -83,6 +83,21 @@ async def test_a_cart_stays_on_the_machine_that_set_its_cookie(
         assert (await client.get("/cart")).status_code == 401
 
 
+async def test_a_404_for_an_unrelated_path_leaves_the_cart_where_it_is(
+    url: str, probe: SqlSessionRepository
+) -> None:
+    async with fleet(url, seed=5) as sim, browser(sim) as client:
+        home = (await client.post("/login")).json()["machine"]
+        sid = client.cookies["sid"]
+        await client.post("/cart/apple")
+        for _ in range(5):  # a browser asks for these with the session cookie
+            assert (await client.get("/favicon.ico")).status_code == 404
+            assert (await client.get("/robots.txt")).status_code == 404
+        assert await probe.lookup(sid) == home  # the 404s were not about the session
+        assert (await client.get("/cart")).json() == {"machine": home, "items": ["apple"]}
+        assert all(d.served_by == home for d in sim.deliveries)
+
+
 async def test_a_stale_cookie_for_a_crashed_machine_is_unbound_and_login_starts_over(
     url: str, probe: SqlSessionRepository
 ) -> None:
