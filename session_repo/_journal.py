@@ -1,97 +1,168 @@
-"""The outage journal: the writes made while degraded, and how each is written back.
+"""The outage journal: at most one entry per session, each written back exactly once.
 
-Entries keep what the storage hooks take (the session digest, alloc ids, absolute
-expiry in ms), never a session id. Written back in order, each with its own
-semantics: an upsert overwrites, a claim claims (so a live binding another
-instance made meanwhile wins), a touch touches, deletes delete.
+While degraded, the fallback applies every write in order, and the journal keeps,
+per session, what those writes did *relative to the binding that was there before
+the first of them* (its ``basis``, as the fallback knew it). Later writes fold into
+the session's entry, so an hour of touches on one hot session is still one entry.
+Written back, an entry never undoes anyone else's work and never contradicts an
+answer given during the outage:
+
+========  =====================================  ==================================
+kind      made by                                 written back as
+========  =====================================  ==================================
+``set``   an upsert (and what followed it)       upsert (it overwrote, as it did)
+``claim`` a claim that won in the fallback       claim, replacing the basis: a live
+                                                 binding made meanwhile wins
+``keep``  touches of the basis binding           the basis renewed, if still its
+``clear`` a delete that removed a binding        the basis removed, if still its
+``owner`` ``delete_owner``                        delete_owner
+========  =====================================  ==================================
+
+A write whose answer changed nothing (a touch or delete answered ``False``, a
+claim that lost) is not journaled. An entry whose expiry has passed by the time it
+is written back still removes the basis it replaced. Entries keep digests, alloc
+ids and absolute expiry in ms, never a session id.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
-from collections.abc import Iterator
+from collections import OrderedDict
 from typing import Literal
 
 from session_repo._base import BackendBase
 
-__all__ = ["WRITE_BACK_BATCH", "Entry", "Journal", "Op", "write_back"]
+__all__ = ["WRITE_BACK_BATCH", "Entry", "Journal", "Kind", "Write", "write_back"]
 
-Op = Literal["upsert", "claim", "touch", "delete", "delete_owner"]
-# Journal entries written back together (each for a different session).
+Kind = Literal["set", "claim", "keep", "clear", "owner"]
+Write = Literal["upsert", "claim", "touch", "delete"]
+# Entries written back together (each for a different session).
 WRITE_BACK_BATCH = 256
+_KIND_OF: dict[Write, Kind] = {
+    "upsert": "set",
+    "claim": "claim",
+    "touch": "keep",
+    "delete": "clear",
+}
 
 
 @dataclasses.dataclass(slots=True)
 class Entry:
-    """One write made while degraded, as the primary's hooks take it."""
+    """What a session's outage writes did, folded into one write-back."""
 
-    op: Op
-    key: bytes = b""
-    alloc_id: str = ""
+    kind: Kind
+    key: bytes
+    basis: str | None = None  # the owner before the first outage write, as the fallback knew
+    owner: str = ""  # the owner after the last one (the alloc id for ``owner`` entries)
     expires_at: int = 0
-    replacing: str | None = None
-    void: bool = False  # a claim that lost in the fallback changed nothing
 
 
 class Journal:
-    """Entries in the order they were written; they leave only once written back."""
+    """Entries in the order of each session's last write, bounded by ``max_entries``."""
 
-    def __init__(self) -> None:
-        self._entries: deque[Entry] = deque()
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self.dropped = 0
+        self.owner_entries = 0  # ``delete_owner`` entries waiting: they order what follows
+        self._entries: OrderedDict[bytes, Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(self._entries)
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
-    def append(self, entry: Entry) -> None:
-        self._entries.append(entry)
+    def record(
+        self, write: Write, key: bytes, before: str | None, owner: str, expires_at: int
+    ) -> bool:
+        """Fold one write that changed the fallback; ``False`` if the journal is full.
 
-    def drop(self, count: int) -> None:
-        """Forget the first ``count`` entries (they were written back)."""
-        for _ in range(count):
-            self._entries.popleft()
+        Args:
+            write: which write it was (only ones that changed something).
+            key: the session digest.
+            before: the fallback's owner just before this write (``None`` if free).
+            owner: the owner after it (for a touch: the owner it renewed).
+            expires_at: the expiry after it, in ms (ignored for a delete).
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            if len(self._entries) >= self.max_entries:
+                self.dropped += 1
+                return False
+            entry = self._entries[key] = Entry(_KIND_OF[write], key, basis=before)
+        else:
+            self._entries.move_to_end(key)
+            if write == "claim" and entry.kind == "set":
+                write = "upsert"  # a claim over our own outage upsert: still an overwrite
+            if write != "touch":
+                entry.kind = _KIND_OF[write]
+        if write != "delete":
+            entry.owner, entry.expires_at = owner, expires_at
+        return True
 
-    def next_batch(self) -> list[Entry]:
-        """The next entries that may be written together.
+    def record_delete_owner(self, alloc_id: str) -> bool:
+        """Fold a ``delete_owner``: its sessions here end cleared, then it runs itself."""
+        for entry in [e for e in self._entries.values() if e.kind != "owner"]:
+            if entry.kind != "clear" and entry.owner == alloc_id:
+                entry.kind = "clear"
+                self._entries.move_to_end(entry.key)
+        key = b"owner:" + alloc_id.encode()
+        if key not in self._entries and len(self._entries) >= self.max_entries:
+            self.dropped += 1
+            return False
+        if self._entries.pop(key, None) is None:
+            self.owner_entries += 1
+        self._entries[key] = Entry("owner", key, owner=alloc_id)
+        return True
 
-        Entries for different sessions go together (the backends batch them); two
-        for one session never share a batch, and a ``delete_owner`` goes alone.
+    def take_batch(self) -> list[Entry]:
+        """Remove and return the next entries to write back together.
+
+        Session entries go together, up to ``WRITE_BACK_BATCH``; an ``owner`` entry
+        goes alone, after everything journaled before it.
         """
         batch: list[Entry] = []
-        keys: set[bytes] = set()
-        for entry in self._entries:
-            if entry.op == "delete_owner":
+        for entry in self._entries.values():
+            if entry.kind == "owner":
                 if not batch:
                     batch.append(entry)
                 break
-            if entry.key in keys or len(batch) == WRITE_BACK_BATCH:
-                break
-            keys.add(entry.key)
             batch.append(entry)
+            if len(batch) == WRITE_BACK_BATCH:
+                break
+        for entry in batch:
+            del self._entries[entry.key]
+        self.owner_entries -= sum(entry.kind == "owner" for entry in batch)
         return batch
 
+    def put_back(self, entry: Entry) -> None:
+        """Return an entry that could not be written back to the front."""
+        self._entries[entry.key] = entry
+        self._entries.move_to_end(entry.key, last=False)
+        self.owner_entries += entry.kind == "owner"
 
-async def write_back(primary: BackendBase, entry: Entry, now: int) -> bool | None:
-    """Write one entry with its own semantics; None if it had expired.
 
-    Returns False for a claim that lost to a live binding already there.
+async def _remove_if_held(primary: BackendBase, key: bytes, owner: str, now: int) -> None:
+    """Remove ``owner``'s binding, atomically, only if it still holds the session.
+
+    A claim replacing ``owner`` that expires at ``now``, so it is not live (a store
+    on native TTLs keeps it the least it can, 1 ms): anyone else's live binding wins
+    and is left as it is.
     """
-    if entry.op in ("upsert", "claim", "touch") and entry.expires_at <= now:
-        return None
-    if entry.op == "upsert":
-        await primary._do_upsert(entry.key, entry.alloc_id, entry.expires_at)
-    elif entry.op == "claim":
-        winner = await primary._do_claim(
-            entry.key, entry.alloc_id, entry.expires_at, now, entry.replacing
-        )
-        return winner == entry.alloc_id
-    elif entry.op == "touch":
-        await primary._do_touch(entry.key, entry.expires_at, now)
-    elif entry.op == "delete":
-        await primary._do_delete(entry.key, now)
-    else:
-        await primary._do_delete_owner(entry.alloc_id, now)
-    return True
+    await primary._do_claim(key, owner, now, now, owner)
+
+
+async def write_back(primary: BackendBase, entry: Entry, now: int) -> str | None:
+    """Write one entry back; for a claim, the winner (else ``None``)."""
+    live = entry.expires_at > now
+    if entry.kind == "owner":
+        await primary._do_delete_owner(entry.owner, now)
+    elif entry.kind == "set" and live:
+        await primary._do_upsert(entry.key, entry.owner, entry.expires_at)
+    elif entry.kind == "claim" and live:
+        return await primary._do_claim(entry.key, entry.owner, entry.expires_at, now, entry.basis)
+    elif entry.kind == "keep" and live and entry.basis is not None:
+        await primary._do_claim(entry.key, entry.basis, entry.expires_at, now, entry.basis)
+    elif entry.basis is not None:  # cleared, or its own expiry passed: the basis goes
+        await _remove_if_held(primary, entry.key, entry.basis, now)
+    return None

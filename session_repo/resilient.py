@@ -1,25 +1,29 @@
 """``ResilientSessionRepository``: the store is never the reason a request fails.
 
 Healthy, every call goes to the primary; a transient ``StorageError`` is tried
-again (tenacity: exponential backoff with jitter, an async sleep). When the
-tries run out, or at once on a permanent error, the wrapper *degrades*: it
-serves from an in-process memory fallback, says so in ``health()`` and
-``metrics()``, logs it once, and journals every write. The journal keeps what
-the storage hooks take (the session digest, alloc ids, absolute expiry in ms),
-never a session id. A probe task watches the primary with backoff; when it
-answers, the journal is replayed in order, each entry with its own semantics
-(an outage claim loses to a live binding another instance made meanwhile), and
-service flips back to the primary with no await between the journal running
-empty and the flip, so no write can slip between them.
+again (tenacity: exponential backoff with jitter, an async sleep), and every
+answer is remembered in a bounded warm cache. When the tries run out, or at once
+on a permanent error, the wrapper *degrades*: it serves from an in-process memory
+fallback, seeded per session from the warm cache so known sessions keep routing,
+says so in ``health()`` and ``metrics()``, logs it once, and journals every write
+that changed something (folded: about one entry per session, bounded).
+
+A probe task watches the primary with backoff; when it answers, the journal is
+written back, each entry exactly once (it leaves the journal as it is applied;
+one that fails goes back to its front). Meanwhile a session with nothing left to
+write back is served by the primary again, and a writer waits at most for its own
+session's entry in flight, one round trip. A claim the fallback granted that loses
+on write-back is counted (``claims_lost``) and reported to the claim-lost
+listeners. Service flips back to the primary with no await between the journal
+running empty and the flip.
 
 Not covered, by design: a process that dies while degraded loses the writes it
-has not replayed yet (the journal lives in memory, like the fallback).
+has not written back (the journal lives in memory, like the fallback).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -38,39 +42,56 @@ from tenacity import (
 )
 
 from session_repo._base import BackendBase
+from session_repo._cancel import cancel_requests, reraise_swallowed
 from session_repo._inputs import Ttl, check_alloc_id, check_session_id, ttl_ms
-from session_repo._journal import WRITE_BACK_BATCH, Entry, Journal, write_back
-from session_repo._keys import session_key
+from session_repo._journal import Entry, Journal, Write, write_back
+from session_repo._keys import log_ref, session_key
+from session_repo._warm import WarmCache
 from session_repo.errors import InvalidInput, RepositoryClosed, StorageError
 from session_repo.memory import MemorySessionRepository
 from session_repo.metrics import Counters, Health, Latency, SessionStoreMetrics
 from session_repo.repository import SessionRepository
 
-__all__ = ["ResilientSessionRepository"]
+__all__ = ["ClaimLostListener", "ResilientSessionRepository"]
 
 logger = logging.getLogger("session_repo.resilient")
 
 T = TypeVar("T")
+ClaimLostListener = Callable[[str, str], Awaitable[None]]
+"""``async def listener(ref, winner)``: the session's log reference and who holds it now."""
 
 # The longest wait between two tries of one call, whatever retry_delay says.
 MAX_RETRY_WAIT = 5.0
-# New writes wait for the write-back once this few entries are left, or after this long.
-DRAIN_AT = 4 * WRITE_BACK_BATCH
-DRAIN_AFTER = 2.0
-_WRITES = frozenset({"upsert", "claim", "touch", "delete", "delete_owner"})
 
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, StorageError) and exc.transient
 
 
-class ResilientSessionRepository:
-    """A primary store with retries, a memory fallback, and write-back on recovery.
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int")
+    if value < 1:
+        raise InvalidInput(f"{name} must be >= 1")
+    return value
 
-    ``primary`` must be one of this library's backends (it replays through
-    their storage hooks). ``fallback`` defaults to a ``MemorySessionRepository``
-    on the primary's clock. ``probe_delay`` is the first wait before checking a
-    failed primary again; it doubles up to ``probe_max_delay``.
+
+class ResilientSessionRepository:
+    """A primary store with retries, a warm memory fallback, and exact write-back.
+
+    Args:
+        primary: one of this library's backends (it writes back through their hooks).
+        fallback: the store served while degraded; a ``MemorySessionRepository`` on
+            the primary's clock by default.
+        retry_count: tries of one call before the fallback serves it.
+        retry_delay: first wait between tries (seconds); it doubles, with jitter.
+        probe_delay: first wait before checking a failed primary again; it doubles
+            up to ``probe_max_delay``.
+        probe_max_delay: the longest wait between two probes.
+        journal_max: outage writes kept for write-back (sessions, about one entry
+            each); beyond it a write is served but not kept, and counted.
+        warm_sessions: sessions whose last answer is kept to seed the fallback.
+        on_claim_lost: called for each outage claim that lost on write-back.
     """
 
     def __init__(
@@ -82,6 +103,9 @@ class ResilientSessionRepository:
         retry_delay: float = 0.1,
         probe_delay: float = 0.2,
         probe_max_delay: float = 10.0,
+        journal_max: int = 100_000,
+        warm_sessions: int = 100_000,
+        on_claim_lost: ClaimLostListener | None = None,
     ) -> None:
         if not isinstance(primary, BackendBase):
             raise TypeError(
@@ -100,10 +124,7 @@ class ResilientSessionRepository:
             )
         if fallback is primary:
             raise InvalidInput("fallback must not be the primary itself")
-        if isinstance(retry_count, bool) or not isinstance(retry_count, int):
-            raise TypeError("retry_count must be an int")
-        if retry_count < 1:
-            raise InvalidInput("retry_count must be >= 1")
+        retry_count = _positive_int("retry_count", retry_count)
         for name, value in (
             ("retry_delay", retry_delay),
             ("probe_delay", probe_delay),
@@ -114,6 +135,8 @@ class ResilientSessionRepository:
             if not math.isfinite(value) or value < 0 or (name != "retry_delay" and value == 0):
                 rule = ">= 0" if name == "retry_delay" else "> 0"
                 raise InvalidInput(f"{name} must be finite and {rule} seconds")
+        if on_claim_lost is not None and not callable(on_claim_lost):
+            raise TypeError("on_claim_lost must be an async callable")
         self._primary: BackendBase = primary
         self._fallback = fallback
         self._retry_count = retry_count
@@ -121,15 +144,21 @@ class ResilientSessionRepository:
         self._probe_delay = float(probe_delay)
         self._probe_max_delay = max(float(probe_max_delay), self._probe_delay)
         self._counters = Counters()
-        self._journal = Journal()
+        self._journal = Journal(_positive_int("journal_max", journal_max))
+        self._warm = WarmCache(_positive_int("warm_sessions", warm_sessions))
+        self._seeded: set[bytes] = set()  # sessions the fallback holds this outage
+        self._inflight: dict[bytes, asyncio.Event] = {}  # entries being written back
+        self._listeners: list[ClaimLostListener] = [] if on_claim_lost is None else [on_claim_lost]
+        self._notices: set[asyncio.Task[None]] = set()
+        self._claims_lost = 0
+        self._dropped_logged = False
         self._degraded = False
+        self._recovering = False  # writing back: sessions with no entry use the primary
         self._degraded_since = 0.0
         self._last_error = ""
         self._opened = False
         self._closed = False
         self._probe_task: asyncio.Task[None] | None = None
-        # Set while the write-back drains the journal's end; writes wait on it.
-        self._draining: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"ResilientSessionRepository({self._primary!r})"
@@ -158,6 +187,18 @@ class ResilientSessionRepository:
         """The primary's per-operation latency histograms (for metrics exporters)."""
         return self._primary.latencies()
 
+    def add_claim_lost_listener(self, listener: ClaimLostListener) -> None:
+        """Call ``listener(ref, winner)`` for each outage claim that loses on write-back.
+
+        Args:
+            listener: an async callable given the session's log reference (never the
+                session id) and the alloc id that holds the session now. It runs in
+                its own task; what it raises is logged.
+        """
+        if not callable(listener):
+            raise TypeError("listener must be an async callable")
+        self._listeners.append(listener)
+
     # -- lifecycle -------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -165,7 +206,7 @@ class ResilientSessionRepository:
         if not self._opened:
             self._opened = True
             # Open now, so a primary that is down at start degrades at once.
-            await self._serve("open", self._primary._ready, _nothing)
+            await self._serve("open", None, self._primary._ready, _nothing)
         return self
 
     async def __aexit__(
@@ -177,15 +218,17 @@ class ResilientSessionRepository:
         await self.close()
 
     async def close(self) -> None:
-        """Stop the probe and close both stores; idempotent."""
+        """Stop the probe and the listeners' tasks, and close both stores; idempotent."""
         if self._closed:
             return
         self._closed = True
-        task, self._probe_task = self._probe_task, None
-        if task is not None:
+        before = cancel_requests()
+        tasks = [t for t in (self._probe_task, *self._notices) if t is not None]
+        self._probe_task = None
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Their cancellations are theirs; a cancellation of close() itself is raised below.
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._journal:
             logger.warning(
                 "closing while degraded: %d writes were never written back to %s",
@@ -204,6 +247,7 @@ class ResilientSessionRepository:
             )
         finally:
             await self._fallback.close()
+        reraise_swallowed(before)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -219,23 +263,33 @@ class ResilientSessionRepository:
         owner = check_alloc_id(alloc_id)
         life = ttl_ms(ttl, self._primary._default_ttl_ms)
 
-        async def on_fallback() -> None:
-            expires_at = self._now_ms() + life
-            self._journal.append(Entry("upsert", key, owner, expires_at))
-            await self._fallback._do_upsert(key, owner, expires_at)
+        async def on_primary() -> None:
+            now = self._now_ms()
+            await self._primary.upsert(session_id, owner, ttl)
+            self._answered(key, owner, now + life)
 
-        await self._serve(
-            "upsert", lambda: self._primary.upsert(session_id, owner, ttl), on_fallback
-        )
+        async def on_fallback() -> None:
+            now = self._now_ms()
+            before = await self._seeded_owner(key, now)
+            await self._fallback._do_upsert(key, owner, now + life)
+            self._journaled("upsert", key, before, owner, now + life)
+
+        await self._serve("upsert", key, on_primary, on_fallback)
         self._counters.upserts += 1
 
     async def lookup(self, session_id: str) -> str | None:
         key = session_key(check_session_id(session_id))
-        owner = await self._serve(
-            "lookup",
-            lambda: self._primary.lookup(session_id),
-            lambda: self._fallback._do_lookup(key, self._now_ms()),
-        )
+
+        async def on_primary() -> str | None:
+            now = self._now_ms()
+            owner = await self._primary.lookup(session_id)
+            self._answered(key, owner, now + self._primary._default_ttl_ms, exact=False)
+            return owner
+
+        async def on_fallback() -> str | None:
+            return await self._seeded_owner(key, self._now_ms())
+
+        owner = await self._serve("lookup", key, on_primary, on_fallback)
         self._counters.looked_up(owner)
         return owner
 
@@ -254,17 +308,23 @@ class ResilientSessionRepository:
         life = ttl_ms(ttl, self._primary._default_ttl_ms)
 
         async def on_primary() -> str:
-            return await self._primary.claim(session_id, owner, ttl, replacing=replacing)
+            now = self._now_ms()
+            winner = await self._primary.claim(session_id, owner, ttl, replacing=replacing)
+            if winner == owner:
+                self._answered(key, owner, now + life)
+            else:
+                self._answered(key, winner, now + self._primary._default_ttl_ms, exact=False)
+            return winner
 
         async def on_fallback() -> str:
             now = self._now_ms()
-            entry = Entry("claim", key, owner, now + life, replacing)
-            self._journal.append(entry)
+            before = await self._seeded_owner(key, now)
             winner = await self._fallback._do_claim(key, owner, now + life, now, replacing)
-            entry.void = winner != owner
+            if winner == owner and (before != owner or replacing == owner):
+                self._journaled("claim", key, before, owner, now + life)
             return winner
 
-        winner = await self._serve("claim", on_primary, on_fallback)
+        winner = await self._serve("claim", key, on_primary, on_fallback)
         self._counters.claims += 1
         return winner
 
@@ -272,25 +332,46 @@ class ResilientSessionRepository:
         key = session_key(check_session_id(session_id))
         life = ttl_ms(ttl, self._primary._default_ttl_ms)
 
+        async def on_primary() -> bool:
+            now = self._now_ms()
+            touched = await self._primary.touch(session_id, ttl)
+            if touched:
+                self._warm.renew(key, now + life)
+                self._seeded.discard(key)
+            else:
+                self._answered(key, None, now)
+            return touched
+
         async def on_fallback() -> bool:
             now = self._now_ms()
-            self._journal.append(Entry("touch", key, expires_at=now + life))
-            return await self._fallback._do_touch(key, now + life, now)
+            before = await self._seeded_owner(key, now)
+            touched = await self._fallback._do_touch(key, now + life, now)
+            if touched and before is not None:
+                self._journaled("touch", key, before, before, now + life)
+            return touched
 
-        touched = await self._serve(
-            "touch", lambda: self._primary.touch(session_id, ttl), on_fallback
-        )
+        touched = await self._serve("touch", key, on_primary, on_fallback)
         self._counters.touches += 1
         return touched
 
     async def delete(self, session_id: str) -> bool:
         key = session_key(check_session_id(session_id))
 
-        async def on_fallback() -> bool:
-            self._journal.append(Entry("delete", key))
-            return await self._fallback._do_delete(key, self._now_ms())
+        async def on_primary() -> bool:
+            now = self._now_ms()
+            deleted = await self._primary.delete(session_id)
+            self._answered(key, None, now)
+            return deleted
 
-        deleted = await self._serve("delete", lambda: self._primary.delete(session_id), on_fallback)
+        async def on_fallback() -> bool:
+            now = self._now_ms()
+            before = await self._seeded_owner(key, now)
+            deleted = await self._fallback._do_delete(key, now)
+            if deleted:
+                self._journaled("delete", key, before, "", 0)
+            return deleted
+
+        deleted = await self._serve("delete", key, on_primary, on_fallback)
         if deleted:
             self._counters.deletes += 1
         return deleted
@@ -298,13 +379,21 @@ class ResilientSessionRepository:
     async def delete_owner(self, alloc_id: str) -> int:
         owner = check_alloc_id(alloc_id)
 
-        async def on_fallback() -> int:
-            self._journal.append(Entry("delete_owner", alloc_id=owner))
-            return await self._fallback._do_delete_owner(owner, self._now_ms())
+        async def on_primary() -> int:
+            removed = await self._primary.delete_owner(owner)
+            self._warm.forget_owner(owner)
+            return removed
 
-        removed = await self._serve(
-            "delete_owner", lambda: self._primary.delete_owner(owner), on_fallback
-        )
+        async def on_fallback() -> int:
+            if not self._journal.record_delete_owner(owner):
+                self._dropped()
+            now = self._now_ms()
+            for key in self._warm.keys_of(owner):  # its known sessions count as removed
+                await self._seeded_owner(key, now)
+            self._warm.forget_owner(owner)
+            return await self._fallback._do_delete_owner(owner, now)
+
+        removed = await self._serve("delete_owner", None, on_primary, on_fallback)
         self._counters.deletes += removed
         return removed
 
@@ -318,7 +407,7 @@ class ResilientSessionRepository:
             self._counters.last_cleanup_at = datetime.fromtimestamp(now, UTC)
             return removed
 
-        return await self._serve("cleanup", self._primary.cleanup, on_fallback)
+        return await self._serve("cleanup", None, self._primary.cleanup, on_fallback)
 
     async def metrics(self) -> SessionStoreMetrics:
         """Counters since open (whichever store served) and the serving store's gauges.
@@ -349,49 +438,108 @@ class ResilientSessionRepository:
             ),
             cleaned=own.cleaned + primary.cleaned,
             last_cleanup_at=max(last, default=None),
+            claims_lost=self._claims_lost,
+            journal_entries=len(self._journal) + len(self._inflight),
+            journal_dropped=self._journal.dropped,
         )
 
     async def health(self) -> Health:
         """The primary's health; "degraded" while the fallback serves."""
         self._check_open()
+        dropped = self._journal.dropped
+        lost = f"; {dropped} outage writes were not kept (journal full)" if dropped else ""
         if not self._degraded:
+            before = cancel_requests()
             health = await self._primary.health()
+            reraise_swallowed(before)
             if health.status == "ok":
-                return health
+                return dataclasses.replace(health, detail=health.detail + lost) if lost else health
             await self._degrade("health", StorageError(health.detail, transient=True))
         waited = time.monotonic() - self._degraded_since
         return Health(
             "degraded",
             self._primary.backend,
             f"serving from the in-memory fallback for {waited:.1f} s, "
-            f"{len(self._journal)} writes to write back; last error: {self._last_error}",
+            f"{len(self._journal) + len(self._inflight)} writes to write back{lost}; "
+            f"last error: {self._last_error}",
         )
+
+    # -- what the fallback knows -----------------------------------------
+
+    def _answered(
+        self, key: bytes, owner: str | None, expires_at: int, *, exact: bool = True
+    ) -> None:
+        """Remember the primary's answer; while degraded, the fallback re-seeds from it."""
+        self._warm.put(key, owner, expires_at, exact=exact)
+        if self._degraded:
+            self._seeded.discard(key)
+
+    async def _seeded_owner(self, key: bytes, now: int) -> str | None:
+        """The fallback's owner of ``key``, seeded from the warm cache on first use."""
+        if key not in self._seeded:
+            self._seeded.add(key)
+            row = self._warm.get(key, now)
+            if row is None:
+                await self._fallback._do_delete(key, now)
+            else:
+                await self._fallback._do_upsert(key, *row)
+        return await self._fallback._do_lookup(key, now)
+
+    def _journaled(
+        self, write: Write, key: bytes, before: str | None, owner: str, expires_at: int
+    ) -> None:
+        if not self._journal.record(write, key, before, owner, expires_at):
+            self._dropped()
+
+    def _dropped(self) -> None:
+        if not self._dropped_logged:
+            self._dropped_logged = True
+            logger.error(
+                "the outage journal is full (%d sessions): later writes are served from "
+                "the fallback but will not be written back to %s",
+                self._journal.max_entries,
+                self._primary.backend,
+                extra=self._extra("journal", "full"),
+            )
 
     # -- healthy or degraded ---------------------------------------------
 
     async def _serve(
         self,
         operation: str,
+        key: bytes | None,
         on_primary: Callable[[], Awaitable[T]],
         on_fallback: Callable[[], Awaitable[T]],
     ) -> T:
         """``on_primary`` with retries while healthy, else ``on_fallback``.
 
-        ``on_fallback`` journals before its first await, so the check of the
-        state and the journal entry happen with nothing in between. While the
-        write-back drains its last entries, writes wait for it to end.
+        ``on_fallback`` reads and writes the memory fallback with nothing in
+        between that could let another task in. While the journal is written back,
+        a session with nothing left in it is served by the primary again, and one
+        whose entry is being written waits for that write.
         """
         while True:
             self._check_open()
             if self._degraded:
-                if self._draining is not None and operation in _WRITES:
-                    await self._draining.wait()  # the write-back is ending: then the primary
+                if key is not None and (writing := self._inflight.get(key)) is not None:
+                    await writing.wait()
                     continue
-                return await on_fallback()
+                if not (
+                    self._recovering
+                    and key is not None
+                    and key not in self._journal
+                    and not self._journal.owner_entries
+                ):
+                    return await on_fallback()
+            before = cancel_requests()
             try:
-                return await self._with_retries(on_primary)
+                result = await self._with_retries(on_primary)
             except StorageError as exc:
+                reraise_swallowed(before)
                 await self._degrade(operation, exc)
+                continue
+            reraise_swallowed(before)
+            return result
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
         try:  # the first try outside tenacity: the healthy path pays nothing for it
@@ -430,10 +578,12 @@ class ResilientSessionRepository:
 
     async def _degrade(self, operation: str, error: StorageError) -> None:
         await self._fallback._ready()
+        self._recovering = False  # failing again mid write-back: the fallback serves all
         if self._degraded or self._closed:
             return
         self._degraded = True
         self._degraded_since = time.monotonic()
+        self._dropped_logged = False
         self._last_error = str(error)
         logger.warning(
             "%s %s failed (%s): serving from the in-memory fallback until it answers",
@@ -479,66 +629,105 @@ class ResilientSessionRepository:
         if health.status != "ok":
             self._last_error = health.detail
             return False
-        replayed, lost = await self._write_back()
+        try:
+            written, lost = await self._write_back()
+        finally:
+            self._recovering = False
         # The journal is empty and nothing awaited since: flip now.
         self._degraded = False
+        self._seeded.clear()
         self._fallback.clear()
         logger.info(
             "%s answers again: wrote back %d writes (%d claims lost to bindings made "
             "meanwhile) after %.1f s degraded",
             self._primary.backend,
-            replayed,
+            written,
             lost,
             time.monotonic() - self._degraded_since,
-            extra=self._extra("write-back", "recovered", replayed=replayed, claims_lost=lost),
+            extra=self._extra("write-back", "recovered", replayed=written, claims_lost=lost),
         )
         return True
 
     async def _write_back(self) -> tuple[int, int]:
-        """Replay the journal in order; entries leave it only once written.
+        """Write the journal back, batch by batch; each entry leaves it as it is applied.
 
-        Entries for different sessions go together (the backends batch them); two
-        for one session never share a batch, and a ``delete_owner`` goes alone.
-        Writes made meanwhile are journaled too, so a fast writer could outrun the
-        replay: once a batch has gone through and the journal is short (or the
-        replay has run ``DRAIN_AFTER`` seconds), new writes wait for the end
-        instead, and then go to the primary. (Not before a batch has gone through:
-        a primary that reads but cannot write must not hold writers up.)
+        An entry that fails goes back to the journal's front and ends this try
+        (the probe tries again); the rest of its batch stays written.
         """
-        journal = self._journal
-        replayed = lost = 0
-        started = time.monotonic()
-        written = False
-        try:
-            while journal:
-                if (
-                    written
-                    and self._draining is None
-                    and (len(journal) <= DRAIN_AT or time.monotonic() - started > DRAIN_AFTER)
-                ):
-                    self._draining = asyncio.Event()
-                batch = journal.next_batch()
+        written = lost = 0
+        while self._journal:
+            batch = self._journal.take_batch()
+            writing = asyncio.Event()
+            for entry in batch:
+                self._inflight[entry.key] = writing
+            outcomes: list[str | BaseException | None] = [RepositoryClosed("unsent")] * len(batch)
+            try:
                 await self._primary._ready()
                 now = self._now_ms()
-                live = [entry for entry in batch if not entry.void]
                 outcomes = await asyncio.gather(
-                    *(write_back(self._primary, entry, now) for entry in live),
+                    *(write_back(self._primary, entry, now) for entry in batch),
                     return_exceptions=True,
                 )
-                for outcome in outcomes:
-                    if isinstance(outcome, BaseException):
-                        raise outcome  # the batch stays journaled: replaying is idempotent
-                replayed += sum(outcome is not None for outcome in outcomes)
-                lost += sum(outcome is False for outcome in outcomes)
-                journal.drop(len(batch))
-                written = True
-            return replayed, lost
-        finally:
-            # Waiting writes resume after the caller's flip (no await before it) or,
-            # if the replay failed, find the store still degraded.
-            draining, self._draining = self._draining, None
-            if draining is not None:
-                draining.set()
+            finally:
+                failure = self._settle(batch, outcomes)
+                for entry in batch:
+                    del self._inflight[entry.key]
+                writing.set()
+            if failure is not None:
+                raise failure
+            # A batch went through: sessions with nothing to write back may use the
+            # primary again (not before: one that reads but cannot write holds no one).
+            self._recovering = True
+            written += len(batch)
+            lost += sum(
+                entry.kind == "claim" and winner is not None and winner != entry.owner
+                for entry, winner in zip(batch, outcomes, strict=True)
+            )
+        return written, lost
+
+    def _settle(
+        self, batch: list[Entry], outcomes: list[str | BaseException | None]
+    ) -> BaseException | None:
+        """Put failed entries back, remember what the rest wrote; the first failure."""
+        failure: BaseException | None = None
+        for entry, outcome in reversed(list(zip(batch, outcomes, strict=True))):
+            if isinstance(outcome, BaseException):
+                self._journal.put_back(entry)
+                failure = outcome
+            elif entry.kind == "owner":
+                self._warm.forget_owner(entry.owner)
+            elif entry.kind == "claim" and outcome is not None and outcome != entry.owner:
+                self._claim_lost(entry, outcome)
+            elif entry.kind in ("set", "claim") and entry.expires_at > self._now_ms():
+                self._warm.put(entry.key, entry.owner, entry.expires_at)
+            else:
+                self._warm.put(entry.key, None, 0)
+        return failure
+
+    def _claim_lost(self, entry: Entry, winner: str) -> None:
+        self._claims_lost += 1
+        self._warm.put(
+            entry.key, winner, self._now_ms() + self._primary._default_ttl_ms, exact=False
+        )
+        ref = log_ref(entry.key)
+        logger.warning(
+            "a claim granted by the fallback lost on write-back: session %s belongs to %s",
+            ref,
+            winner,
+            extra=self._extra("write-back", "claim_lost", session=ref, owner=winner),
+        )
+        for listener in self._listeners:
+            task = asyncio.create_task(self._notify(listener, ref, winner))
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
+
+    async def _notify(self, listener: ClaimLostListener, ref: str, winner: str) -> None:
+        try:
+            await listener(ref, winner)
+        except Exception:  # a listener's bug must not end the write-back
+            logger.exception(
+                "a claim-lost listener failed", extra=self._extra("write-back", "listener_error")
+            )
 
     def _extra(self, operation: str, outcome: str, **more: object) -> dict[str, object]:
         return {

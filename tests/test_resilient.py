@@ -30,7 +30,6 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
-from session_repo.resilient import DRAIN_AT
 from session_repo.testing import FakeClock
 
 FAST = {"retry_delay": 0.001, "probe_delay": 0.01, "probe_max_delay": 0.05}
@@ -266,10 +265,14 @@ async def test_input_errors_raise_and_write_nothing(
         with pytest.raises(InvalidInput):
             await repo.claim("s", "m1", replacing="x y")
         assert store.calls == calls
-    assert len(repo._journal) == 1  # only the valid write that degraded it
+    assert (await repo.metrics()).journal_entries == 1  # only the valid write that degraded it
 
 
 # -- write-back ------------------------------------------------------------------
+
+
+async def journaled(repo: ResilientSessionRepository) -> int:
+    return (await repo.metrics()).journal_entries
 
 
 async def test_outage_writes_are_written_back_in_order(
@@ -283,15 +286,18 @@ async def test_outage_writes_are_written_back_in_order(
     await repo.delete("rebound")
     await repo.upsert("rebound", "m2")  # the last word: m2
     await repo.claim("claimed", "m3")
-    assert await repo.touch("before-touched", ttl=500) is False  # the fallback does not know it
-    assert await repo.delete("before-deleted") is False
-    assert await repo.delete_owner("gone") == 0
+    assert await repo.touch("before-touched", ttl=500) is True  # warm: the fallback knows it
+    assert await repo.delete("before-deleted") is True
+    assert await repo.delete_owner("gone") == 1
     await repo.upsert("after-gone", "gone")  # after the delete_owner: stays
-    assert len(repo._journal) == 8
+    assert await repo.touch("never-seen") is False  # changes nothing: not journaled
+    assert await repo.delete("never-seen") is False
+    # rebound, claimed, before-touched, before-deleted, delete_owner(gone), after-gone
+    assert await journaled(repo) == 6
 
     store.error = None
     await wait_for(lambda: healthy(repo))
-    assert len(repo._journal) == 0
+    assert await journaled(repo) == 0
     assert await store.lookup("rebound") == "m2"
     assert await store.lookup("claimed") == "m3"
     assert await store.lookup("before-deleted") is None
@@ -303,19 +309,91 @@ async def test_outage_writes_are_written_back_in_order(
     assert (await repo.metrics()).fallback_active is False
 
 
-async def test_a_binding_made_meanwhile_wins_over_an_outage_claim(
+async def test_a_hot_session_is_one_entry_and_one_write(
     repo: ResilientSessionRepository, store: BreakableStore
 ) -> None:
     store.error = DOWN
-    assert await repo.claim("contested", "this-instance") == "this-instance"
-    assert await repo.lookup("contested") == "this-instance"
+    await repo.upsert("hot", "m1")
+    for _ in range(3000):
+        assert await repo.touch("hot", ttl=60) is True
+    assert await journaled(repo) == 1
     store.error = None
-    await store.claim("contested", "other-instance")  # another instance, straight to the primary
+    calls = store.calls
+    await wait_for(lambda: healthy(repo))
+    # pings, plus a single write for 3,001 outage writes
+    writes = store.calls - calls - (await repo.metrics()).lookups
+    assert writes <= 10
+    assert await store.lookup("hot") == "m1"
+
+
+async def test_the_journal_is_bounded_and_says_what_it_dropped(
+    store: BreakableStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="session_repo")
+    async with ResilientSessionRepository(store, journal_max=3, **FAST) as repo:
+        store.error = DOWN
+        for i in range(5):
+            await repo.upsert(f"s{i}", "m1")
+        await repo.upsert("s0", "m2")  # folds into its entry: nothing more dropped
+        metrics = await repo.metrics()
+        assert (metrics.journal_entries, metrics.journal_dropped) == (3, 2)
+        assert "2 outage writes were not kept" in (await repo.health()).detail
+        assert [r.outcome for r in caplog.records] == ["full"]  # type: ignore[attr-defined]
+        assert await repo.lookup("s4") == "m1"  # still served while degraded
+        store.error = None
+        await wait_for(lambda: healthy(repo))
+        assert await store.lookup("s0") == "m2"
+        assert await store.lookup("s4") is None  # the dropped write, as counted
+        assert "2 outage writes were not kept" in (await repo.health()).detail
+
+
+async def test_the_warm_fallback_still_routes_known_sessions(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    await repo.upsert("written", "m1")
+    await store.upsert("seen", "m2")  # another instance wrote it; this one looked it up
+    assert await repo.lookup("seen") == "m2"
+    assert await repo.claim("claimed-elsewhere", "me") == "me"
+    await store.upsert("claimed-elsewhere", "other")
+    assert await repo.claim("claimed-elsewhere", "me") == "other"
     store.error = DOWN
-    await asyncio.sleep(0.05)  # a few failed probes
+    assert await repo.lookup("written") == "m1"
+    assert await repo.lookup("seen") == "m2"
+    assert await repo.claim("claimed-elsewhere", "me") == "other"  # the winner it was told
+    assert await repo.lookup("unknown") is None
+    assert await journaled(repo) == 0  # reads and lost claims write nothing back
+
+
+async def test_an_answer_given_during_the_outage_is_never_contradicted(
+    repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
+) -> None:
+    await store.upsert("unseen", "m1", ttl=30)  # this instance never heard of it
+    await store.upsert("unseen-2", "m1", ttl=30)
+    store.error = DOWN
+    assert await repo.touch("unseen", ttl=600) is False
+    assert await repo.delete("unseen-2") is False
     store.error = None
     await wait_for(lambda: healthy(repo))
-    assert await repo.lookup("contested") == "other-instance"
+    fake_clock.advance(31)  # the touch answered False must not have extended it
+    assert await store.lookup("unseen") is None
+    fake_clock.set(fake_clock.now() - 31)
+    assert await store.lookup("unseen-2") == "m1"  # the delete answered False deleted nothing
+
+
+async def test_an_expired_outage_write_still_removes_what_it_replaced(
+    repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
+) -> None:
+    await repo.upsert("replaced", "old", ttl=600)
+    store.error = DOWN
+    await repo.upsert("replaced", "new", ttl=1)
+    await repo.upsert("short", "m1", ttl=1)
+    await repo.upsert("long", "m1", ttl=60)
+    fake_clock.advance(2)
+    store.error = None
+    await wait_for(lambda: healthy(repo))
+    assert await store.lookup("replaced") is None  # the old binding does not come back
+    assert await store.lookup("short") is None
+    assert await store.lookup("long") == "m1"
 
 
 async def test_a_claim_that_lost_in_the_fallback_is_not_written_back(
@@ -330,62 +408,106 @@ async def test_a_claim_that_lost_in_the_fallback_is_not_written_back(
     assert await repo.lookup("s") is None  # not silently given to m2
 
 
-async def test_expired_entries_are_skipped(
-    repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
+async def test_a_binding_made_meanwhile_wins_and_the_loser_is_told(
+    store: BreakableStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    told: list[tuple[str, str]] = []
+    both_told = asyncio.Event()
+
+    async def listener(ref: str, winner: str) -> None:
+        told.append((ref, winner))
+        if len(told) == 2:
+            both_told.set()
+
+    async def broken(ref: str, winner: str) -> None:
+        raise RuntimeError("a listener's bug")
+
+    async with ResilientSessionRepository(store, on_claim_lost=listener, **FAST) as repo:
+        repo.add_claim_lost_listener(broken)
+        repo.add_claim_lost_listener(listener)
+        store.error = DOWN
+        assert await repo.claim("contested", "this-instance") == "this-instance"
+        assert await repo.lookup("contested") == "this-instance"
+        store.error = None
+        await store.claim("contested", "other-instance")  # another instance, on the primary
+        await wait_for(lambda: healthy(repo))
+        assert await repo.lookup("contested") == "other-instance"
+        await asyncio.wait_for(both_told.wait(), 5)
+        ref = told[0][0]
+        assert told == [(ref, "other-instance")] * 2
+        assert len(ref) == 12  # a log reference, not the id
+        assert "contested" not in ref
+        assert (await repo.metrics()).claims_lost == 1
+    assert "a claim-lost listener failed" in caplog.text
+
+
+async def test_an_entry_is_applied_once_even_when_its_batch_partly_fails(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    await repo.upsert("ours", "m1")
     store.error = DOWN
-    await repo.upsert("short", "m1", ttl=1)
-    await repo.upsert("long", "m1", ttl=60)
-    fake_clock.advance(2)
+    assert await repo.delete("ours") is True
+    await repo.upsert("fails-once", "m1")
+    original = store._do_upsert
+    failed: list[bytes] = []
+
+    async def first_fails(key: bytes, alloc_id: str, expires_at: int) -> None:
+        if not failed:
+            failed.append(key)
+            raise StorageError("injected: deadlock", transient=True)
+        await original(key, alloc_id, expires_at)
+
+    deletes = 0
+    original_claim = store._do_claim
+
+    async def counting_claim(
+        key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str:
+        nonlocal deletes
+        deletes += alloc_id == "m1" and expires_at == now  # the conditional removal
+        return await original_claim(key, alloc_id, expires_at, now, replacing)
+
+    store._do_upsert = first_fails  # type: ignore[method-assign]
+    store._do_claim = counting_claim  # type: ignore[method-assign]
     store.error = None
+    await wait_for(lambda: asyncio.sleep(0, bool(failed)))
+    # Between the two tries another instance claims the session this one deleted.
+    assert await store.claim("ours", "other") == "other"
     await wait_for(lambda: healthy(repo))
-    assert await store.lookup("long") == "m1"
-    assert len(store._rows) == 1  # "short" was never written: it had expired
+    assert await store.lookup("ours") == "other"  # never deleted a second time
+    assert await store.lookup("fails-once") == "m1"
+    assert deletes == 1
 
 
-async def test_writes_during_a_long_write_back_are_journaled_too(
+async def test_a_session_with_nothing_to_write_back_uses_the_primary_meanwhile(
     repo: ResilientSessionRepository, store: BreakableStore
 ) -> None:
     store.error = DOWN
-    for i in range(DRAIN_AT + 100):  # long enough that new writes are journaled, not held
+    for i in range(300):  # two batches: 256, then 44
         await repo.upsert(f"s{i}", "m1")
-    store.gate = asyncio.Event()  # hold the write-back mid-way
     store.error = None
-    await wait_for(lambda: asyncio.sleep(0, store.held > 0))  # inside the write-back now
-    assert (await repo.metrics()).fallback_active is True
-    await repo.upsert("during", "m2")  # served by the fallback, journaled
-    assert await repo.lookup("during") == "m2"
-    store.gate.set()
-    store.gate = None
-    await wait_for(lambda: healthy(repo))
-    assert await store.lookup("s0") == "m1"
-    assert await store.lookup("during") == "m2"
+    await wait_for(lambda: healthy(repo))  # warm-up: one full outage and write-back
 
-
-async def test_writes_wait_while_the_write_back_drains(
-    repo: ResilientSessionRepository, store: BreakableStore
-) -> None:
     store.error = DOWN
-    await repo.upsert("first", "m1")
+    for i in range(300):
+        await repo.upsert(f"s{i}", "m2")
+    await repo.upsert("pending", "m2")
     store.gate = asyncio.Event()
     store.error = None
-    await wait_for(lambda: asyncio.sleep(0, store.held == 1))  # the first batch, held
-    await repo.upsert("second", "m1")  # nothing written back yet: journaled, not held
-    first_batch, store.gate = store.gate, asyncio.Event()
-    first_batch.set()
-    # The first batch went through; the second ("second") is held, and the end is near.
-    await wait_for(lambda: asyncio.sleep(0, store.held == 1 and len(repo._journal) == 1))
-    during = asyncio.create_task(repo.upsert("during", "m2"))
-    await asyncio.sleep(0.05)
-    assert not during.done()  # held: it would otherwise outrun the write-back
-    assert await repo.lookup("first") == "m1"  # reads are still served, from the fallback
+    await wait_for(lambda: asyncio.sleep(0, store.held == 256))  # the first batch, held
+    waiting = asyncio.create_task(repo.upsert("s0", "m3"))  # its entry is being written
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    assert await repo.lookup("pending") == "m2"  # still journaled: served by the fallback
+    await repo.upsert("pending", "m4")  # folds into its entry
+    assert await journaled(repo) == 301  # 256 in flight + 45 waiting, nothing added
     store.gate.set()
     store.gate = None
-    await during
-    assert (await repo.health()).status == "ok"
-    for sid, owner in (("first", "m1"), ("second", "m1"), ("during", "m2")):
-        assert await store.lookup(sid) == owner
-    assert len(repo._journal) == 0
+    await waiting
+    await wait_for(lambda: healthy(repo))
+    assert await store.lookup("s0") == "m3"  # after its entry, never before
+    assert await store.lookup("s299") == "m2"
+    assert await store.lookup("pending") == "m4"
 
 
 async def test_a_store_that_reads_but_cannot_write_holds_no_writer(
@@ -405,7 +527,7 @@ async def test_a_store_that_reads_but_cannot_write_holds_no_writer(
     assert await store.lookup("s29") == "m1"
 
 
-async def test_a_failed_write_back_keeps_the_journal(
+async def test_a_failed_write_back_keeps_only_what_was_not_written(
     repo: ResilientSessionRepository, store: BreakableStore
 ) -> None:
     store.error = DOWN
@@ -421,12 +543,12 @@ async def test_a_failed_write_back_keeps_the_journal(
     for i in range(5):
         await repo.upsert(f"t{i}", "m2")
 
-    # Let the ping pass, then fail the write-back's third write, for good.
+    # Let the ping pass, then fail every write after the first two, for good.
     original = store._do_upsert
     written: list[bytes] = []
 
     async def third_fails(key: bytes, alloc_id: str, expires_at: int) -> None:
-        if len(written) == 2:
+        if len(written) >= 2:
             raise CORRUPT
         written.append(key)
         await original(key, alloc_id, expires_at)
@@ -436,7 +558,7 @@ async def test_a_failed_write_back_keeps_the_journal(
     await asyncio.sleep(0.2)
     assert (await repo.health()).status == "degraded"
     assert len(written) == 2
-    assert len(repo._journal) == 5  # the batch failed: all of it stays, to be written again
+    assert await journaled(repo) == 3  # the two written left the journal
     store._do_upsert = original  # type: ignore[method-assign]
     await wait_for(lambda: healthy(repo))
     for i in range(5):
@@ -449,11 +571,12 @@ async def test_degraded_lookups_and_metrics_come_from_the_fallback(
     await repo.upsert("old", "m1")
     store.error = DOWN
     await repo.upsert("new", "m2")
-    assert await repo.lookup("old") is None  # only the outage's writes are known
+    assert await repo.lookup("old") == "m1"  # the warm cache: what the primary said
     assert await repo.lookup("new") == "m2"
+    assert await repo.lookup("unknown") is None
     metrics = await repo.metrics()
-    assert (metrics.sessions, metrics.fallback_active) == (1, True)
-    assert (metrics.lookups, metrics.hits, metrics.misses) == (2, 1, 1)
+    assert (metrics.sessions, metrics.fallback_active) == (2, True)
+    assert (metrics.lookups, metrics.hits, metrics.misses) == (3, 2, 1)
     assert await repo.cleanup() == 0
 
 
@@ -558,22 +681,74 @@ def test_factory_leaves_memory_null_and_no_fallback_unwrapped(tmp_path: Path) ->
     )
 
 
-async def test_write_back_batches_keep_each_session_in_order(
+async def test_a_delete_owner_orders_the_writes_around_it(
     repo: ResilientSessionRepository, store: BreakableStore
 ) -> None:
     store.error = DOWN
     await repo.upsert("a", "m1")
     await repo.upsert("b", "m1")
-    await repo.upsert("a", "m2")  # same session as the first: next batch
-    await repo.delete_owner("m1")  # alone
-    await repo.upsert("c", "m1")
-    sizes = []
-    journal = repo._journal
-    while journal:
-        batch = journal.next_batch()
-        sizes.append([entry.op for entry in batch])
-        journal.drop(len(batch))
-    assert sizes == [["upsert", "upsert"], ["upsert"], ["delete_owner"], ["upsert"]]
+    await repo.upsert("a", "m2")  # folds into a's entry
+    assert await repo.delete_owner("m1") == 1  # b
+    await repo.upsert("c", "m1")  # after it: stays
+    assert await journaled(repo) == 4  # a, b (cleared), the delete_owner, c
+    store.error = None
+    await wait_for(lambda: healthy(repo))
+    assert [await store.lookup(s) for s in "abc"] == ["m2", None, "m1"]
+
+
+async def test_a_cancelled_call_raises_cancelled_error(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    async def cancelled_while_held(call: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(call)
+        await asyncio.sleep(0.02)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+
+    store.gate = asyncio.Event()
+    await cancelled_while_held(repo.upsert("s", "m1"))  # healthy: the primary holds it
+    store.gate.set()
+    store.error, store.gate, store.held = DOWN, None, 0  # (the cancelled write left held at 1)
+    await repo.upsert("s", "m1")
+    store.error, store.gate = None, asyncio.Event()
+    await wait_for(lambda: asyncio.sleep(0, store.held == 1))  # s's entry, being written
+    await cancelled_while_held(repo.upsert("s", "m2"))  # waits for that write
+    store.gate.set()
+    store.gate = None
+    await wait_for(lambda: healthy(repo))
+    assert await store.lookup("s") == "m1"
+
+
+class SwallowingStore(BreakableStore):
+    """A driver that swallows a cancellation while it pings (as redis-py has done)."""
+
+    async def _do_ping(self) -> str:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "ok"
+
+
+async def test_a_cancellation_swallowed_beneath_is_raised_again(fake_clock: FakeClock) -> None:
+    store = SwallowingStore(clock=fake_clock)
+    async with ResilientSessionRepository(store, **FAST) as repo:
+        polls = 0
+
+        async def poll() -> None:
+            nonlocal polls
+            while True:
+                polls += 1
+                await repo.health()
+
+        task = asyncio.create_task(poll())
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+        assert polls == 1
 
 
 def test_the_reliability_page_example_runs() -> None:
