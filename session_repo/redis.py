@@ -2,25 +2,36 @@
 
 Layout under ``key_prefix``: ``s:<digest hex>`` holds the owner with a ``PX``
 ttl; ``o:<alloc id>`` is the owner's index, a sorted set of digests scored by
-expiry (ms), used by ``delete_owner``. Every change to a binding and its index
-happens in one Lua script, so they cannot drift; an index expires itself after
-its longest binding, and ``cleanup`` drops entries whose binding has gone.
+expiry (ms), used by ``delete_owner``; ``e`` scores every binding's digest by
+its expiry, so the gauges are two ``ZCOUNT`` (O(log n)), never a scan. Every
+change to a binding and its indexes happens in one Lua script, so they cannot
+drift; an owner index expires itself after its longest binding, and ``cleanup``
+drops the entries whose binding has gone.
+
+Every key a script touches is in its ``KEYS``. A script cannot know beforehand
+whose index a rebinding leaves, so the caller names the owner it believes holds
+the binding (remembered from recent calls); when that is wrong the script changes
+nothing and answers the real owner, and the call runs again with it. Every key
+starts with ``key_prefix``: a prefix with a hash tag (``"{sessions}:"``) puts a
+tenant's keys in one Redis Cluster slot, as its multi-key scripts need.
 
 Redis decides expiry by its own clock (a fake clock does not expire bindings);
-the injected clock only scores the index. The lookups of one event-loop tick go
-to Redis as one ``MGET``.
+the injected clock only scores the indexes. The lookups of one event-loop tick
+go to Redis as one ``MGET``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from cachetools import LRUCache
+
 from session_repo._base import BackendBase
 from session_repo._batching import TickBatcher
 from session_repo._inputs import Ttl
 from session_repo._translate import storage_errors
 from session_repo.clock import Clock
-from session_repo.errors import ConfigError, InvalidInput
+from session_repo.errors import ConfigError, InvalidInput, StorageError
 
 __all__ = ["RedisSessionRepository"]
 
@@ -29,93 +40,117 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     aioredis = None  # type: ignore[assignment]
 
-# Shared Lua: KEYS[1] = binding key; ARGV[1] = prefix, ARGV[2] = digest hex.
-_INDEX = """
-local function unindex(owner)
-  redis.call('ZREM', ARGV[1] .. 'o:' .. owner, ARGV[2])
-end
-local function index(owner, expires_at, ttl)
-  local idx = ARGV[1] .. 'o:' .. owner
-  redis.call('ZADD', idx, expires_at, ARGV[2])
+# Owners remembered per digest, to name the right index on the first try.
+_HINTS = 10_000
+# Tries of a write whose binding keeps changing owner under it.
+_TRIES = 5
+
+# The write scripts: KEYS[1] = binding, KEYS[2] = expiries, KEYS[3] = the index of
+# the owner the caller believes holds the binding, KEYS[4] = the new owner's index;
+# ARGV[1] = digest hex, ARGV[2] = that believed owner ("" for none). A reply
+# {-1, owner} means "believed wrong, nothing changed: the owner is this".
+_BIND = """
+local function index(idx, expires_at, ttl)
+  redis.call('ZADD', idx, expires_at, ARGV[1])
   local left = redis.call('PTTL', idx)
   if left == -1 or left < ttl then redis.call('PEXPIRE', idx, ttl) end
 end
 local function bind(current, owner, expires_at, ttl)
-  if current and current ~= owner then unindex(current) end
+  if current and current ~= owner then redis.call('ZREM', KEYS[3], ARGV[1]) end
   redis.call('SET', KEYS[1], owner, 'PX', ttl)
-  index(owner, expires_at, ttl)
+  redis.call('ZADD', KEYS[2], expires_at, ARGV[1])
+  index(KEYS[4], expires_at, ttl)
 end
 """
 
 # ARGV[3] = owner, ARGV[4] = expires_at, ARGV[5] = ttl ms.
 _UPSERT = (
-    _INDEX
+    _BIND
     + """
-bind(redis.call('GET', KEYS[1]), ARGV[3], ARGV[4], tonumber(ARGV[5]))
-return 1
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[2] and current ~= ARGV[3] then return {-1, current} end
+bind(current, ARGV[3], ARGV[4], tonumber(ARGV[5]))
+return {1, ARGV[3]}
 """
 )
 
-# ARGV[3..5] as upsert, ARGV[6] = replacing ("" for none). Returns the owner.
+# As upsert; ARGV[2] = replacing ("" for none), KEYS[3] its index. Returns the owner.
 _CLAIM = (
-    _INDEX
+    _BIND
     + """
 local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[6] then return current end
+if current and current ~= ARGV[2] then return current end
 bind(current, ARGV[3], ARGV[4], tonumber(ARGV[5]))
 return ARGV[3]
 """
 )
 
-# ARGV[3] = expires_at, ARGV[4] = ttl ms.
+# ARGV[3] = expires_at, ARGV[4] = ttl ms; KEYS[4] unused.
 _TOUCH = (
-    _INDEX
+    _BIND
     + """
 local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
+if not current then return {0} end
+if current ~= ARGV[2] then return {-1, current} end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
-index(current, ARGV[3], tonumber(ARGV[4]))
-return 1
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+index(KEYS[3], ARGV[3], tonumber(ARGV[4]))
+return {1, current}
 """
 )
 
-_DELETE = (
-    _INDEX
-    + """
+# KEYS[4] unused.
+_DELETE = """
 local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
+if not current then return {0} end
+if current ~= ARGV[2] then return {-1, current} end
 redis.call('DEL', KEYS[1])
-unindex(current)
-return 1
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return {1, current}
 """
-)
 
-# KEYS[1] = owner index; ARGV[1] = prefix, ARGV[2] = owner, ARGV[3..] = digests.
-# Removes the digests from the index, and their bindings if still this owner's.
+# KEYS[1] = owner index, KEYS[2] = expiries, KEYS[3..] = bindings; ARGV[1] = owner,
+# ARGV[2..] = their digests. Drops the digests from the index, and the bindings
+# (with their expiry entries) that are still this owner's.
 _DROP_OWNED = """
 local removed = 0
-for i = 3, #ARGV do
-  local key = ARGV[1] .. 's:' .. ARGV[i]
-  if redis.call('GET', key) == ARGV[2] then
-    redis.call('DEL', key)
+for i = 3, #KEYS do
+  local digest = ARGV[i - 1]
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[2], digest)
     removed = removed + 1
   end
-  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[1], digest)
 end
 return removed
 """
 
-# KEYS[1] = owner index; ARGV[1] = prefix, ARGV[2] = owner, ARGV[3..] = digests
+# KEYS[1] = owner index, KEYS[2..] = bindings; ARGV[1] = owner, ARGV[2..] = digests
 # whose score says expired. Drops those whose binding is gone or rebound.
 _PRUNE = """
 local pruned = 0
-for i = 3, #ARGV do
-  if redis.call('GET', ARGV[1] .. 's:' .. ARGV[i]) ~= ARGV[2] then
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then
     redis.call('ZREM', KEYS[1], ARGV[i])
     pruned = pruned + 1
   end
 end
 return pruned
+"""
+
+# KEYS[1] = expiries, KEYS[2..] = bindings; ARGV[1..] = digests whose score says
+# expired. Drops those whose binding Redis has expired; how many.
+_FORGET = """
+local forgotten = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i - 1])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
 """
 
 
@@ -175,6 +210,10 @@ class RedisSessionRepository(BackendBase):
     def _index(self, alloc_id: str) -> str:
         return f"{self._prefix}o:{alloc_id}"
 
+    @property
+    def _expiries(self) -> str:
+        return f"{self._prefix}e"
+
     async def _do_open(self) -> None:
         if self._client is None:
             assert self._url is not None
@@ -190,6 +229,7 @@ class RedisSessionRepository(BackendBase):
             )
             self._client = aioredis.Redis(connection_pool=pool)
         client = self._client
+        self._owners: LRUCache[bytes, str] = LRUCache(_HINTS)
         self._lookups = TickBatcher(self._lookup_batch)
         self._scripts = TickBatcher(self._script_batch)
         self._upsert = client.register_script(_UPSERT)
@@ -198,6 +238,7 @@ class RedisSessionRepository(BackendBase):
         self._delete = client.register_script(_DELETE)
         self._drop_owned = client.register_script(_DROP_OWNED)
         self._prune = client.register_script(_PRUNE)
+        self._forget = client.register_script(_FORGET)
         try:
             await self._do_ping()
         except BaseException:
@@ -230,18 +271,37 @@ class RedisSessionRepository(BackendBase):
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
+    async def _write(self, script: Any, key: bytes, new_owner: str, args: list[Any]) -> int:
+        """Run a write script, again with the real owner while the one believed was wrong.
+
+        Returns the script's status (1 done, 0 no binding); remembers the owner.
+        """
+        believed = self._owners.get(key, new_owner)
+        for _ in range(_TRIES):
+            keys = [self._key(key), self._expiries, self._index(believed), self._index(new_owner)]
+            reply = await self._run_script(script, keys, [key.hex(), believed, *args])
+            status = int(reply[0])
+            if status != -1:
+                if status == 1 and script is not self._delete:
+                    self._owners[key] = self._text(reply[1])
+                else:
+                    self._owners.pop(key, None)
+                return status
+            believed = self._text(reply[1])
+        raise StorageError("the binding kept changing owner; try again", transient=True)
+
     async def _do_upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
         ttl = expires_at - self._now_ms()
         with storage_errors("upsert"):
-            await self._run_script(
-                self._upsert,
-                keys=[self._key(key)],
-                args=[self._prefix, key.hex(), alloc_id, expires_at, max(ttl, 1)],
-            )
+            await self._write(self._upsert, key, alloc_id, [alloc_id, expires_at, max(ttl, 1)])
 
     async def _do_lookup(self, key: bytes, now: int) -> str | None:
         with storage_errors("lookup"):
             owner: str | None = await self._lookups.submit(self._key(key))
+        if owner is None:
+            self._owners.pop(key, None)
+        else:
+            self._owners[key] = owner
         return owner
 
     async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
@@ -255,81 +315,73 @@ class RedisSessionRepository(BackendBase):
     async def _do_claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
+        keys = [
+            self._key(key),
+            self._expiries,
+            self._index(replacing or alloc_id),
+            self._index(alloc_id),
+        ]
+        args = [key.hex(), replacing or "", alloc_id, expires_at, expires_at - now]
         with storage_errors("claim"):
-            owner = await self._run_script(
-                self._claim,
-                keys=[self._key(key)],
-                args=[
-                    self._prefix,
-                    key.hex(),
-                    alloc_id,
-                    expires_at,
-                    expires_at - now,
-                    replacing or "",
-                ],
-            )
-        return self._text(owner)
+            owner = self._text(await self._run_script(self._claim, keys, args))
+        self._owners[key] = owner
+        return owner
 
     async def _do_touch(self, key: bytes, expires_at: int, now: int) -> bool:
         with storage_errors("touch"):
-            touched = await self._run_script(
-                self._touch,
-                keys=[self._key(key)],
-                args=[self._prefix, key.hex(), expires_at, expires_at - now],
-            )
-        return bool(touched)
+            status = await self._write(self._touch, key, "", [expires_at, expires_at - now])
+        return status == 1
 
     async def _do_delete(self, key: bytes, now: int) -> bool:
         with storage_errors("delete"):
-            deleted = await self._run_script(
-                self._delete, keys=[self._key(key)], args=[self._prefix, key.hex()]
-            )
-        return bool(deleted)
+            status = await self._write(self._delete, key, "", [])
+        return status == 1
 
     async def _do_delete_owner(self, alloc_id: str, now: int) -> int:
         index = self._index(alloc_id)
         removed = 0
         with storage_errors("delete_owner"):
-            while digests := await self._client.zrange(index, 0, self._cleanup_batch - 1):
-                removed += int(
-                    await self._drop_owned(
-                        keys=[index], args=[self._prefix, alloc_id, *map(self._text, digests)]
-                    )
-                )
+            while found := await self._client.zrange(index, 0, self._cleanup_batch - 1):
+                digests = [self._text(digest) for digest in found]
+                keys = [index, self._expiries, *(self._prefix + "s:" + d for d in digests)]
+                removed += int(await self._drop_owned(keys=keys, args=[alloc_id, *digests]))
         return removed
 
     async def _do_cleanup(self, now: int, batch: int) -> int:
-        """Drop index entries whose binding Redis has expired (or that were rebound)."""
-        pruned = 0
-        owner_prefix = len(self._prefix) + 2
+        """Forget the expiries of bindings Redis has expired; prune the owner indexes."""
         with storage_errors("cleanup"):
+            forgotten = await self._sweep(self._forget, self._expiries, now, batch)
+            owner_prefix = len(self._prefix) + 2
             async for raw_index in self._client.scan_iter(match=f"{self._prefix}o:*", count=1000):
                 index = self._text(raw_index)
-                owner = index[owner_prefix:]
-                start = 0
-                while digests := await self._client.zrangebyscore(
-                    index, "-inf", now, start=start, num=batch
-                ):
-                    dropped = int(
-                        await self._prune(
-                            keys=[index], args=[self._prefix, owner, *map(self._text, digests)]
-                        )
-                    )
-                    pruned += dropped
-                    start += len(digests) - dropped
-                    if len(digests) < batch:
-                        break
-        return pruned
+                await self._sweep(self._prune, index, now, batch, index[owner_prefix:])
+        return forgotten
+
+    async def _sweep(self, script: Any, zset: str, now: int, batch: int, *lead: str) -> int:
+        """Run ``script`` over the entries of ``zset`` scored <= now, a batch at a time.
+
+        It gets ``KEYS = [zset, *bindings]`` and ``ARGV = [*lead, *digests]`` and says
+        how many entries it dropped; those it keeps are skipped, so the sweep ends.
+        """
+        dropped = start = 0
+        while found := await self._client.zrangebyscore(zset, "-inf", now, start=start, num=batch):
+            digests = [self._text(digest) for digest in found]
+            keys = [zset, *(self._prefix + "s:" + d for d in digests)]
+            gone = int(await script(keys=keys, args=[*lead, *digests]))
+            dropped += gone
+            start += len(digests) - gone
+            if len(digests) < batch:
+                break
+        return dropped
 
     async def _do_gauges(self, now: int) -> tuple[int, int, int | None]:
-        sessions = 0
-        expired = 0  # index entries past their score: bindings Redis drops or has dropped
+        """Live and expired bindings: two ZCOUNT in one round trip, whatever the count."""
         with storage_errors("metrics"):
-            async for _ in self._client.scan_iter(match=f"{self._prefix}s:*", count=1000):
-                sessions += 1
-            async for index in self._client.scan_iter(match=f"{self._prefix}o:*", count=1000):
-                expired += int(await self._client.zcount(index, "-inf", now))
-        return sessions, expired, None
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zcount(self._expiries, f"({now}", "+inf")
+            pipe.zcount(self._expiries, "-inf", now)
+            sessions, expired = await pipe.execute()
+        return int(sessions), int(expired), None
 
     async def _do_ping(self) -> str:
         with storage_errors("health check"):

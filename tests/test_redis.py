@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -38,6 +39,12 @@ async def repo(client: Any) -> AsyncIterator[RedisSessionRepository]:
         yield repo
 
 
+def aioredis_connection() -> type[Any]:
+    from redis.asyncio import Connection
+
+    return Connection
+
+
 def digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
@@ -45,7 +52,11 @@ def digest(session_id: str) -> str:
 async def test_layout_keeps_only_digests(repo: RedisSessionRepository, client: Any) -> None:
     await repo.upsert("secret-session-id", "machine-a", ttl=30)
     keys = sorted([key async for key in client.scan_iter(match=f"{PREFIX}*")])
-    assert keys == [f"{PREFIX}o:machine-a", f"{PREFIX}s:{digest('secret-session-id')}"]
+    assert keys == [
+        f"{PREFIX}e",
+        f"{PREFIX}o:machine-a",
+        f"{PREFIX}s:{digest('secret-session-id')}",
+    ]
     assert not any("secret-session-id" in key for key in keys)
     ttl = await client.pttl(f"{PREFIX}s:{digest('secret-session-id')}")
     assert 29_000 < ttl <= 30_000
@@ -173,3 +184,79 @@ async def test_lookups_of_one_tick_share_one_round_trip(
     after = (await client.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
     assert owners == [f"machine-{n}" for n in range(20)]
     assert after - before == 1
+
+
+class CountingConnection(aioredis_connection()):  # type: ignore[misc]
+    """A real connection that counts the commands it sends (MONITOR-free, per client)."""
+
+    sent: ClassVar[list[str]] = []
+
+    def pack_command(self, *args: Any) -> Any:
+        CountingConnection.sent.append(str(args[0]))
+        return super().pack_command(*args)
+
+
+LONG, SHORT = 18_000, 2000
+
+
+async def test_metrics_costs_the_same_few_commands_for_20k_sessions() -> None:
+    import redis.asyncio as aioredis
+
+    require_server("redis")
+    prefix = f"{PREFIX}gauges:"
+    pool = aioredis.ConnectionPool.from_url(
+        REDIS_URL, decode_responses=True, connection_class=CountingConnection
+    )
+    counted = aioredis.Redis(connection_pool=pool)
+    repo = RedisSessionRepository(counted, key_prefix=prefix, cleanup_interval=0)
+    try:
+        async with repo:
+            for start in range(0, LONG, 1000):
+                await asyncio.gather(
+                    *(
+                        repo.upsert(f"long{n}", f"m{n % 7}", ttl=60)
+                        for n in range(start, start + 1000)
+                    )
+                )
+            # Written last, and measured at once: they live 3 s in Redis's own time.
+            await asyncio.gather(*(repo.upsert(f"short{n}", "m0", ttl=3) for n in range(SHORT)))
+            short_written = time.monotonic()
+            CountingConnection.sent.clear()
+            first = await repo.metrics()
+            commands = list(CountingConnection.sent)
+            assert (first.sessions, first.expired) == (20_000, 0)
+            assert len(commands) <= 3, commands  # not a SCAN per 1000 keys
+            assert "SCAN" not in commands
+
+            await asyncio.sleep(short_written + 3.2 - time.monotonic())
+            later = await repo.metrics()
+            assert (later.sessions, later.expired) == (LONG, SHORT)
+            assert await repo.lookup("short0") is None
+            assert await repo.cleanup() == SHORT
+            cleaned = await repo.metrics()
+            assert (cleaned.sessions, cleaned.expired) == (LONG, 0)
+            assert await repo.delete("long0") is True
+            assert await repo.delete_owner("m1") == len(range(1, LONG, 7))
+            assert (await repo.metrics()).sessions == LONG - 1 - len(range(1, LONG, 7))
+    finally:
+        async for key in counted.scan_iter(match=f"{prefix}*", count=1000):
+            await counted.delete(key)
+        await counted.aclose()
+
+
+async def test_rebinding_unknown_to_this_instance_moves_the_index_entry(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    # Another instance rebinds behind this one's back: its remembered owner is stale.
+    async with RedisSessionRepository(REDIS_URL, key_prefix=PREFIX, cleanup_interval=0) as other:
+        await repo.upsert("s", "machine-a")
+        await other.upsert("s", "machine-b")
+        assert await repo.touch("s", ttl=30) is True
+        await repo.upsert("s", "machine-c")
+        assert await client.zrange(f"{PREFIX}o:machine-b", 0, -1) == []
+        assert await client.zrange(f"{PREFIX}o:machine-c", 0, -1) == [digest("s")]
+        await other.upsert("s", "machine-d")
+        assert await repo.delete("s") is True
+        for owner in "abcd":
+            assert await client.zrange(f"{PREFIX}o:machine-{owner}", 0, -1) == []
+        assert await client.zcard(f"{PREFIX}e") == 0
