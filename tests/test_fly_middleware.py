@@ -755,6 +755,9 @@ def test_docs_fly_md_has_a_valid_fly_toml_and_every_row_of_the_table() -> None:
         "| `fly-replay-failed` present",
         "| `DELETE` with a key |",
         "| `fly-replay-src` whose `state` does not verify |",
+        "| malformed input anywhere",
+        "never on a 404 for an unrelated path",
+        "(405 is MCP's",
     ):
         assert row in page, row
     assert "```mermaid\nsequenceDiagram" in page
