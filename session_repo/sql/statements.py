@@ -1,8 +1,10 @@
 """The statements each SQL dialect runs, built once per repository.
 
 ``claim`` is a single atomic statement per dialect, never select-then-insert:
-SQLite and PostgreSQL use ``INSERT .. ON CONFLICT DO UPDATE .. WHERE`` with
-``RETURNING``; MariaDB/MySQL use ``ON DUPLICATE KEY UPDATE`` whose condition is
+SQLite uses ``INSERT .. ON CONFLICT DO UPDATE .. WHERE`` with ``RETURNING`` (its
+writers take turns); PostgreSQL always updates (``SET col = CASE WHEN <may take>
+THEN new ELSE col END``) so the row is locked and ``RETURNING`` names the owner as
+of the conflict check itself; MariaDB/MySQL use ``ON DUPLICATE KEY UPDATE`` whose condition is
 evaluated once into a session variable (assignments there run left to right).
 When the conflicting row is live and not ``replacing``, nothing is updated and
 the owner is read back inside the same transaction, where the row is locked.
@@ -72,9 +74,20 @@ def statements_for(dialect: str) -> Statements:
         insert = insert.values(values)
         excluded = {"alloc_id": insert.excluded.alloc_id, "expires_at": insert.excluded.expires_at}
         upsert: Insert = insert.on_conflict_do_update(index_elements=[_key], set_=excluded)
-        claim = insert.on_conflict_do_update(
-            index_elements=[_key], set_=excluded, where=claimable
-        ).returning(_alloc)
+        if dialect == "sqlite":  # writes are serialized (BEGIN IMMEDIATE): no race to lose
+            claim = insert.on_conflict_do_update(
+                index_elements=[_key], set_=excluded, where=claimable
+            ).returning(_alloc)
+        else:
+            # Always update, keeping the old values when not taking over: the row is then
+            # locked and RETURNING gives its latest version. With a WHERE that fails,
+            # READ COMMITTED would leave the row unlocked and return nothing, and the
+            # holder could only be read from an older snapshot.
+            keep = {
+                name: case((claimable, value), else_=bindings.c[name])
+                for name, value in excluded.items()
+            }
+            claim = insert.on_conflict_do_update(index_elements=[_key], set_=keep).returning(_alloc)
         claim_returns_owner = True
         if dialect == "postgresql":
             # Several instances may clean at once: each takes rows nobody else holds.
