@@ -1,0 +1,207 @@
+"""One process of the linearizability workload: random calls on a few hot keys, recorded.
+
+Each process has its own repository on the shared store and runs a few asyncio tasks;
+every call is recorded with ``time.monotonic_ns()`` (CLOCK_MONOTONIC, one clock for
+every process of the machine) before it is sent and after its answer arrives. A call
+that raised a storage error (or hung past ``OP_TIMEOUT``) is recorded as indeterminate.
+Also home to the planted bugs that tests/test_linearizability.py must catch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+from session_repo import (
+    MemorySessionRepository,
+    SessionRepository,
+    SqlSessionRepository,
+    StorageError,
+    SystemClock,
+)
+from session_repo._inputs import Ttl
+from tests.linearizability import Op
+
+__all__ = ["Plan", "RacyClaims", "RacyMemoryClaims", "StaleLookups", "record", "run_process"]
+
+# Long enough that nothing expires during a run: the model is owner-or-none.
+TTL = 600
+OP_TIMEOUT = 20.0
+KINDS = ("lookup", "upsert", "claim", "claim-replacing", "touch", "delete")
+WEIGHTS = (20, 10, 20, 25, 10, 15)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The workload's shape."""
+
+    tasks: int = 3
+    keys: int = 4
+    owners: int = 4
+    duration: float = 5.0  # seconds each task runs at most
+    max_ops: int = 200  # calls each task makes at most
+    think: float = 0.005  # longest pause between a task's calls, seconds
+    bug: str | None = None  # a planted bug (see ``build``), or None for the real store
+
+
+async def _racy_claim(
+    repo: SessionRepository, session_id: str, alloc_id: str, ttl: Ttl | None, replacing: str | None
+) -> str:
+    """Planted bug: claim reads, waits, then writes: two transactions, not one."""
+    owner = await repo.lookup(session_id)
+    if owner is not None and owner != replacing:
+        return owner
+    await asyncio.sleep(0.005)
+    await repo.upsert(session_id, alloc_id, ttl)
+    return alloc_id
+
+
+class RacyClaims(SqlSessionRepository):
+    async def claim(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> str:
+        return await _racy_claim(self, session_id, alloc_id, ttl, replacing)
+
+
+class RacyMemoryClaims(MemorySessionRepository):
+    async def claim(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> str:
+        return await _racy_claim(self, session_id, alloc_id, ttl, replacing)
+
+
+class StaleLookups(SqlSessionRepository):
+    """Planted bug: lookup answers from this process's cache for 50 ms."""
+
+    _seen: dict[str, tuple[str | None, float]]
+
+    async def lookup(self, session_id: str) -> str | None:
+        seen: dict[str, tuple[str | None, float]] = self.__dict__.setdefault("_seen", {})
+        now = time.monotonic()
+        hit = seen.get(session_id)
+        if hit is not None and now - hit[1] < 0.05:
+            return hit[0]
+        owner = await super().lookup(session_id)
+        seen[session_id] = (owner, now)
+        return owner
+
+
+def build(backend_name: str, url: str | None, plan: Plan) -> SessionRepository:
+    """This process's repository (unopened): the real one, or one with a planted bug."""
+    options: dict[str, Any] = {"cleanup_interval": 0, "default_ttl": TTL}
+    if plan.bug is not None:
+        bugged = {"racy-claim": RacyClaims, "stale-lookup": StaleLookups}[plan.bug]
+        assert url is not None, "the planted bugs live on a SQLite file"
+        return bugged(url, **options)
+    from tests.conftest import BACKENDS
+
+    return BACKENDS[backend_name].build(url, SystemClock(), options)
+
+
+async def _invoke(repo: SessionRepository, kind: str, key: str, owner: str, other: str) -> Any:
+    if kind == "lookup":
+        return await repo.lookup(key)
+    if kind == "upsert":
+        return await repo.upsert(key, owner, TTL)
+    if kind == "claim":
+        return await repo.claim(key, owner, TTL)
+    if kind == "claim-replacing":
+        return await repo.claim(key, owner, TTL, replacing=other)
+    if kind == "touch":
+        return await repo.touch(key, TTL)
+    return await repo.delete(key)
+
+
+async def _task(
+    repo: SessionRepository, client: str, rng: random.Random, plan: Plan, history: list[Op]
+) -> None:
+    keys = [f"hot-key-{n}" for n in range(plan.keys)]
+    owners = [f"machine-{n}" for n in range(plan.owners)]
+    deadline = time.monotonic() + plan.duration
+    for _ in range(plan.max_ops):
+        if time.monotonic() >= deadline:
+            return
+        kind = rng.choices(KINDS, WEIGHTS)[0]
+        key, owner, other = rng.choice(keys), rng.choice(owners), rng.choice(owners)
+        call = time.monotonic_ns()
+        try:
+            result = await asyncio.wait_for(_invoke(repo, kind, key, owner, other), OP_TIMEOUT)
+        except (StorageError, TimeoutError) as exc:
+            ret, result = None, type(exc).__name__
+        else:
+            ret = time.monotonic_ns()
+        history.append(
+            Op(
+                client=client,
+                key=key,
+                kind="claim" if kind == "claim-replacing" else kind,
+                call=call,
+                ret=ret,
+                result=result,
+                owner=owner if kind in ("upsert", "claim", "claim-replacing") else None,
+                replacing=other if kind == "claim-replacing" else None,
+            )
+        )
+        await asyncio.sleep(rng.uniform(0, plan.think))
+
+
+async def record(repo: SessionRepository, name: str, plan: Plan, seed: int) -> list[Op]:
+    """Run ``plan.tasks`` tasks on an opened ``repo``; every call they made.
+
+    Args:
+        repo: the repository, opened.
+        name: this process's name, the prefix of its tasks' client names.
+        plan: the workload.
+        seed: seeds the tasks' choices.
+    """
+    history: list[Op] = []
+    await asyncio.gather(
+        *(
+            _task(repo, f"{name}t{n}", random.Random(seed * 100 + n), plan, history)
+            for n in range(plan.tasks)
+        )
+    )
+    return history
+
+
+async def _run(
+    backend_name: str, url: str | None, index: int, plan: Plan, barrier: Barrier
+) -> list[Op]:
+    async with build(backend_name, url, plan) as repo:
+        await repo.health()  # connected and schema checked before the start line
+        await asyncio.to_thread(barrier.wait, 60)
+        return await record(repo, f"p{index}", plan, seed=index + 1)
+
+
+def run_process(
+    backend_name: str,
+    url: str | None,
+    index: int,
+    plan: Plan,
+    barrier: Barrier,
+    results: Queue[Any],
+) -> None:
+    """A spawned process's target: run the workload, send back (index, history, error)."""
+    try:
+        history = asyncio.run(_run(backend_name, url, index, plan, barrier))
+    except BaseException:
+        barrier.abort()
+        results.put((index, None, traceback.format_exc()))
+    else:
+        results.put((index, history, None))
