@@ -19,6 +19,7 @@ from sqlalchemy import select
 from session_repo import (
     MemorySessionRepository,
     RedisSessionRepository,
+    ResilientSessionRepository,
     SessionRepository,
     SqlSessionRepository,
 )
@@ -71,6 +72,18 @@ def _build_memory(location: str | None, clock: Clock, kwargs: dict[str, Any]) ->
 def _build_sql(location: str | None, clock: Clock, kwargs: dict[str, Any]) -> SessionRepository:
     assert location is not None
     return SqlSessionRepository(location, clock=clock, **kwargs)
+
+
+def _build_resilient(
+    location: str | None, clock: Clock, kwargs: dict[str, Any]
+) -> SessionRepository:
+    """What ``create_session_repository()`` hands out: the wrapper over SQLite."""
+    return ResilientSessionRepository(_build_sql(location, clock, kwargs))
+
+
+async def _resilient_rows(repo: SessionRepository) -> StoredRows:
+    assert isinstance(repo, ResilientSessionRepository)
+    return await _sql_rows(repo.primary)
 
 
 async def _memory_rows(repo: SessionRepository) -> StoredRows:
@@ -137,6 +150,14 @@ BACKENDS: dict[str, Backend] = {
         build=_build_sql,
         reset=_nothing_to_reset,
         stored=_sql_rows,
+    ),
+    "resilient": Backend(
+        name="resilient",
+        health_name="sqlite",
+        location=_sqlite_location,
+        build=_build_resilient,
+        reset=_nothing_to_reset,
+        stored=_resilient_rows,
     ),
     "postgresql": Backend(
         name="postgresql",

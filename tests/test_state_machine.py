@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 from sqlalchemy import text
 
-from session_repo import SessionRepository, SqlSessionRepository
+from session_repo import ResilientSessionRepository, SessionRepository, SqlSessionRepository
 from session_repo.testing import FakeClock
 from session_repo.testing.plugin import FAKE_CLOCK_START
 from tests.conftest import BACKENDS, Backend, backend_params
@@ -68,8 +68,11 @@ class BindingMachine(RuleBasedStateMachine):
 
     async def _open(self) -> None:
         await self.repo.__aenter__()
-        if isinstance(self.repo, SqlSessionRepository):  # one store, reused by every example
-            async with self.repo.engine.begin() as conn:
+        store = (
+            self.repo.primary if isinstance(self.repo, ResilientSessionRepository) else self.repo
+        )
+        if isinstance(store, SqlSessionRepository):  # one store, reused by every example
+            async with store.engine.begin() as conn:
                 await conn.execute(text("DELETE FROM session_bindings"))
         else:
             await self.backend.reset(self.location)
@@ -183,6 +186,7 @@ class BindingMachine(RuleBasedStateMachine):
 SETTINGS = {
     "memory": settings(max_examples=300, stateful_step_count=40, deadline=None),
     "sqlite": settings(max_examples=100, stateful_step_count=40, deadline=None),
+    "resilient": settings(max_examples=100, stateful_step_count=40, deadline=None),
 }
 SERVER_SETTINGS = settings(
     max_examples=80,
