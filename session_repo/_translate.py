@@ -171,12 +171,20 @@ def translate(exc: BaseException, action: str) -> StorageError:
 
 @contextlib.contextmanager
 def storage_errors(action: str) -> Iterator[None]:
-    """Turn any driver or I/O error raised inside into a ``StorageError``."""
+    """Turn any exception raised inside into a ``StorageError``, the cause chained.
+
+    Total on purpose: a driver raises more than its documented errors (a
+    ``TypeError`` for a bad connect argument, ``RuntimeError`` from its event loop
+    glue), and none of them may reach the caller. The library's own errors
+    (``InvalidInput``, ``RepositoryClosed``, ...) pass unchanged, and so do
+    ``CancelledError``, ``KeyboardInterrupt`` and ``SystemExit``, which are not
+    ``Exception``. An error not known to be transient is permanent.
+    """
     try:
         yield
     except SessionRepoError:
         raise
-    except _DRIVER_ERRORS as exc:
+    except Exception as exc:
         raise translate(exc, action) from exc
 
 
@@ -202,13 +210,6 @@ def _asyncpg_errors() -> tuple[type[Exception], ...]:
 
 
 _ASYNCPG_ERRORS = _asyncpg_errors()
-_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.SQLAlchemyError,
-    sqlite3.Error,
-    OSError,
-    *_REDIS_ERRORS,
-    *_ASYNCPG_ERRORS,
-)
 
 
 def _redis_is_transient(exc: BaseException) -> bool:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, Self
 
 from session_repo.errors import ConfigError
 
-__all__ = ["DEFAULT_URL", "SessionStoreConfig"]
+__all__ = ["DEFAULT_URL", "SessionStoreConfig", "mask_url"]
 
 DEFAULT_URL = "sqlite+aiosqlite:///session-store.sqlite"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _URL_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "redis", "rediss", "memory")
 
 
@@ -36,6 +38,15 @@ class SessionStoreConfig:
     connect_timeout: float = 10.0
     statement_timeout: float = 30.0
     busy_timeout: float = 5.0
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    journal_max: int = 100_000
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={mask_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"SessionStoreConfig({shown})"
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
@@ -49,6 +60,11 @@ class SessionStoreConfig:
         _check_number("connect_timeout", self.connect_timeout, minimum=0, inclusive=False)
         _check_number("statement_timeout", self.statement_timeout, minimum=0, inclusive=False)
         _check_number("busy_timeout", self.busy_timeout, minimum=0, inclusive=False)
+        _check_int("journal_max", self.journal_max, minimum=1)
+        if self.sqlite_synchronous not in ("NORMAL", "FULL"):
+            raise ConfigError(
+                f"sqlite_synchronous must be 'NORMAL' or 'FULL', not {self.sqlite_synchronous!r}"
+            )
         if self.fallback not in ("memory", "none"):
             raise ConfigError(f"fallback must be 'memory' or 'none', not {self.fallback!r}")
         for name in ("enabled", "auto_migrate"):
@@ -86,6 +102,10 @@ class SessionStoreConfig:
                 "SESSION_STORE_STATEMENT_TIMEOUT_MS", 30_000, positive=True
             ),
             busy_timeout=env.millis("SESSION_STORE_BUSY_TIMEOUT_MS", 5_000, positive=True),
+            sqlite_synchronous=env.choice(
+                "SESSION_STORE_SQLITE_SYNCHRONOUS", "normal", ("normal", "full")
+            ).upper(),
+            journal_max=env.integer("SESSION_STORE_JOURNAL_MAX", 100_000, minimum=1),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Self:
@@ -113,7 +133,7 @@ class _Env:
         try:
             check(name, value)
         except ConfigError as exc:
-            raise ConfigError(f"{name}={value!r}: {exc}") from None
+            raise ConfigError(f"{name}={mask_url(value)!r}: {exc}") from None
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -167,8 +187,12 @@ class _Env:
 
 def _check_url(name: str, url: object) -> None:
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"{name} must be a URL like {DEFAULT_URL!r}, not {url!r}")
-    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+        shown = repr(mask_url(url)) if isinstance(url, str) else type(url).__name__
+        raise ConfigError(f"{name} must be a URL like {DEFAULT_URL!r}, not {shown}")
+    full = url.split("://", 1)[0]
+    if not _SCHEME.fullmatch(full):
+        raise ConfigError(f"{name} must start with a scheme like 'sqlite+aiosqlite://'")
+    scheme = full.split("+", 1)[0].lower()
     if scheme not in _URL_SCHEMES:
         raise ConfigError(
             f"{name} has unsupported scheme {scheme!r}; use one of: {', '.join(_URL_SCHEMES)}"
@@ -188,3 +212,23 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
         raise ConfigError(f"{name} must be an int, not {value!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, not {value!r}")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with anything that looks like a URL's password shown as ``***``.
+
+    Works on any string, parsable or not: everything between ``user:`` and the last
+    ``@`` of the part after ``scheme://`` (or of the whole text without a scheme) is
+    hidden, so a password with an unescaped ``@``, ``/`` or ``#`` is hidden whole.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):  # "app:pass://x@host" has no scheme
+        scheme, sep, rest = "", "", text
+    if rest.startswith("/"):  # no authority (sqlite:///path): no userinfo to hide
+        return text
+    userinfo, at, host = rest.rpartition("@")
+    if not at or (":" not in userinfo and not set(userinfo) & set("/?#")):
+        return text  # no "@", or a user name alone
+    user = userinfo.split(":", 1)[0]
+    shown = "***" if set(user) & set("/?#") else f"{user}:***"
+    return f"{scheme}{sep}{shown}@{host}"

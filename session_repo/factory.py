@@ -54,11 +54,16 @@ def create_session_repository(
             connect_timeout=config.connect_timeout,
             statement_timeout=config.statement_timeout,
             busy_timeout=config.busy_timeout,
+            sqlite_synchronous=config.sqlite_synchronous,
             **common,
         )
     if config.fallback == "none":
         return primary
     fallback = MemorySessionRepository(max_sessions=config.max_sessions, **common)
     return ResilientSessionRepository(
-        primary, fallback, retry_count=config.retry_count, retry_delay=config.retry_delay
+        primary,
+        fallback,
+        retry_count=config.retry_count,
+        retry_delay=config.retry_delay,
+        journal_max=config.journal_max,
     )

@@ -22,6 +22,8 @@ def test_defaults_match_the_contract() -> None:
     assert config.auto_migrate is None
     assert config.pool_size == 5
     assert (config.connect_timeout, config.statement_timeout) == (10.0, 30.0)
+    assert config.sqlite_synchronous == "NORMAL"
+    assert config.journal_max == 100_000
 
 
 def test_every_variable_is_read() -> None:
@@ -41,6 +43,8 @@ def test_every_variable_is_read() -> None:
             "SESSION_STORE_CONNECT_TIMEOUT_MS": "2500",
             "SESSION_STORE_STATEMENT_TIMEOUT_MS": "750",
             "SESSION_STORE_BUSY_TIMEOUT_MS": "1200",
+            "SESSION_STORE_SQLITE_SYNCHRONOUS": "full",
+            "SESSION_STORE_JOURNAL_MAX": "42",
         }
     )
     assert config == SessionStoreConfig(
@@ -58,6 +62,8 @@ def test_every_variable_is_read() -> None:
         connect_timeout=2.5,
         statement_timeout=0.75,
         busy_timeout=1.2,
+        sqlite_synchronous="FULL",
+        journal_max=42,
     )
 
 
@@ -98,6 +104,10 @@ def test_url_resolution(environ: dict[str, str], url: str) -> None:
         ("SESSION_STORE_CONNECT_TIMEOUT_MS", "0"),
         ("SESSION_STORE_STATEMENT_TIMEOUT_MS", "-1"),
         ("SESSION_STORE_BUSY_TIMEOUT_MS", "0"),
+        ("SESSION_STORE_SQLITE_SYNCHRONOUS", "OFF"),
+        ("SESSION_STORE_SQLITE_SYNCHRONOUS", "extra"),
+        ("SESSION_STORE_JOURNAL_MAX", "0"),
+        ("SESSION_STORE_JOURNAL_MAX", "many"),
     ],
 )
 def test_bad_values_name_the_variable_and_value(name: str, value: str) -> None:
@@ -128,3 +138,12 @@ def test_overrides() -> None:
     assert (config.url, config.ttl) == ("memory://", 5)
     with pytest.raises(ConfigError, match="colour"):
         SessionStoreConfig().with_overrides({"colour": "blue"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("sqlite_synchronous", "OFF"), ("sqlite_synchronous", "normal"), ("journal_max", 0)],
+)
+def test_bad_fields_are_config_errors(name: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=name):
+        SessionStoreConfig(**{name: value})  # type: ignore[arg-type]

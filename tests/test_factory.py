@@ -102,3 +102,20 @@ def test_retry_settings_reach_the_wrapper(tmp_path: Path) -> None:
     repo = create_session_repository(config)
     assert isinstance(repo, ResilientSessionRepository)
     assert (repo.retry_count, repo.retry_delay) == (5, 0.25)
+
+
+def test_journal_max_reaches_the_wrapper(tmp_path: Path) -> None:
+    config = SessionStoreConfig(url=f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", journal_max=7)
+    repo = create_session_repository(config)
+    assert isinstance(repo, ResilientSessionRepository)
+    assert repo._journal.max_entries == 7
+
+
+async def test_sqlite_synchronous_reaches_the_connections(tmp_path: Path) -> None:
+    config = SessionStoreConfig(
+        url=f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", sqlite_synchronous="FULL", fallback="none"
+    )
+    repo = create_session_repository(config)
+    assert isinstance(repo, SqlSessionRepository)
+    async with repo, repo.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2  # FULL

@@ -1,9 +1,10 @@
 """Engines configured for this store: SQLite done right, servers with bounded waits.
 
 SQLite: the file (and its directory) is created owner-only and put in WAL mode
-before the first connect; every connection runs with ``synchronous=NORMAL`` and a
-busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so two writers never
-deadlock upgrading a read lock; plain reads run without a transaction.
+before the first connect; every connection runs with ``synchronous=NORMAL`` (or
+``FULL`` when asked: docs/backends.md says what each survives) and a busy timeout;
+write transactions start with ``BEGIN IMMEDIATE`` so two writers never deadlock
+upgrading a read lock; plain reads run without a transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
@@ -22,7 +23,9 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from session_repo.errors import ConfigError, StorageError
+from session_repo.config import mask_url
+from session_repo.errors import ConfigError, InvalidInput, StorageError
+from session_repo.sql.asyncpg_options import asyncpg_query_options
 
 __all__ = [
     "BEGIN_OPTION",
@@ -30,6 +33,7 @@ __all__ = [
     "configure_sqlite",
     "create_engine",
     "parse_url",
+    "shown_url",
     "sqlite_file",
 ]
 
@@ -46,14 +50,25 @@ def parse_url(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigError(f"not a database URL: {_redact(str(url))!r}") from exc
+        raise ConfigError(f"not a database URL: {mask_url(str(url))!r}") from exc
     if parsed.get_backend_name() not in SUPPORTED:
         raise ConfigError(
             f"unsupported database {parsed.get_backend_name()!r} in URL "
-            f"{parsed.render_as_string(hide_password=True)!r}: "
+            f"{shown_url(parsed)!r}: "
             "use sqlite+aiosqlite, postgresql+asyncpg or mysql+asyncmy"
         )
+    if parsed.get_driver_name() == "asyncpg":
+        asyncpg_query_options(parsed)  # a wrong option fails here, not on every connect
     return parsed
+
+
+def shown_url(url: URL) -> str:
+    """``url`` for messages and logs, its password masked.
+
+    ``render_as_string(hide_password=True)`` alone is not enough: a password with
+    an unescaped ``@`` is only partly parsed as the password, and the rest would show.
+    """
+    return mask_url(url.render_as_string(hide_password=True))
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -98,7 +113,8 @@ def prepare_sqlite_file(path: Path) -> None:
     An existing file is not touched: closing any descriptor of a database file drops
     every POSIX lock this process holds on it, including those of SQLite connections
     already open (the classic way to corrupt a database). A new file is created with
-    O_EXCL, so no connection can have it open yet.
+    O_EXCL, so no connection can have it open yet, and set to 0600 whatever the umask;
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
     """
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -108,7 +124,10 @@ def prepare_sqlite_file(path: Path) -> None:
             except FileExistsError:
                 pass  # another process created it meanwhile
             else:
-                os.close(fd)
+                try:
+                    os.fchmod(fd, 0o600)  # the umask may have taken bits away
+                finally:
+                    os.close(fd)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         if isinstance(exc, FileExistsError):  # mkdir met a file where a directory should be
@@ -118,7 +137,18 @@ def prepare_sqlite_file(path: Path) -> None:
         ) from exc
 
 
-def ensure_wal(path: Path, busy_timeout: float) -> None:
+Synchronous = Literal["NORMAL", "FULL"]
+SYNCHRONOUS_MODES: tuple[Synchronous, ...] = ("NORMAL", "FULL")
+
+
+def check_synchronous(value: object) -> Synchronous:
+    """``value`` if it is a ``synchronous`` mode this library offers."""
+    if value not in SYNCHRONOUS_MODES:
+        raise InvalidInput(f"sqlite_synchronous must be 'NORMAL' or 'FULL', not {value!r}")
+    return value
+
+
+def ensure_wal(path: Path, busy_timeout: float, synchronous: Synchronous = "NORMAL") -> None:
     """Put the file in WAL mode once; the mode is stored in the file, so every later
     connection (this process's or another's) finds it set.
 
@@ -128,6 +158,7 @@ def ensure_wal(path: Path, busy_timeout: float) -> None:
     """
     deadline = time.monotonic() + busy_timeout
     with contextlib.closing(sqlite3.connect(path, timeout=busy_timeout)) as conn:
+        conn.execute(f"PRAGMA synchronous = {check_synchronous(synchronous)}")
         while True:
             try:
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -147,6 +178,7 @@ def create_engine(
     connect_timeout: float = CONNECT_TIMEOUT_S,
     statement_timeout: float = STATEMENT_TIMEOUT_S,
     busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
+    sqlite_synchronous: Synchronous = "NORMAL",
 ) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url`` with this library's settings.
 
@@ -162,13 +194,13 @@ def create_engine(
         if path is not None:
             prepare_sqlite_file(path)
             with storage_errors_for(path):
-                ensure_wal(path, busy_timeout)
+                ensure_wal(path, busy_timeout, sqlite_synchronous)
             kwargs.update(pool_size=pool_size, max_overflow=0)
         else:
             # One shared connection: an in-memory database lives and dies with it.
             kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0)
         engine = create_async_engine(parsed, **kwargs)
-        configure_sqlite(engine, busy_timeout=busy_timeout)
+        configure_sqlite(engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous)
         return engine
     kwargs.update(
         pool_pre_ping=True,
@@ -186,6 +218,8 @@ def create_engine(
                 "statement_timeout": str(statement_ms),
                 "lock_timeout": str(statement_ms),
             },
+            # The URL's own options win, typed (connect_args override the URL's text).
+            **asyncpg_query_options(parsed),
         }
         return create_async_engine(parsed, **kwargs)
     kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout))}
@@ -214,10 +248,25 @@ def _bound_mysql_statements(engine: AsyncEngine, seconds: float) -> None:
             cursor.close()
 
 
-def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
-    """Install the pragmas and explicit BEGIN handling on a SQLite engine."""
+def configure_sqlite(
+    engine: AsyncEngine,
+    *,
+    busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
+    synchronous: Synchronous = "NORMAL",
+) -> None:
+    """Install the pragmas and explicit BEGIN handling on a SQLite engine.
+
+    Raises:
+        ConfigError: the engine was configured before with another ``synchronous``.
+    """
     sync_engine = engine.sync_engine
-    if getattr(sync_engine, "_session_repo_configured", False):
+    mode = check_synchronous(synchronous)
+    configured = getattr(sync_engine, "_session_repo_synchronous", None)
+    if configured is not None:
+        if configured != mode:
+            raise ConfigError(
+                f"this engine already runs SQLite with synchronous={configured}, not {mode}"
+            )
         return
 
     @event.listens_for(sync_engine, "connect")
@@ -227,7 +276,7 @@ def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = BUSY_TIMEOUT_
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
-            cursor.execute("PRAGMA synchronous = NORMAL")  # WAL is set once, in the file
+            cursor.execute(f"PRAGMA synchronous = {mode}")  # WAL is set once, in the file
         finally:
             cursor.close()
 
@@ -237,14 +286,4 @@ def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = BUSY_TIMEOUT_
         if mode != "NONE":
             conn.exec_driver_sql(f"BEGIN {mode}")
 
-    sync_engine._session_repo_configured = True  # type: ignore[attr-defined]
-
-
-def _redact(text: str) -> str:
-    """Drop anything that looks like a password from a URL for messages."""
-    head, sep, tail = text.partition("@")
-    if not sep or "://" not in head:
-        return text
-    scheme, _, userinfo = head.partition("://")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}"
+    sync_engine._session_repo_synchronous = mode  # type: ignore[attr-defined]

@@ -10,7 +10,9 @@ own), and two kinds of work travel together:
   transaction, keys sorted so that two instances never deadlock; if that fails,
   each upsert is tried alone, so one bad row fails only its own caller.
 
-Every caller is resolved only after its statement committed.
+Every caller is resolved only after its statement committed. Connections come
+from the repository's engine (then leave its pool), so they are made exactly as
+SQLAlchemy makes them for the URL.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import CompoundSelect, LargeBinary, any_, bindparam, exists, select, union_all
+from sqlalchemy import LargeBinary, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from session_repo._batching import TickBatcher
@@ -52,30 +54,22 @@ async def _no_reset(_conn: Any) -> None:
     cost a second round trip per operation."""
 
 
-def connect_kwargs(url: URL, *, connect_timeout: float, statement_timeout: float) -> dict[str, Any]:
-    """asyncpg pool arguments for a SQLAlchemy ``postgresql+asyncpg`` URL, same limits."""
-    statement_ms = str(max(1, round(statement_timeout * 1000)))
-    kwargs: dict[str, Any] = {
-        "host": url.host,
-        "port": url.port,
-        "user": url.username,
-        "password": url.password,
-        "database": url.database,
-        "timeout": connect_timeout,
-        "command_timeout": statement_timeout + 1,
-        "server_settings": {"statement_timeout": statement_ms, "lock_timeout": statement_ms},
-    }
-    kwargs.update(url.query)  # e.g. ssl=require
-    return {key: value for key, value in kwargs.items() if value is not None}
+def _from_engine(engine: AsyncEngine) -> Callable[..., Awaitable[Any]]:
+    """An asyncpg pool ``connect`` callback that takes each connection from ``engine``.
 
+    So every connection is made exactly as SQLAlchemy makes it for that engine: the
+    dialect's reading of the URL (``?ssl=``, ``?command_timeout=`` ...), the engine's
+    ``connect_args`` and its ``connect`` events. The connection is then detached from
+    the engine's pool and belongs to the asyncpg pool alone.
+    """
 
-def _claim_or_holder(statements: Statements) -> CompoundSelect[str]:
-    """The claim, and in the same statement the current holder when it did not take."""
-    taken = statements.claim.cte("taken")  # type: ignore[union-attr]
-    holder = select(bindings.c.alloc_id).where(
-        bindings.c.session_key == bindparam("key"), ~exists(select(taken.c.alloc_id))
-    )
-    return union_all(select(taken.c.alloc_id), holder)
+    async def connect(*_args: Any, **_kwargs: Any) -> Any:
+        proxied = await engine.raw_connection()
+        driver = proxied.driver_connection
+        proxied.detach()  # the engine forgets it; closing the asyncpg pool closes it
+        return driver
+
+    return connect
 
 
 class PostgresPipeline:
@@ -89,8 +83,6 @@ class PostgresPipeline:
         self._lookup = compile_(statements.lookup, _DIALECT)
         self._upsert = compile_(statements.upsert, _DIALECT)
         self._claim = compile_(statements.claim, _DIALECT)
-        self._claim_or_holder = compile_(_claim_or_holder(statements), _DIALECT).sql
-        self._owner = compile_(statements.owner, _DIALECT)
         self._touch = compile_(statements.touch, _DIALECT)
         self._delete = compile_(statements.delete, _DIALECT)
         self._delete_owner = compile_(statements.delete_owner, _DIALECT)
@@ -99,14 +91,9 @@ class PostgresPipeline:
 
     @classmethod
     async def connect(
-        cls,
-        url: URL,
-        statements: Statements,
-        *,
-        pool_size: int,
-        connect_timeout: float,
-        statement_timeout: float,
+        cls, engine: AsyncEngine, statements: Statements, *, pool_size: int
     ) -> PostgresPipeline:
+        """A pipeline whose connections ``engine`` makes (see ``_from_engine``)."""
         import asyncpg
 
         pool = await asyncpg.create_pool(
@@ -114,9 +101,7 @@ class PostgresPipeline:
             max_size=pool_size * 2,
             max_inactive_connection_lifetime=60,
             reset=_no_reset,
-            **connect_kwargs(
-                url, connect_timeout=connect_timeout, statement_timeout=statement_timeout
-            ),
+            connect=_from_engine(engine),
         )
         return cls(pool, statements)
 
@@ -187,16 +172,11 @@ class PostgresPipeline:
         args = self._claim.args(
             key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
         )
-        for _ in range(3):
-            # One round trip: the winner, or the holder as of the statement's snapshot.
-            owner = await self._retrying(lambda: self._pool.fetchval(self._claim_or_holder, *args))
-            if owner is None:
-                # The holder committed after that snapshot: a new one sees it.
-                owner = await self._pool.fetchval(self._owner.sql, key)
-            if owner is not None:
-                return str(owner)
-            # Deleted between the two statements: claim again.
-        raise StorageError("claim kept racing with deletes", transient=True)
+        # One round trip; the statement always locks the row and returns its owner.
+        owner = await self._retrying(lambda: self._pool.fetchval(self._claim.sql, *args))
+        if owner is None:  # pragma: no cover - an upsert always returns its row
+            raise StorageError("claim returned no owner", transient=True)
+        return str(owner)
 
     async def _count(self, compiled: Compiled, **values: Any) -> int:
         args = compiled.args(**values)

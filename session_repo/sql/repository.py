@@ -22,10 +22,14 @@ from session_repo._translate import storage_errors
 from session_repo.clock import Clock
 from session_repo.errors import InvalidInput, StorageError
 from session_repo.sql.engine import (
+    Synchronous,
+    check_synchronous,
     configure_sqlite,
     create_engine,
     ensure_wal,
     parse_url,
+    prepare_sqlite_file,
+    shown_url,
     sqlite_file,
     storage_errors_for,
 )
@@ -44,7 +48,10 @@ class SqlSessionRepository(BackendBase):
     ``auto_migrate=None`` upgrades the schema on open for SQLite and refuses a
     server database whose schema is behind with ``SchemaOutOfDate``. Servers bound
     each statement by ``statement_timeout`` and connecting by ``connect_timeout``;
-    SQLite waits up to ``busy_timeout`` for another process's write lock.
+    SQLite waits up to ``busy_timeout`` for another process's write lock, and runs
+    every connection with ``synchronous=sqlite_synchronous``: ``"NORMAL"`` survives a
+    crash of the process or the OS's other processes, ``"FULL"`` also a power loss
+    (each commit waits for the disk). A new SQLite file is created 0600.
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class SqlSessionRepository(BackendBase):
         connect_timeout: float = 10,
         statement_timeout: float = 30,
         busy_timeout: float = 5,
+        sqlite_synchronous: Synchronous = "NORMAL",
     ) -> None:
         super().__init__(
             clock=clock,
@@ -104,9 +112,10 @@ class SqlSessionRepository(BackendBase):
             "statement_timeout": statement_timeout,
         }
         self._busy_timeout = float(busy_timeout)
+        self._synchronous = check_synchronous(sqlite_synchronous)
 
     def __repr__(self) -> str:
-        return f"SqlSessionRepository({self._url.render_as_string(hide_password=True)!r})"
+        return f"SqlSessionRepository({shown_url(self._url)!r})"
 
     @property
     def engine(self) -> AsyncEngine:
@@ -118,6 +127,14 @@ class SqlSessionRepository(BackendBase):
     # -- lifecycle -------------------------------------------------------
 
     async def _do_open(self) -> None:
+        try:
+            with storage_errors("open"):
+                await self._open()
+        except BaseException:
+            await self._do_close()
+            raise
+
+    async def _open(self) -> None:
         if self._engine is None:
             # Off the loop: a new SQLite file is created and put in WAL mode here.
             self._engine = await asyncio.to_thread(
@@ -125,49 +142,45 @@ class SqlSessionRepository(BackendBase):
                 self._url,
                 pool_size=self._pool_size,
                 busy_timeout=self._busy_timeout,
+                sqlite_synchronous=self._synchronous,
                 **self._timeouts,
             )
         elif self.backend == "sqlite":
-            configure_sqlite(self._engine, busy_timeout=self._busy_timeout)
+            configure_sqlite(
+                self._engine, busy_timeout=self._busy_timeout, synchronous=self._synchronous
+            )
             path = sqlite_file(self._url)
             if path is not None:
+                # The engine may not have made the file yet: make it as the URL path does.
+                await asyncio.to_thread(prepare_sqlite_file, path)
                 with storage_errors_for(path):
-                    await asyncio.to_thread(ensure_wal, path, self._busy_timeout)
-        engine = self._engine
-        try:
-            await ensure_schema(engine, auto_migrate=self._auto_migrate)
-        except BaseException:
-            await self._do_close()
-            raise
-        try:
-            self._ops = await self._fast_path(engine)
-        except BaseException:
-            await self._do_close()
-            raise
+                    await asyncio.to_thread(ensure_wal, path, self._busy_timeout, self._synchronous)
+        await ensure_schema(self._engine, auto_migrate=self._auto_migrate)
+        self._ops = await self._fast_path(self._engine)
 
     async def _fast_path(
         self, engine: AsyncEngine
     ) -> SqlitePipeline | PostgresPipeline | EngineOps:
         path = sqlite_file(self._url)
         if path is not None:
-            return SqlitePipeline(path, self._sql, busy_timeout=self._busy_timeout)
+            return SqlitePipeline(
+                path, self._sql, busy_timeout=self._busy_timeout, synchronous=self._synchronous
+            )
         if engine.dialect.driver == "asyncpg":
-            with storage_errors("connect"):
-                return await PostgresPipeline.connect(
-                    engine.url, self._sql, pool_size=self._pool_size, **self._timeouts
-                )
+            return await PostgresPipeline.connect(engine, self._sql, pool_size=self._pool_size)
         # MariaDB/MySQL, or an in-memory SQLite database that lives in one connection.
         return EngineOps(engine, self._sql, sized=self.backend != "sqlite")
 
     async def _do_close(self) -> None:
-        ops = getattr(self, "_ops", None)
-        if ops is not None:
-            del self._ops
-            await ops.close()
-        engine = self._engine
-        if engine is not None and self._owns_engine:
-            self._engine = None
-            await engine.dispose()
+        with storage_errors("close"):
+            ops = getattr(self, "_ops", None)
+            if ops is not None:
+                del self._ops
+                await ops.close()
+            engine = self._engine
+            if engine is not None and self._owns_engine:
+                self._engine = None
+                await engine.dispose()
 
     # -- the hooks: each one statement (or one group) through the chosen path --
 
@@ -215,4 +228,4 @@ class SqlSessionRepository(BackendBase):
     async def _do_ping(self) -> str:
         with storage_errors("health check"):
             await self._ops.ping()
-        return f"{self.backend}: {self._url.render_as_string(hide_password=True)}"
+        return f"{self.backend}: {shown_url(self._url)}"

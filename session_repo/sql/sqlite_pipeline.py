@@ -32,8 +32,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from session_repo._translate import translate
-from session_repo.errors import RepositoryClosed
+from session_repo.errors import RepositoryClosed, SessionRepoError
 from session_repo.sql.compiled import Compiled
+from session_repo.sql.engine import Synchronous, check_synchronous
 from session_repo.sql.model import bindings
 from session_repo.sql.statements import Statements
 
@@ -72,10 +73,19 @@ class _Worker:
     one, so a file that is repaired or replaced heals a running process.
     """
 
-    def __init__(self, path: Path, name: str, *, read_only: bool, busy_timeout: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        *,
+        read_only: bool,
+        busy_timeout: float,
+        synchronous: Synchronous = "NORMAL",
+    ) -> None:
         self._path = path
         self._read_only = read_only
         self._busy_timeout = busy_timeout
+        self._synchronous = check_synchronous(synchronous)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"session-repo-sqlite-{name}")
         self._conn: sqlite3.Connection | None = None
 
@@ -98,7 +108,7 @@ class _Worker:
         conn = sqlite3.connect(
             self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=True
         )
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         if self._read_only:
             conn.execute("PRAGMA query_only = 1")
         return conn
@@ -175,7 +185,7 @@ class _Coalescer(Generic[Request]):
     ) -> None:
         error = outcome.exception()
         if error is not None:
-            failure = translate(error, self._action) if _is_driver_error(error) else error
+            failure = self._failure(error)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
@@ -184,10 +194,19 @@ class _Coalescer(Generic[Request]):
                 if future.done():
                     continue
                 if isinstance(result, BaseException):
-                    future.set_exception(translate(result, self._action))
+                    future.set_exception(self._failure(result))
                 else:
                     future.set_result(result)
         self._start()
+
+    def _failure(self, error: BaseException) -> BaseException:
+        """What the caller gets: a ``StorageError`` chained to ``error``, or the
+        library's own error (or a ``BaseException`` like cancellation) as it is."""
+        if isinstance(error, SessionRepoError) or not isinstance(error, Exception):
+            return error
+        failure = translate(error, self._action)
+        failure.__cause__ = error
+        return failure
 
 
 def _run_reads(conn: sqlite3.Connection, requests: list[tuple[bytes, int] | Job]) -> list[Any]:
@@ -248,10 +267,6 @@ def _file_is_bad(exc: sqlite3.Error) -> bool:
     return any(word in message for word in ("malformed", "not a database", "disk i/o", "readonly"))
 
 
-def _is_driver_error(error: BaseException) -> bool:
-    return isinstance(error, sqlite3.Error | OSError)
-
-
 _LOOKUP_ONE = str(
     select(bindings.c.session_key, bindings.c.alloc_id, bindings.c.expires_at)
     .where(bindings.c.session_key == bindparam("key"))
@@ -262,9 +277,24 @@ _LOOKUP_ONE = str(
 class SqlitePipeline:
     """The contract's operations on one SQLite file, in batches on two threads."""
 
-    def __init__(self, path: Path, statements: Statements, *, busy_timeout: float = 5.0) -> None:
-        self._reader = _Worker(path, "reader", read_only=True, busy_timeout=busy_timeout)
-        self._writer = _Worker(path, "writer", read_only=False, busy_timeout=busy_timeout)
+    def __init__(
+        self,
+        path: Path,
+        statements: Statements,
+        *,
+        busy_timeout: float = 5.0,
+        synchronous: Synchronous = "NORMAL",
+    ) -> None:
+        self._reader, self._writer = (
+            _Worker(
+                path,
+                name,
+                read_only=name == "reader",
+                busy_timeout=busy_timeout,
+                synchronous=synchronous,
+            )
+            for name in ("reader", "writer")
+        )
         self._reads: _Coalescer[tuple[bytes, int] | Job] = _Coalescer(
             self._reader, _run_reads, "read"
         )

@@ -1,0 +1,295 @@
+"""SQL backends, hardened: URL options, total error translation, file modes,
+``synchronous=FULL``, and no password in any message or repr."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from session_repo import (
+    ConfigError,
+    InvalidInput,
+    SessionStoreConfig,
+    SqlSessionRepository,
+    StorageError,
+    create_session_repository,
+)
+from session_repo._translate import storage_errors
+from session_repo.config import mask_url
+from tests.servers import migrated_url
+
+# -- 1. a postgresql+asyncpg URL's options reach the fast path as SQLAlchemy reads them --
+
+
+def _pg_with(query: str) -> str:
+    base = migrated_url("postgresql")
+    return f"{base}{'&' if '?' in base else '?'}{query}"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    "query",
+    [
+        "prepared_statement_cache_size=0",
+        "command_timeout=7",
+        "ssl=disable",
+        "statement_cache_size=0",
+        "prepared_statement_cache_size=0&statement_cache_size=0&ssl=disable",
+    ],
+)
+async def test_url_options_work_on_every_operation(query: str) -> None:
+    async with SqlSessionRepository(_pg_with(query), cleanup_interval=0) as repo:
+        await repo.upsert("s-url-option", "a")
+        assert await repo.lookup("s-url-option") == "a"
+        assert await repo.claim("s-url-option", "b", replacing="a") == "b"
+        assert await repo.touch("s-url-option")
+        assert await repo.delete("s-url-option")
+        assert (await repo.health()).status == "ok"
+
+
+@pytest.mark.server
+async def test_url_options_are_the_fast_paths_connection_settings() -> None:
+    url = _pg_with("command_timeout=7&statement_cache_size=0")
+    async with SqlSessionRepository(url, cleanup_interval=0) as repo:
+        await repo.lookup("s-url-option")
+        async with repo._ops._pool.acquire() as conn:  # type: ignore[union-attr]
+            assert conn._config.command_timeout == 7
+            assert conn._stmt_cache.get_max_size() == 0
+            # The library's own bounds still apply.
+            assert await conn.fetchval("SHOW statement_timeout") == "30s"
+
+
+@pytest.mark.parametrize(
+    "query", ["no_such_option=1", "sslmode=require", "timeout=soon", "command_timeout=-1"]
+)
+def test_a_wrong_url_option_is_a_config_error(query: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SqlSessionRepository(f"postgresql+asyncpg://app:hunter22@db.invalid/x?{query}")
+    assert query.split("=")[0] in str(info.value)
+    assert "hunter22" not in str(info.value)
+
+
+# -- 2. nothing but the library's own errors leaves an operation --------------------------
+
+
+@pytest.mark.server
+async def test_a_driver_type_error_becomes_a_permanent_storage_error() -> None:
+    # asyncpg.connect() raises TypeError for an argument it does not take.
+    engine = create_async_engine(migrated_url("postgresql"), connect_args={"no_such_argument": 1})
+    repo = SqlSessionRepository(engine, cleanup_interval=0)
+    try:
+        with pytest.raises(StorageError) as info:
+            await repo.lookup("s-driver-error")
+        assert not info.value.transient
+        assert isinstance(info.value.__cause__, TypeError)
+    finally:
+        await repo.close()
+        await engine.dispose()
+
+
+async def test_a_sqlite_programming_error_becomes_a_storage_error(tmp_path: Path) -> None:
+    repo = SqlSessionRepository(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", cleanup_interval=0)
+    async with repo:
+        ops = repo._ops
+        # Close the reader's connection on its own thread: its next use raises
+        # sqlite3.ProgrammingError ("Cannot operate on a closed database").
+        await ops.read(lambda conn: conn.close())  # type: ignore[union-attr]
+        with pytest.raises(StorageError) as info:
+            await repo.lookup("s-closed")
+        assert info.value.__cause__ is not None
+
+
+@pytest.mark.parametrize(
+    "error", [TypeError("bad arg"), RuntimeError("loop glue"), KeyError("x"), AttributeError("y")]
+)
+def test_storage_errors_is_total(error: Exception) -> None:
+    with pytest.raises(StorageError) as info, storage_errors("lookup"):
+        raise error
+    assert info.value.__cause__ is error
+    assert not info.value.transient
+    assert str(info.value).startswith("lookup failed")
+
+
+@pytest.mark.parametrize(
+    "error", [InvalidInput("bad id"), asyncio.CancelledError(), KeyboardInterrupt()]
+)
+def test_storage_errors_lets_input_errors_and_cancellation_through(
+    error: BaseException,
+) -> None:
+    with pytest.raises(type(error)) as info, storage_errors("lookup"):
+        raise error
+    assert info.value is error
+
+
+@pytest.mark.server
+async def test_a_cancelled_operation_is_cancelled_not_translated() -> None:
+    async with SqlSessionRepository(migrated_url("postgresql"), cleanup_interval=0) as repo:
+        task = asyncio.create_task(repo.claim("s-cancelled", "a"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(InvalidInput):
+            await repo.upsert("", "a")
+
+
+# -- 3. a new SQLite file and its -wal and -shm are 0600 whatever the umask ----------------
+
+
+@contextlib.contextmanager
+def umask(value: int) -> Iterator[None]:
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _modes(path: Path) -> dict[str, int]:
+    return {
+        suffix: stat.S_IMODE(Path(f"{path}{suffix}").stat().st_mode)
+        for suffix in ("", "-wal", "-shm")
+    }
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o000, 0o277])
+@pytest.mark.parametrize("given", ["url", "engine"])
+async def test_new_sqlite_files_are_owner_only(tmp_path: Path, mask: int, given: str) -> None:
+    path = tmp_path / "new" / "s.sqlite"
+    url = f"sqlite+aiosqlite:///{path}"
+    with umask(mask):
+        engine = create_async_engine(url) if given == "engine" else None
+        repo = SqlSessionRepository(engine or url, cleanup_interval=0)
+        async with repo:
+            await repo.upsert("s-mode", "a")
+            async with repo.engine.connect() as conn:  # the engine's own connection too
+                await conn.exec_driver_sql("SELECT 1")
+            assert _modes(path) == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+        if engine is not None:
+            await engine.dispose()
+
+
+# -- 4. synchronous=FULL on every connection the library opens ---------------------------
+
+
+async def _synchronous_everywhere(repo: SqlSessionRepository) -> set[int]:
+    async with repo.engine.connect() as conn:
+        seen = {(await conn.exec_driver_sql("PRAGMA synchronous")).scalar()}
+    ops = repo._ops
+    query = "PRAGMA synchronous"
+    seen.add(await ops.read(lambda c: c.execute(query).fetchone()[0]))  # type: ignore[union-attr]
+    seen.add(await ops.write(lambda c: c.execute(query).fetchone()[0]))  # type: ignore[union-attr]
+    return {int(value) for value in seen if value is not None}
+
+
+@pytest.mark.parametrize(("mode", "number"), [("FULL", 2), ("NORMAL", 1)])
+@pytest.mark.parametrize("given", ["url", "engine"])
+async def test_sqlite_synchronous_on_every_connection(
+    tmp_path: Path, mode: str, number: int, given: str
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    engine = create_async_engine(url) if given == "engine" else None
+    repo = SqlSessionRepository(
+        engine or url,
+        cleanup_interval=0,
+        sqlite_synchronous=mode,  # type: ignore[arg-type]
+    )
+    async with repo:
+        await repo.upsert("s-sync", "a")
+        assert await _synchronous_everywhere(repo) == {number}
+    if engine is not None:
+        await engine.dispose()
+
+
+def test_sqlite_synchronous_env_reaches_the_repository(tmp_path: Path) -> None:
+    config = SessionStoreConfig.from_env(
+        {
+            "SESSION_STORE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite",
+            "SESSION_STORE_SQLITE_SYNCHRONOUS": "FULL",
+            "SESSION_STORE_FALLBACK": "none",
+        }
+    )
+    repo = create_session_repository(config)
+    assert isinstance(repo, SqlSessionRepository)
+    assert repo._synchronous == "FULL"
+
+
+@pytest.mark.parametrize("value", ["OFF", "full", "EXTRA", 2])
+def test_a_bad_sqlite_synchronous_is_refused(value: object) -> None:
+    with pytest.raises(InvalidInput, match="sqlite_synchronous"):
+        SqlSessionRepository("sqlite+aiosqlite:///x.sqlite", sqlite_synchronous=value)  # type: ignore[arg-type]
+
+
+# -- 5. a password never shows ------------------------------------------------------------
+
+passwords = st.text(min_size=6, max_size=30).filter(lambda p: p.strip() == p and "\x00" not in p)
+
+
+def _shown_everywhere(url: str) -> list[str]:
+    """Every text the library makes of ``url``: errors, reprs, health detail."""
+    shown = [mask_url(url)]
+    for build in (
+        lambda: SessionStoreConfig(url=url),
+        lambda: SessionStoreConfig.from_env({"SESSION_STORE_URL": url}),
+        lambda: SqlSessionRepository(url),
+        lambda: create_session_repository(SessionStoreConfig(url=url)),
+    ):
+        try:
+            shown.append(repr(build()))
+        except Exception as exc:
+            shown.append(f"{type(exc).__name__}: {exc}")
+    return shown
+
+
+def _leaks(password: str, texts: list[str]) -> list[str]:
+    return [t for t in texts if password in t or quote(password, safe="") in t]
+
+
+# URL shapes, each given the password as escaped and as raw text.
+SHAPES = [
+    "postgresql+asyncpg://app:{encoded}@db.internal:5432/app",
+    "postgres://app:{encoded}@db.internal/app",  # unsupported scheme
+    "ftp://app:{encoded}@db.internal/app",
+    "app:{encoded}@db.internal",  # no scheme at all
+    "postgresql+asyncpg://app:{raw}@db.internal/app",  # not escaped
+    "app:{raw}@db.internal",
+]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(password=passwords)
+def test_a_password_never_shows(password: str) -> None:
+    encoded = quote(password, safe="")
+    for shape in SHAPES:
+        url = shape.format(encoded=encoded, raw=password)
+        texts = _shown_everywhere(url)
+        # A password that the library's texts spell anyway ("asyncp") proves nothing.
+        if _leaks(password, _shown_everywhere(shape.format(encoded="PW", raw="PW"))):
+            continue
+        assert not _leaks(password, texts), (url, _leaks(password, texts))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://app:secret9@host/db",
+        "app:secret9@host",
+        "postgresql+asyncpg://app:sec@ret9@host/db",
+        "mysql+asyncmy://app:secret9@host/db?no_such=1",
+        "postgresql+asyncpg://app:secret9@host/db?no_such=1",
+    ],
+)
+def test_known_shapes_never_show_the_password(url: str) -> None:
+    texts = _shown_everywhere(url)
+    assert not [t for t in texts if "secret9" in t or "ret9" in t], texts
+    assert any("***" in t for t in texts)
