@@ -13,10 +13,10 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from session_repo._inputs import Ttl, check_alloc_id, check_session_id, ttl_ms
 from session_repo._keys import session_key
@@ -29,6 +29,22 @@ __all__ = ["BackendBase"]
 logger = logging.getLogger("session_repo")
 
 DEFAULT_TTL_MS = 600_000
+
+
+def cancel_requests() -> int:
+    """The current task's pending cancellation requests (0 outside a task)."""
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def reraise_swallowed(before: int, cause: BaseException | None = None) -> None:
+    """Raise ``CancelledError`` if a cancellation arrived since ``before`` and was lost.
+
+    ``asyncio.timeout`` uncancels what it turns into ``TimeoutError``, so a
+    timeout never looks like a lost cancellation.
+    """
+    if cancel_requests() > before:
+        raise asyncio.CancelledError from cause
 
 
 class BackendBase(ABC):
@@ -57,10 +73,18 @@ class BackendBase(ABC):
         self._cleanup_interval = float(cleanup_interval)
         self._cleanup_batch = cleanup_batch
         self._counters = Counters()
+        self._gauges: tuple[int, int, int | None] = (0, 0, None)
         self._opened = False
         self._closed = False
         self._open_lock = asyncio.Lock()
         self._cleanup_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        # Calls past ``_ready()`` and not yet returned: close() waits for them.
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # The storage work of running cleanup() calls: close() interrupts them.
+        self._cleanups: set[asyncio.Task[int]] = set()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -76,33 +100,77 @@ class BackendBase(ABC):
     ) -> None:
         await self.close()
 
+    def _refuse(self) -> RepositoryClosed:
+        return RepositoryClosed(f"{type(self).__name__} is closed")
+
     async def _ready(self) -> None:
-        """Open on first use; refuse after close."""
+        """Open on first use; refuse after close (also a call that waited for the open)."""
+        if self._closed:
+            raise self._refuse()
         if self._opened:
             return
-        if self._closed:
-            raise RepositoryClosed(f"{type(self).__name__} is closed")
+        before = cancel_requests()
         async with self._open_lock:
-            if self._closed:
-                raise RepositoryClosed(f"{type(self).__name__} is closed")
             if not self._opened:
+                if self._closed:
+                    raise self._refuse()
                 await self._do_open()
-                self._opened = True
-                if self._cleanup_interval > 0:
-                    self._cleanup_task = asyncio.create_task(
-                        self._cleanup_loop(), name=f"session-repo cleanup ({self.backend})"
-                    )
+                self._opened = True  # close(), waiting for this lock, closes it
+            reraise_swallowed(before)
+            if self._closed:
+                raise self._refuse()
+            if self._cleanup_interval > 0 and self._cleanup_task is None:
+                self._cleanup_task = asyncio.create_task(
+                    self._cleanup_loop(), name=f"session-repo cleanup ({self.backend})"
+                )
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        """Count a call in flight, so close() releases nothing it still uses.
+
+        A cancellation that a driver swallowed on the way (Python 3.11's
+        ``wait_for`` in redis-py loses one that lands as a reply arrives) is raised
+        again here, so a cancelled call never returns as if it had not been.
+        """
+        before = cancel_requests()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            reraise_swallowed(before, exc)
+            raise
+        else:
+            reraise_swallowed(before)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        task, self._cleanup_task = self._cleanup_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        async with self._open_lock:
+        """Refuse new calls, interrupt cleanups, let other calls finish, then release.
+
+        A caller cancelled while waiting here gets its ``CancelledError``; the
+        closing goes on without it (shielded), and a later ``close()`` waits for it.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.create_task(
+                self._close(), name=f"session-repo close ({self.backend})"
+            )
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        for work in self._cleanups:
+            work.cancel()  # its caller gets RepositoryClosed
+        async with self._open_lock:  # an open in progress ends first; its caller is refused
+            task, self._cleanup_task = self._cleanup_task, None
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+            await self._idle.wait()
             if self._opened:
                 self._opened = False
                 await self._do_close()
@@ -136,14 +204,14 @@ class BackendBase(ABC):
         owner = check_alloc_id(alloc_id)
         life = ttl_ms(ttl, self._default_ttl_ms)
         await self._ready()
-        with self._counting("upsert"):
+        with self._busy(), self._counting("upsert"):
             await self._do_upsert(key, owner, self._now_ms() + life)
         self._counters.upserts += 1
 
     async def lookup(self, session_id: str) -> str | None:
         key = session_key(check_session_id(session_id))
         await self._ready()
-        with self._counting("lookup"):
+        with self._busy(), self._counting("lookup"):
             owner = await self._do_lookup(key, self._now_ms())
         self._counters.looked_up(owner)
         return owner
@@ -163,7 +231,7 @@ class BackendBase(ABC):
         life = ttl_ms(ttl, self._default_ttl_ms)
         await self._ready()
         now = self._now_ms()
-        with self._counting("claim"):
+        with self._busy(), self._counting("claim"):
             winner = await self._do_claim(key, owner, now + life, now, replacing)
         self._counters.claims += 1
         return winner
@@ -173,7 +241,7 @@ class BackendBase(ABC):
         life = ttl_ms(ttl, self._default_ttl_ms)
         await self._ready()
         now = self._now_ms()
-        with self._counting("touch"):
+        with self._busy(), self._counting("touch"):
             touched = await self._do_touch(key, now + life, now)
         self._counters.touches += 1
         return touched
@@ -181,7 +249,7 @@ class BackendBase(ABC):
     async def delete(self, session_id: str) -> bool:
         key = session_key(check_session_id(session_id))
         await self._ready()
-        with self._counting("delete"):
+        with self._busy(), self._counting("delete"):
             deleted = await self._do_delete(key, self._now_ms())
         if deleted:  # ``deletes`` counts bindings removed, as in ``delete_owner``
             self._counters.deletes += 1
@@ -190,7 +258,7 @@ class BackendBase(ABC):
     async def delete_owner(self, alloc_id: str) -> int:
         owner = check_alloc_id(alloc_id)
         await self._ready()
-        with self._counting("delete_owner"):
+        with self._busy(), self._counting("delete_owner"):
             removed = await self._do_delete_owner(owner, self._now_ms())
         self._counters.deletes += removed
         return removed
@@ -198,8 +266,10 @@ class BackendBase(ABC):
     async def cleanup(self) -> int:
         await self._ready()
         now = self._clock.now()
-        with self._counting("cleanup"):
-            removed = await self._do_cleanup(math.floor(now * 1000), self._cleanup_batch)
+        with self._busy(), self._counting("cleanup"):
+            removed = await self._interruptible(
+                self._do_cleanup(math.floor(now * 1000), self._cleanup_batch)
+            )
         self._counters.cleaned += removed
         self._counters.last_cleanup_at = datetime.fromtimestamp(now, UTC)
         if removed:
@@ -215,18 +285,45 @@ class BackendBase(ABC):
             )
         return removed
 
+    async def _interruptible(self, work: Coroutine[Any, Any, int]) -> int:
+        """Run ``work`` as a task that close() may cancel: its caller gets RepositoryClosed.
+
+        Cancelling the caller cancels the work too and raises ``CancelledError``
+        as usual; only a cancellation that came from close() becomes
+        ``RepositoryClosed``.
+        """
+        task = asyncio.create_task(work)
+        self._cleanups.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if task.cancelled() and self._closed and (caller is None or not caller.cancelling()):
+                raise self._refuse() from None
+            raise
+        finally:
+            self._cleanups.discard(task)
+
     async def metrics(self) -> SessionStoreMetrics:
         await self._ready()
-        with self._counting("metrics"):
-            sessions, expired, size = await self._do_gauges(self._now_ms())
+        with self._busy(), self._counting("metrics"):
+            self._gauges = await self._do_gauges(self._now_ms())
+        return self.counters()
+
+    def counters(self) -> SessionStoreMetrics:
+        """The counters now, with the gauges the last ``metrics()`` read (zero before).
+
+        No I/O and no await, so it can be read from any thread (a Prometheus scrape)
+        while the repository works on its event loop.
+        """
+        sessions, expired, size = self._gauges
         return self._counters.snapshot(sessions=sessions, expired=expired, storage_bytes=size)
 
     async def health(self) -> Health:
-        if self._closed:
-            raise RepositoryClosed(f"{type(self).__name__} is closed")
         try:
             await self._ready()
-            detail = await self._do_ping()
+            with self._busy():
+                detail = await self._do_ping()
         except StorageError as exc:
             return Health("down", self.backend, str(exc))
         return Health("ok", self.backend, detail)
@@ -258,9 +355,9 @@ class BackendBase(ABC):
 
     def latencies(self) -> dict[str, Latency]:
         """Per-operation latency histograms since open (copies; for metrics exporters)."""
+        histograms = dict(self._counters.latency)  # one copy: another thread may be adding
         return {
-            name: Latency(list(h.counts), h.total, h.failures)
-            for name, h in self._counters.latency.items()
+            name: Latency(list(h.counts), h.total, h.failures) for name, h in histograms.items()
         }
 
     # -- what a backend implements ----------------------------------------

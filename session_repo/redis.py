@@ -26,7 +26,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from session_repo._base import BackendBase
+from session_repo._base import BackendBase, cancel_requests, reraise_swallowed
 from session_repo._batching import TickBatcher
 from session_repo._inputs import Ttl
 from session_repo._translate import storage_errors
@@ -340,8 +340,10 @@ class RedisSessionRepository(BackendBase):
     async def _do_delete_owner(self, alloc_id: str, now: int) -> int:
         index = self._index(alloc_id)
         removed = 0
+        before = cancel_requests()
         with storage_errors("delete_owner"):
             while found := await self._client.zrange(index, 0, self._cleanup_batch - 1):
+                reraise_swallowed(before)  # a long loop stops at once when cancelled
                 digests = [self._text(digest) for digest in found]
                 keys = [index, self._expiries, *(self._prefix + "s:" + d for d in digests)]
                 removed += int(await self._drop_owned(keys=keys, args=[alloc_id, *digests]))
@@ -364,7 +366,9 @@ class RedisSessionRepository(BackendBase):
         how many entries it dropped; those it keeps are skipped, so the sweep ends.
         """
         dropped = start = 0
+        before = cancel_requests()
         while found := await self._client.zrangebyscore(zset, "-inf", now, start=start, num=batch):
+            reraise_swallowed(before)  # a long sweep stops at once when cancelled
             digests = [self._text(digest) for digest in found]
             keys = [zset, *(self._prefix + "s:" + d for d in digests)]
             gone = int(await script(keys=keys, args=[*lead, *digests]))
