@@ -1,31 +1,37 @@
 """Prometheus export (extra ``[prometheus]``): ``SessionStoreCollector`` and ``register``.
 
-A scrape reads the repository's ``metrics()``. Scrapes usually run on
-prometheus_client's own thread, while the repository lives on an event loop: the
-collector remembers the loop it was created on and asks it for a fresh snapshot,
-waiting at most ``timeout`` seconds. Called on that loop itself (an ASGI
-``/metrics`` route), it cannot wait: ``await collector.refresh()`` first, and it
-serves that snapshot. Every metric name starts ``session_repo_``; every sample is
-labelled with the ``backend``.
+A scrape never waits for the store. Counters and latencies live in the process:
+the collector reads them with the repository's ``counters()`` and
+``latencies()``, which do no I/O, so a scrape shows them live from any thread,
+the event loop's own included (``make_asgi_app()`` mounted in the app). The
+gauges that need I/O (sessions, expired rows, storage bytes) are read by a
+background task on the repository's loop every ``refresh_interval`` seconds,
+and a scrape serves the last value read. The task starts when the collector is
+created (or first scraped, or refreshed) on a running loop, and ends when the
+repository is closed or ``close()`` is awaited. Every metric name starts
+``session_repo_``; every sample is labelled with the ``backend``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import threading
+import logging
+import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from session_repo.errors import RepositoryClosed
 from session_repo.metrics import LATENCY_BUCKETS, Latency, SessionStoreMetrics
 from session_repo.repository import SessionRepository
 
-__all__ = ["COUNTERS", "SessionStoreCollector", "register"]
+__all__ = ["COUNTERS", "LiveCounters", "SessionStoreCollector", "register"]
+
+logger = logging.getLogger("session_repo")
 
 # SessionStoreMetrics counter field -> help text (exported as session_repo_<field>_total).
 COUNTERS = {
@@ -42,42 +48,104 @@ COUNTERS = {
 }
 
 
-class SessionStoreCollector(Collector):
-    """A prometheus_client collector for one repository."""
+@runtime_checkable
+class LiveCounters(Protocol):
+    """What a scrape reads without I/O: every backend and the resilient wrapper have it."""
 
-    def __init__(self, repository: SessionRepository, *, timeout: float = 5.0) -> None:
+    def counters(self) -> SessionStoreMetrics:
+        """Counters now, gauges as last read; no I/O, callable from any thread."""
+        ...
+
+    def latencies(self) -> dict[str, Latency]:
+        """Per-operation latency histograms (copies)."""
+        ...
+
+
+class SessionStoreCollector(Collector):
+    """A prometheus_client collector for one repository.
+
+    Args:
+        repository: the repository to export.
+        timeout: how long one background read of the gauges may take (seconds).
+        refresh_interval: seconds between background reads of the gauges.
+    """
+
+    def __init__(
+        self,
+        repository: SessionRepository,
+        *,
+        timeout: float = 5.0,
+        refresh_interval: float = 15.0,
+    ) -> None:
+        for name, value in (("timeout", timeout), ("refresh_interval", refresh_interval)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number of seconds")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be finite and > 0 seconds")
         self._repository = repository
-        self._timeout = timeout
+        self._timeout = float(timeout)
+        self._interval = float(refresh_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        with contextlib.suppress(RuntimeError):  # created outside a loop: refresh() finds one
-            self._loop = asyncio.get_running_loop()
-            self._loop_thread = threading.get_ident()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._last: SessionStoreMetrics | None = None
         primary = getattr(repository, "primary", repository)
         self._backend = str(getattr(primary, "backend", type(repository).__name__))
+        with contextlib.suppress(RuntimeError):  # no loop here: the first scrape on one starts it
+            self._start(asyncio.get_running_loop())
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the background refresh on ``loop`` (on that loop's thread)."""
+        self._loop = loop
+        if self._task is None and not self._stopped and not loop.is_closed():
+            self._task = loop.create_task(
+                self._refresh_loop(), name=f"session-repo prometheus ({self._backend})"
+            )
 
     async def refresh(self) -> SessionStoreMetrics:
-        """Take a snapshot now (on the repository's loop); scrapes serve it until the next."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        """Read the gauges now (on the repository's loop); scrapes serve them until the next."""
+        self._start(asyncio.get_running_loop())
         self._last = await self._repository.metrics()
         return self._last
 
-    def _snapshot(self) -> SessionStoreMetrics | None:
-        loop = self._loop
-        on_loop_thread = self._loop_thread == threading.get_ident()
-        if loop is None or loop.is_closed() or not loop.is_running() or on_loop_thread:
-            return self._last
-        future = asyncio.run_coroutine_threadsafe(self.refresh(), loop)
-        try:
-            return future.result(self._timeout)
-        except (concurrent.futures.TimeoutError, Exception):
-            future.cancel()
-            return self._last
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self.refresh()
+            except RepositoryClosed:
+                return
+            except Exception as exc:  # StorageError, TimeoutError: keep the last gauges
+                logger.debug(
+                    "metrics refresh failed: %s",
+                    exc,
+                    extra={"backend": self._backend, "operation": "metrics", "outcome": "error"},
+                )
+            await asyncio.sleep(self._interval)
+
+    async def close(self) -> None:
+        """Stop the background refresh (it also stops once the repository is closed)."""
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.wait([task])
+
+    def _live(self) -> SessionStoreMetrics | None:
+        """Counters now (gauges from the last refresh), or None when nothing is known."""
+        if self._task is None and not self._stopped:
+            with contextlib.suppress(RuntimeError):  # a scrape on the loop's own thread
+                self._start(asyncio.get_running_loop())
+        if isinstance(self._repository, LiveCounters):
+            return self._repository.counters()
+        return self._last  # a repository without counters(): its last full snapshot
 
     def collect(self) -> Iterator[Any]:
-        metrics = self._snapshot()
+        try:
+            metrics = self._live()
+        except Exception:  # a scrape never raises
+            logger.exception("reading the counters for a scrape failed")
+            return
         if metrics is None:
             return
         backend = [self._backend]
@@ -87,13 +155,15 @@ class SessionStoreCollector(Collector):
             family.add_metric(backend, value)
             return family
 
-        yield gauge("sessions", "Live bindings.", metrics.sessions)
-        yield gauge("expired_rows", "Expired rows not yet cleaned up.", metrics.expired)
+        last = self._last
+        if last is not None:
+            yield gauge("sessions", "Live bindings.", last.sessions)
+            yield gauge("expired_rows", "Expired rows not yet cleaned up.", last.expired)
+            if last.storage_bytes is not None:
+                yield gauge("storage_bytes", "Bytes the store uses.", last.storage_bytes)
         yield gauge(
             "fallback_active", "1 while serving from the fallback store.", metrics.fallback_active
         )
-        if metrics.storage_bytes is not None:
-            yield gauge("storage_bytes", "Bytes the store uses.", metrics.storage_bytes)
         if metrics.last_cleanup_at is not None:
             yield gauge(
                 "last_cleanup_timestamp_seconds",
@@ -138,9 +208,18 @@ def _bound(value: float) -> str:
 
 
 def register(
-    repository: SessionRepository, registry: CollectorRegistry | None = None
+    repository: SessionRepository,
+    registry: CollectorRegistry | None = None,
+    *,
+    refresh_interval: float = 15.0,
 ) -> SessionStoreCollector:
-    """Register a collector for ``repository`` (the default registry when None)."""
-    collector = SessionStoreCollector(repository)
+    """Register a collector for ``repository`` (the default registry when None).
+
+    Args:
+        repository: the repository to export.
+        registry: where to register; prometheus_client's default ``REGISTRY`` when None.
+        refresh_interval: seconds between background reads of the gauges.
+    """
+    collector = SessionStoreCollector(repository, refresh_interval=refresh_interval)
     (REGISTRY if registry is None else registry).register(collector)
     return collector
