@@ -23,24 +23,22 @@ class WarmCache:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def put(self, key: bytes, owner: str | None, expires_at: int, *, exact: bool = True) -> None:
-        """Remember ``owner`` until ``expires_at``; ``None`` forgets the session.
-
-        Args:
-            key: the session digest.
-            owner: the owner the primary answered, or ``None`` for no binding.
-            expires_at: its expiry in ms, or (``exact=False``) a bound on it.
-            exact: whether ``expires_at`` is the binding's own; a bound never
-                shortens what a write of the same owner said.
-        """
+    def put(self, key: bytes, owner: str | None, expires_at: int) -> None:
+        """Remember ``owner`` until ``expires_at`` (ms); ``None`` forgets the session."""
         if owner is None:
             self._rows.pop(key, None)
-            return
-        if not exact:
-            row = self._rows.get(key)
-            if row is not None and row[0] == owner:
-                expires_at = max(expires_at, row[1])
-        self._rows[key] = (owner, expires_at)
+        else:
+            self._rows[key] = (owner, expires_at)
+
+    def seen(self, key: bytes, owner: str | None, now: int, bound: int) -> None:
+        """An answer without an expiry: ``owner`` holds the session at ``now``.
+
+        A live row of the same owner keeps its own expiry (a write said it); else
+        the answer is kept until ``bound``.
+        """
+        row = self._rows.get(key)
+        if owner is None or row is None or row[0] != owner or row[1] <= now:
+            self.put(key, owner, bound)
 
     def renew(self, key: bytes, expires_at: int) -> None:
         """A touch that succeeded: the known owner lives on until ``expires_at``."""

@@ -283,7 +283,7 @@ class ResilientSessionRepository:
         async def on_primary() -> str | None:
             now = self._now_ms()
             owner = await self._primary.lookup(session_id)
-            self._answered(key, owner, now + self._primary._default_ttl_ms, exact=False)
+            self._seen(key, owner, now)
             return owner
 
         async def on_fallback() -> str | None:
@@ -310,10 +310,11 @@ class ResilientSessionRepository:
         async def on_primary() -> str:
             now = self._now_ms()
             winner = await self._primary.claim(session_id, owner, ttl, replacing=replacing)
-            if winner == owner:
-                self._answered(key, owner, now + life)
+            known = self._warm.get(key, now)
+            if winner != owner or (known and known[0] == owner and replacing != owner):
+                self._seen(key, winner, now)  # lost, or already ours: nothing changed
             else:
-                self._answered(key, winner, now + self._primary._default_ttl_ms, exact=False)
+                self._answered(key, owner, now + life)
             return winner
 
         async def on_fallback() -> str:
@@ -388,8 +389,9 @@ class ResilientSessionRepository:
             if not self._journal.record_delete_owner(owner):
                 self._dropped()
             now = self._now_ms()
-            for key in self._warm.keys_of(owner):  # its known sessions count as removed
-                await self._seeded_owner(key, now)
+            for key in self._warm.keys_of(owner):  # its known sessions: each one cleared
+                if await self._seeded_owner(key, now) == owner:
+                    self._journaled("delete", key, owner, "", 0)
             self._warm.forget_owner(owner)
             return await self._fallback._do_delete_owner(owner, now)
 
@@ -466,11 +468,15 @@ class ResilientSessionRepository:
 
     # -- what the fallback knows -----------------------------------------
 
-    def _answered(
-        self, key: bytes, owner: str | None, expires_at: int, *, exact: bool = True
-    ) -> None:
+    def _answered(self, key: bytes, owner: str | None, expires_at: int) -> None:
         """Remember the primary's answer; while degraded, the fallback re-seeds from it."""
-        self._warm.put(key, owner, expires_at, exact=exact)
+        self._warm.put(key, owner, expires_at)
+        if self._degraded:
+            self._seeded.discard(key)
+
+    def _seen(self, key: bytes, owner: str | None, now: int) -> None:
+        """An answer with no expiry (a lookup, a claim's other winner)."""
+        self._warm.seen(key, owner, now, now + self._primary._default_ttl_ms)
         if self._degraded:
             self._seeded.discard(key)
 
@@ -698,17 +704,16 @@ class ResilientSessionRepository:
                 self._warm.forget_owner(entry.owner)
             elif entry.kind == "claim" and outcome is not None and outcome != entry.owner:
                 self._claim_lost(entry, outcome)
-            elif entry.kind in ("set", "claim") and entry.expires_at > self._now_ms():
-                self._warm.put(entry.key, entry.owner, entry.expires_at)
-            else:
+            elif entry.kind == "clear" or entry.expires_at <= self._now_ms():
                 self._warm.put(entry.key, None, 0)
+            else:  # what the fallback says now is what the primary holds
+                owner = entry.basis if entry.kind == "keep" else entry.owner
+                self._warm.put(entry.key, owner, entry.expires_at)
         return failure
 
     def _claim_lost(self, entry: Entry, winner: str) -> None:
         self._claims_lost += 1
-        self._warm.put(
-            entry.key, winner, self._now_ms() + self._primary._default_ttl_ms, exact=False
-        )
+        self._seen(entry.key, winner, self._now_ms())
         ref = log_ref(entry.key)
         logger.warning(
             "a claim granted by the fallback lost on write-back: session %s belongs to %s",
