@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+from session_repo._cancel import cancel_requests, reraise_swallowed
 from session_repo._inputs import Ttl, check_alloc_id, check_session_id, ttl_ms
 from session_repo._keys import session_key
 from session_repo.clock import Clock, SystemClock
@@ -29,22 +30,6 @@ __all__ = ["BackendBase"]
 logger = logging.getLogger("session_repo")
 
 DEFAULT_TTL_MS = 600_000
-
-
-def cancel_requests() -> int:
-    """The current task's pending cancellation requests (0 outside a task)."""
-    task = asyncio.current_task()
-    return 0 if task is None else task.cancelling()
-
-
-def reraise_swallowed(before: int, cause: BaseException | None = None) -> None:
-    """Raise ``CancelledError`` if a cancellation arrived since ``before`` and was lost.
-
-    ``asyncio.timeout`` uncancels what it turns into ``TimeoutError``, so a
-    timeout never looks like a lost cancellation.
-    """
-    if cancel_requests() > before:
-        raise asyncio.CancelledError from cause
 
 
 class BackendBase(ABC):

@@ -20,7 +20,7 @@ def cancel_requests() -> int:
     return 0 if task is None else task.cancelling()
 
 
-def reraise_swallowed(before: int) -> None:
+def reraise_swallowed(before: int, cause: BaseException | None = None) -> None:
     """Raise ``CancelledError`` if a cancellation arrived since ``before`` and was lost."""
     if cancel_requests() > before:
-        raise asyncio.CancelledError
+        raise asyncio.CancelledError from cause

@@ -26,8 +26,9 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from session_repo._base import BackendBase, cancel_requests, reraise_swallowed
+from session_repo._base import BackendBase
 from session_repo._batching import TickBatcher
+from session_repo._cancel import cancel_requests, reraise_swallowed
 from session_repo._inputs import Ttl
 from session_repo._translate import storage_errors
 from session_repo.clock import Clock
@@ -321,7 +322,8 @@ class RedisSessionRepository(BackendBase):
             self._index(replacing or alloc_id),
             self._index(alloc_id),
         ]
-        args = [key.hex(), replacing or "", alloc_id, expires_at, expires_at - now]
+        # At least 1 ms: native TTLs take no less (an expiry of ``now`` is "not live").
+        args = [key.hex(), replacing or "", alloc_id, expires_at, max(expires_at - now, 1)]
         with storage_errors("claim"):
             owner = self._text(await self._run_script(self._claim, keys, args))
         self._owners[key] = owner
@@ -329,7 +331,7 @@ class RedisSessionRepository(BackendBase):
 
     async def _do_touch(self, key: bytes, expires_at: int, now: int) -> bool:
         with storage_errors("touch"):
-            status = await self._write(self._touch, key, "", [expires_at, expires_at - now])
+            status = await self._write(self._touch, key, "", [expires_at, max(expires_at - now, 1)])
         return status == 1
 
     async def _do_delete(self, key: bytes, now: int) -> bool:
