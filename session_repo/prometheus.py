@@ -45,6 +45,8 @@ COUNTERS = {
     "cleaned": "Expired rows removed by cleanup.",
     "errors": "Storage errors met (including those a fallback absorbed).",
     "retries": "Retries of transient storage errors.",
+    "claims_lost": "Claims granted during an outage that lost on write-back.",
+    "journal_dropped": "Outage writes a full journal could not keep for write-back.",
 }
 
 
@@ -163,6 +165,9 @@ class SessionStoreCollector(Collector):
                 yield gauge("storage_bytes", "Bytes the store uses.", last.storage_bytes)
         yield gauge(
             "fallback_active", "1 while serving from the fallback store.", metrics.fallback_active
+        )
+        yield gauge(
+            "journal_entries", "Outage writes waiting to be written back.", metrics.journal_entries
         )
         if metrics.last_cleanup_at is not None:
             yield gauge(

@@ -151,6 +151,7 @@ class ResilientSessionRepository:
         self._listeners: list[ClaimLostListener] = [] if on_claim_lost is None else [on_claim_lost]
         self._notices: set[asyncio.Task[None]] = set()
         self._claims_lost = 0
+        self._gauges: tuple[int, int, int | None] = (0, 0, None)  # as ``metrics()`` last read
         self._dropped_logged = False
         self._degraded = False
         self._recovering = False  # writing back: sessions with no entry use the primary
@@ -417,20 +418,27 @@ class ResilientSessionRepository:
         A primary that cannot count right now gives zero gauges, not an error.
         """
         self._check_open()
-        sessions = expired = 0
-        size: int | None = None
+        self._gauges = (0, 0, None)
         if self._degraded:
-            sessions, expired, size = await self._fallback._do_gauges(self._now_ms())
+            self._gauges = await self._fallback._do_gauges(self._now_ms())
         else:
             try:
                 gauges = await self._primary.metrics()
             except StorageError:
                 self._counters.errors += 1
             else:
-                sessions, expired, size = gauges.sessions, gauges.expired, gauges.storage_bytes
+                self._gauges = (gauges.sessions, gauges.expired, gauges.storage_bytes)
+        return self.counters()
+
+    def counters(self) -> SessionStoreMetrics:
+        """The counters now, with the gauges the last ``metrics()`` read (zero before).
+
+        No I/O and no await, so a Prometheus scrape can read it from any thread.
+        """
         own = self._counters
         primary = self._primary._counters
         last = [t for t in (own.last_cleanup_at, primary.last_cleanup_at) if t is not None]
+        sessions, expired, size = self._gauges
         return dataclasses.replace(
             own.snapshot(
                 sessions=sessions,

@@ -147,6 +147,27 @@ async def test_the_asgi_app_mounted_in_the_app_shows_counters_live(
         await collector.close()
 
 
+async def test_the_factorys_wrapper_shows_counters_and_outage_figures_live(
+    tmp_path: Path,
+) -> None:
+    from session_repo import SessionStoreConfig, create_session_repository
+
+    config = SessionStoreConfig(url=f"sqlite+aiosqlite:///{tmp_path}/w.sqlite")
+    async with create_session_repository(config) as repo:
+        registry = CollectorRegistry()
+        collector = register(repo, registry)
+        await repo.upsert("a", "machine-a")
+        assert await repo.lookup("a") == "machine-a"
+        sqlite = (("backend", "sqlite"),)
+        found = samples(generate_latest(registry).decode())
+        assert found[("session_repo_upserts_total", sqlite)] == 1
+        assert found[("session_repo_lookups_total", sqlite)] == 1
+        assert found[("session_repo_claims_lost_total", sqlite)] == 0
+        assert found[("session_repo_journal_dropped_total", sqlite)] == 0
+        assert found[("session_repo_journal_entries", sqlite)] == 0
+        await collector.close()
+
+
 async def test_a_scrape_from_another_thread_shows_counters_live(fake_clock: FakeClock) -> None:
     async with MemorySessionRepository(clock=fake_clock) as repo:
         registry = CollectorRegistry()
