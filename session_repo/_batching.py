@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from session_repo.errors import StorageError
+
 __all__ = ["TickBatcher"]
 
 
@@ -42,10 +44,15 @@ class TickBatcher:
     async def _settle(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         try:
             results = await self._run([request for request, _ in batch])
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too: no caller is left waiting forever
+            error = exc
+            if not isinstance(exc, Exception):  # the callers were not cancelled: the batch was
+                error = StorageError("the batch was cancelled before it finished", transient=True)
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
             return
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():

@@ -221,3 +221,23 @@ async def test_the_fast_path_connections_use_wal_normal_sync_and_a_busy_timeout(
 
         assert await pipeline.read(pragmas) == ("wal", 1, 2500)
         assert await pipeline.write(pragmas) == ("wal", 1, 2500)
+
+
+async def test_a_cancelled_batch_fails_its_waiting_callers_instead_of_hanging() -> None:
+    from session_repo._batching import TickBatcher
+
+    started = asyncio.Event()
+
+    async def never_ends(requests: list[object]) -> list[object]:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    batcher = TickBatcher(never_ends)
+    waiting = [batcher.submit(n) for n in range(3)]
+    await started.wait()
+    (running,) = batcher._running
+    running.cancel()
+    for future in waiting:
+        with pytest.raises(StorageError, match="cancelled"):
+            await asyncio.wait_for(future, 2)
