@@ -222,7 +222,7 @@ async def _migrate(args: argparse.Namespace) -> int:
         command.upgrade(alembic, "head", sql=True)
         return 0
     before = await _revision(url)
-    engine = create_engine(url, pool_size=1)
+    engine = create_engine(url, pool_size=1, sqlite_synchronous=config.sqlite_synchronous)
     try:
         await upgrade(engine)
     finally:

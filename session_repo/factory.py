@@ -66,4 +66,5 @@ def create_session_repository(
         retry_count=config.retry_count,
         retry_delay=config.retry_delay,
         journal_max=config.journal_max,
+        warm_sessions=config.max_sessions,
     )

@@ -292,8 +292,9 @@ async def test_outage_writes_are_written_back_in_order(
     await repo.upsert("after-gone", "gone")  # after the delete_owner: stays
     assert await repo.touch("never-seen") is False  # changes nothing: not journaled
     assert await repo.delete("never-seen") is False
-    # rebound, claimed, before-touched, before-deleted, delete_owner(gone), after-gone
-    assert await journaled(repo) == 6
+    # rebound, claimed, before-touched, before-deleted, owned-by-gone (cleared),
+    # delete_owner(gone), after-gone
+    assert await journaled(repo) == 7
 
     store.error = None
     await wait_for(lambda: healthy(repo))
@@ -665,6 +666,16 @@ def test_factory_wraps_stores_that_can_fail(tmp_path: Path) -> None:
     redis = create_session_repository(SessionStoreConfig(url="redis://127.0.0.1:6379/0"))
     assert isinstance(redis, ResilientSessionRepository)
     assert isinstance(redis.primary, RedisSessionRepository)
+
+
+async def test_the_warm_cache_is_bounded_by_max_sessions(store: BreakableStore) -> None:
+    async with ResilientSessionRepository(store, warm_sessions=2, **FAST) as repo:
+        for sid in ("oldest", "older", "newest"):
+            await repo.upsert(sid, "m1")
+        store.error = DOWN
+        assert await repo.lookup("oldest") is None  # out of the cache: unknown now
+        assert await repo.lookup("older") == "m1"
+        assert await repo.lookup("newest") == "m1"
 
 
 def test_factory_leaves_memory_null_and_no_fallback_unwrapped(tmp_path: Path) -> None:
