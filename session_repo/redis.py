@@ -266,10 +266,10 @@ class RedisSessionRepository(BackendBase):
         if len(requests) == 1:
             script, keys, args = requests[0]
             return [await script(keys=keys, args=args)]
-        pipe = self._client.pipeline(transaction=False)
-        for script, keys, args in requests:
-            await script(keys=keys, args=args, client=pipe)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
+        async with self._client.pipeline(transaction=False) as pipe:  # reset even if cut off
+            for script, keys, args in requests:
+                await script(keys=keys, args=args, client=pipe)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
     async def _write(self, script: Any, key: bytes, new_owner: str, args: list[Any]) -> int:
@@ -383,10 +383,10 @@ class RedisSessionRepository(BackendBase):
     async def _do_gauges(self, now: int) -> tuple[int, int, int | None]:
         """Live and expired bindings: two ZCOUNT in one round trip, whatever the count."""
         with storage_errors("metrics"):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.zcount(self._expiries, f"({now}", "+inf")
-            pipe.zcount(self._expiries, "-inf", now)
-            sessions, expired = await pipe.execute()
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zcount(self._expiries, f"({now}", "+inf")
+                pipe.zcount(self._expiries, "-inf", now)
+                sessions, expired = await pipe.execute()
         return int(sessions), int(expired), None
 
     async def _do_ping(self) -> str:
