@@ -37,7 +37,7 @@ __all__ = ["WRITE_BACK_BATCH", "Entry", "Journal", "Kind", "Write", "write_back"
 Kind = Literal["set", "claim", "keep", "clear", "owner"]
 Write = Literal["upsert", "claim", "touch", "delete"]
 # Entries written back together (each for a different session).
-WRITE_BACK_BATCH = 256
+WRITE_BACK_BATCH = 64
 _KIND_OF: dict[Write, Kind] = {
     "upsert": "set",
     "claim": "claim",

@@ -30,6 +30,7 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
+from session_repo._journal import WRITE_BACK_BATCH as BATCH
 from session_repo.testing import FakeClock
 
 FAST = {"retry_delay": 0.001, "probe_delay": 0.01, "probe_max_delay": 0.05}
@@ -484,30 +485,31 @@ async def test_a_session_with_nothing_to_write_back_uses_the_primary_meanwhile(
     repo: ResilientSessionRepository, store: BreakableStore
 ) -> None:
     store.error = DOWN
-    for i in range(300):  # two batches: 256, then 44
+    sessions = BATCH + 44  # two batches: a full one, then 44
+    for i in range(sessions):
         await repo.upsert(f"s{i}", "m1")
     store.error = None
     await wait_for(lambda: healthy(repo))  # warm-up: one full outage and write-back
 
     store.error = DOWN
-    for i in range(300):
+    for i in range(sessions):
         await repo.upsert(f"s{i}", "m2")
     await repo.upsert("pending", "m2")
     store.gate = asyncio.Event()
     store.error = None
-    await wait_for(lambda: asyncio.sleep(0, store.held == 256))  # the first batch, held
+    await wait_for(lambda: asyncio.sleep(0, store.held == BATCH))  # the first batch, held
     waiting = asyncio.create_task(repo.upsert("s0", "m3"))  # its entry is being written
     await asyncio.sleep(0.02)
     assert not waiting.done()
     assert await repo.lookup("pending") == "m2"  # still journaled: served by the fallback
     await repo.upsert("pending", "m4")  # folds into its entry
-    assert await journaled(repo) == 301  # 256 in flight + 45 waiting, nothing added
+    assert await journaled(repo) == sessions + 1  # a batch in flight, 45 waiting, no more
     store.gate.set()
     store.gate = None
     await waiting
     await wait_for(lambda: healthy(repo))
     assert await store.lookup("s0") == "m3"  # after its entry, never before
-    assert await store.lookup("s299") == "m2"
+    assert await store.lookup(f"s{sessions - 1}") == "m2"
     assert await store.lookup("pending") == "m4"
 
 
