@@ -296,3 +296,14 @@ def test_command_line_writes_json_and_markdown(tmp_path: Path) -> None:
     assert set(data["scale"]["results"]) == {"100", "300"}
     assert any(t["met"] is not None for t in data["targets"])
     assert "| sqlite3 | lookup | 1 |" in md.read_text()
+
+
+async def test_the_write_back_benchmark_runs() -> None:
+    """``benchmarks/write_back.py`` in miniature, so it cannot rot: a real lock, no loss."""
+    from benchmarks.write_back import measure_write_back, report
+
+    sample = await measure_write_back(outage_s=0.6, sessions=400, tasks=4)
+    assert sample.lost == 0
+    assert 0 < sample.journal_entries <= sample.outage_writes
+    assert sample.writes_during > 0
+    assert "worst" in report(sample)
