@@ -16,6 +16,7 @@ from typing import Any
 
 from session_repo import ResilientSessionRepository, SqlSessionRepository
 from session_repo.fly import FlyReplayMiddleware
+from tests.test_fly_hardening import request
 
 SID = "4b1e0c9d7a2f48e6b3c5d8a9f0e1c2d3"
 
@@ -29,27 +30,6 @@ async def mcp_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def call(middleware: Any, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/mcp",
-        "query_string": b"",
-        "headers": [(b"content-length", b"0"), *headers],
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await middleware(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    return {"status": start["status"], "headers": dict(start.get("headers", []))}
-
-
 async def test_a_claim_lost_after_a_real_outage_reroutes_the_next_request(
     tmp_path: Path,
 ) -> None:
@@ -61,11 +41,11 @@ async def test_a_claim_lost_after_a_real_outage_reroutes_the_next_request(
         await repo.lookup("warm-up")  # opens the file
         lock = sqlite3.connect(tmp_path / "sessions.sqlite", isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
-        created = await call(middleware, [])  # A creates the session, claims it degraded
-        assert created["status"] == 200
+        created = await request(middleware, [], method="POST")  # A creates it, degraded
+        assert created.status == 200
         assert (await repo.health()).status == "degraded"
-        key = [(b"mcp-session-id", SID.encode())]
-        assert (await call(middleware, key))["status"] == 200  # A serves it
+        key = [(b"mcp-session-id", SID.encode()), (b"content-length", b"0")]
+        assert (await request(middleware, key, method="POST")).status == 200  # A serves it
         lock.execute("COMMIT")
         lock.close()
         assert await machine_b.claim(SID, "machine-b") == "machine-b"  # before A writes back
@@ -75,7 +55,7 @@ async def test_a_claim_lost_after_a_real_outage_reroutes_the_next_request(
             await asyncio.sleep(0.01)
         assert (await repo.metrics()).claims_lost == 1
         await asyncio.sleep(0.01)  # the listener runs in its own task
-        answer = await call(middleware, key)
-        assert answer["status"] == 307
-        assert answer["headers"][b"fly-replay"].startswith(b"instance=machine-b;")
+        answer = await request(middleware, key, method="POST")
+        assert answer.status == 307
+        assert answer.headers[b"fly-replay"].startswith(b"instance=machine-b;")
         assert await machine_b.lookup(SID) == "machine-b"
