@@ -4,6 +4,9 @@ Backends share one contract (``SessionRepository``); pick one with
 ``create_session_repository()`` or construct it directly.
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from session_repo._version import __version__
 from session_repo.clock import Clock, SystemClock
 from session_repo.config import SessionStoreConfig
@@ -15,14 +18,41 @@ from session_repo.errors import (
     SessionRepoError,
     StorageError,
 )
-from session_repo.factory import create_session_repository
-from session_repo.memory import MemorySessionRepository
 from session_repo.metrics import Health, SessionStoreMetrics
-from session_repo.null import NullSessionRepository
-from session_repo.redis import RedisSessionRepository
 from session_repo.repository import SessionRepository
-from session_repo.resilient import ResilientSessionRepository
-from session_repo.sql.repository import SqlSessionRepository
+
+if _typing.TYPE_CHECKING:
+    from session_repo.factory import create_session_repository
+    from session_repo.memory import MemorySessionRepository
+    from session_repo.null import NullSessionRepository
+    from session_repo.redis import RedisSessionRepository
+    from session_repo.resilient import ResilientSessionRepository
+    from session_repo.sql.repository import SqlSessionRepository
+
+# Backends load on first use, so ``import session_repo.fly`` (or ``.testing``) loads
+# no database driver, SQLAlchemy or Alembic.
+_LAZY = {
+    "MemorySessionRepository": "session_repo.memory",
+    "NullSessionRepository": "session_repo.null",
+    "RedisSessionRepository": "session_repo.redis",
+    "ResilientSessionRepository": "session_repo.resilient",
+    "SqlSessionRepository": "session_repo.sql.repository",
+    "create_session_repository": "session_repo.factory",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'session_repo' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Clock",
