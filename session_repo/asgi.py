@@ -23,7 +23,16 @@ ASGIApp = Callable[[Mapping[str, Any], Receive, Send], Awaitable[None]]
 
 
 def health_app(repository: SessionRepository, *, degraded_status: int = 200) -> ASGIApp:
-    """An ASGI app reporting ``repository.health()``."""
+    """An ASGI app reporting ``repository.health()``, for a platform's health check.
+
+    Args:
+        repository: the repository whose health is reported.
+        degraded_status: the HTTP status for "degraded" (serving from a fallback).
+
+    Returns:
+        The ASGI app: 200 for "ok", ``degraded_status`` for "degraded", 503 for "down"
+        or a closed repository, 405 for a method other than GET or HEAD.
+    """
 
     async def app(scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -28,7 +28,16 @@ STRIDE = 7919  # a prime: walks the preloaded sessions in a scattered order
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """One operation at one concurrency; latencies in seconds."""
+    """One operation at one concurrency; latencies in seconds.
+
+    Args:
+        operation: "lookup" or "upsert".
+        concurrency: how many tasks ran the operation at once.
+        ops: how many operations were measured.
+        seconds: wall time for all of them.
+        p50: the median latency.
+        p99: the 99th percentile latency.
+    """
 
     operation: str
     concurrency: int
@@ -39,6 +48,7 @@ class Measurement:
 
     @property
     def per_second(self) -> float:
+        """Throughput: operations per second of wall time."""
         return self.ops / self.seconds if self.seconds > 0 else math.inf
 
 
@@ -51,7 +61,25 @@ async def run_bench(
     out: TextIO,
     progress: TextIO | None = None,
 ) -> list[Measurement]:
-    """Preload ``sessions`` bindings, measure, print a table on ``out``, clean up."""
+    """Preload ``sessions`` bindings, measure, print a table on ``out``, clean up.
+
+    The bindings are random sessions under an owner of their own, deleted at the end
+    even when a measurement fails.
+
+    Args:
+        repo: the repository to measure.
+        sessions: how many bindings to preload.
+        ops: operations per measurement.
+        concurrency: one measurement of each operation per number of tasks given.
+        out: where the table goes.
+        progress: where progress lines go (a terminal), or None for none.
+
+    Returns:
+        The measurements, lookup then upsert for each concurrency in order.
+
+    Raises:
+        ValueError: ``sessions``, ``ops`` or a concurrency is not a whole number >= 1.
+    """
     for name, value in (
         ("sessions", sessions),
         ("ops", ops),

@@ -68,7 +68,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status."""
+    """Run one command, as the ``session-repo`` entry point does.
+
+    Args:
+        argv: the arguments after the program name (``sys.argv[1:]`` when None).
+
+    Returns:
+        The exit status: 0 done, 1 nothing found (or degraded, or warnings), 2 an error
+        (or down, or failures), 3 a bug, 130 interrupted. An error is one line on
+        stderr, never a traceback.
+    """
     try:
         args = build_parser().parse_args(argv)
         command: Command = args.run
@@ -93,7 +102,11 @@ def _fail(message: str, status: int) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser; each command's help is its function's docstring: summary, then examples."""
+    """The parser; each command's help is its function's docstring: summary, then examples.
+
+    Returns:
+        The ``session-repo`` parser; each command sets ``run``, its coroutine function.
+    """
     common = _Parser(add_help=False)
     common.add_argument(
         "--url",

@@ -32,7 +32,16 @@ START = 1_700_000_000.0  # a fixed instant keeps the story the same every run
 
 
 async def run_demo(directory: str | Path | None, out: TextIO) -> None:
-    """Narrate the demo on ``out``; in a temporary directory unless one is given."""
+    """Narrate the demo on ``out``; in a temporary directory unless one is given.
+
+    Args:
+        directory: where to create ``demo.sqlite`` (a temporary directory, removed
+            after, when None).
+        out: where the narration goes.
+
+    Raises:
+        ConfigError: ``demo.sqlite`` exists already in ``directory``.
+    """
     with _workdir(directory) as workdir:
         path = workdir / "demo.sqlite"
         if path.exists():

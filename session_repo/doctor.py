@@ -38,6 +38,16 @@ _CLOCK_QUERIES = {
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One check's result, with what to do about it.
+
+    Args:
+        level: "ok", "warn" or "fail".
+        check: what was checked ("url", "file", "permissions", "schema", "wal",
+            "connect", "clock" or "store").
+        message: what the check found, in one line.
+        fix: what to do when the level is not "ok" (empty when there is nothing to do).
+    """
+
     level: Level
     check: str
     message: str
@@ -45,7 +55,14 @@ class Finding:
 
 
 async def diagnose(config: SessionStoreConfig) -> list[Finding]:
-    """Every check that applies to ``config``, in order."""
+    """Every check that applies to ``config``, in order; changes nothing in the store.
+
+    Args:
+        config: the settings to check, as the library would use them.
+
+    Returns:
+        The findings; a failure to connect is a finding, not an exception.
+    """
     if not config.enabled:
         return [
             Finding(

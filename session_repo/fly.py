@@ -64,19 +64,42 @@ _UNKNOWN = object()  # what a failed store call returns: "no answer", not "no ow
 class FlyReplayMiddleware:
     """Pure ASGI: replay requests to the session's owner with ``fly-replay``.
 
-    ``instance_id`` is this machine (``FLY_MACHINE_ID``, then ``FLY_ALLOC_ID``; with
-    neither, everything passes through). The key is read from ``header``, or from
-    ``cookie`` when given. ``ttl`` is a binding's life (``SESSION_STORE_TTL_MS`` when
-    None). ``max_replay_body`` is the largest body Fly may replay; bigger or unknown
-    ones get a 409. ``state_secret`` (``SESSION_REPO_REPLAY_SECRET``) signs replays.
-    ``remember`` bounds the sessions this machine keeps in memory as its own.
-
     A binding this machine owns ends only on a sign that the session is gone: in header
     mode a 404, or a ``DELETE`` answered 2xx or 404 (405 keeps it), on the session
     endpoint (a path where the app handed out a session key); in cookie mode the app
-    clearing the cookie. ``unbind_on_404=True`` also ends it on a 404 for any path.
-    A repository with ``add_claim_lost_listener`` (the resilient wrapper) tells it when
-    a claim made during an outage lost on write-back, and it forgets that session.
+    clearing the cookie. A repository with ``add_claim_lost_listener`` (the resilient
+    wrapper) tells it when a claim made during an outage lost on write-back, and it
+    forgets that session.
+
+    Args:
+        app: the ASGI app to wrap; it is called for every request not replayed.
+        repository: the shared store of who owns which session.
+        instance_id: this machine's id (``FLY_MACHINE_ID``, then ``FLY_ALLOC_ID``, when
+            None); with neither set, every request passes through untouched.
+        header: the request and response header that carries the session key.
+        cookie: read the session key from this cookie instead of ``header``.
+        ttl: how long a binding lives, in seconds or a ``timedelta``
+            (``SESSION_STORE_TTL_MS`` when None); renewed once less than half is left.
+        replay_status: the HTTP status of a replay answer.
+        replay_timeout: the ``timeout`` sent in ``fly-replay``, such as ``"5s"`` or
+            ``"800ms"``.
+        max_replay_body: the largest body, in bytes, Fly may replay; a bigger one, or
+            one of unknown length, is answered 409 instead.
+        state_secret: the secret, shared by all machines, that signs replays
+            (``SESSION_REPO_REPLAY_SECRET`` when None); without one any
+            ``fly-replay-src`` is trusted.
+        clock: the time source for renewals and replay signatures (the system clock
+            when None).
+        remember: how many sessions this machine keeps in memory as its own.
+        unbind_on_404: also end a binding on a 404 for any path, not only the session
+            endpoint's.
+
+    Raises:
+        InvalidInput: ``instance_id`` is not 1..64 of ``[0-9A-Za-z_-]``,
+            ``replay_status`` is not an HTTP status, ``replay_timeout`` does not look
+            like ``"5s"`` or ``"800ms"``, ``max_replay_body`` is negative, or ``ttl``
+            is out of range.
+        TypeError: ``ttl`` is not a number or a ``timedelta``.
     """
 
     def __init__(

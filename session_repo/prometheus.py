@@ -70,6 +70,10 @@ class SessionStoreCollector(Collector):
         repository: the repository to export.
         timeout: how long one background read of the gauges may take (seconds).
         refresh_interval: seconds between background reads of the gauges.
+
+    Raises:
+        TypeError: ``timeout`` or ``refresh_interval`` is not a number.
+        ValueError: ``timeout`` or ``refresh_interval`` is not finite and > 0.
     """
 
     def __init__(
@@ -105,7 +109,11 @@ class SessionStoreCollector(Collector):
             )
 
     async def refresh(self) -> SessionStoreMetrics:
-        """Read the gauges now (on the repository's loop); scrapes serve them until the next."""
+        """Read the gauges now (on the repository's loop); scrapes serve them until the next.
+
+        Returns:
+            The repository's full metrics, as read.
+        """
         self._start(asyncio.get_running_loop())
         self._last = await self._repository.metrics()
         return self._last
@@ -143,6 +151,11 @@ class SessionStoreCollector(Collector):
         return self._last  # a repository without counters(): its last full snapshot
 
     def collect(self) -> Iterator[Any]:
+        """Yield the metric families for a scrape; never raises and does no I/O.
+
+        Yields:
+            The families: counters and latencies live, gauges as last refreshed.
+        """
         try:
             metrics = self._live()
         except Exception:  # a scrape never raises
@@ -224,6 +237,9 @@ def register(
         repository: the repository to export.
         registry: where to register; prometheus_client's default ``REGISTRY`` when None.
         refresh_interval: seconds between background reads of the gauges.
+
+    Returns:
+        The registered collector; await its ``close()`` to stop its background task.
     """
     collector = SessionStoreCollector(repository, refresh_interval=refresh_interval)
     (REGISTRY if registry is None else registry).register(collector)

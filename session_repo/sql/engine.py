@@ -46,7 +46,18 @@ SUPPORTED = ("sqlite", "postgresql", "mysql", "mariadb")
 
 
 def parse_url(url: str | URL) -> URL:
-    """Parse and check a database URL; a ``ConfigError`` names what is wrong."""
+    """Parse and check a database URL; a ``ConfigError`` names what is wrong.
+
+    Args:
+        url: the URL, as text or a SQLAlchemy ``URL``.
+
+    Returns:
+        The parsed URL.
+
+    Raises:
+        ConfigError: it does not parse, names a database other than SQLite,
+            PostgreSQL or MariaDB/MySQL, or has an asyncpg option that is not valid.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -67,12 +78,22 @@ def shown_url(url: URL) -> str:
 
     ``render_as_string(hide_password=True)`` alone is not enough: a password with
     an unescaped ``@`` is only partly parsed as the password, and the rest would show.
+
+    Args:
+        url: the URL to show.
     """
     return mask_url(url.render_as_string(hide_password=True))
 
 
 def sqlite_file(url: URL) -> Path | None:
-    """The file behind a SQLite URL, or None for an in-memory database."""
+    """The file behind a SQLite URL, or None for an in-memory database.
+
+    Args:
+        url: a parsed URL; any other database's gives None too.
+
+    Returns:
+        The path, or None for in-memory databases, ``file:`` URI names and non-SQLite URLs.
+    """
     database = url.database or ""
     if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
         return None
@@ -185,6 +206,21 @@ def create_engine(
     On servers, ``connect_timeout`` bounds connecting and ``statement_timeout``
     bounds each statement, lock waits included, so a hung server cannot hang a
     request forever.
+
+    A SQLite file is created owner-only and put in WAL mode first: this blocks, so
+    call it off the event loop.
+
+    Args:
+        url: the database URL.
+        pool_size: the connection pool's size (an in-memory SQLite database has one).
+        connect_timeout: seconds connecting to a server may take.
+        statement_timeout: seconds a statement on a server may take.
+        busy_timeout: seconds SQLite waits for another connection's write lock.
+        sqlite_synchronous: SQLite's ``synchronous`` mode, ``"NORMAL"`` or ``"FULL"``.
+
+    Raises:
+        ConfigError: the URL does not parse or names an unsupported database.
+        StorageError: the SQLite file cannot be created or opened.
     """
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
@@ -256,7 +292,13 @@ def configure_sqlite(
 ) -> None:
     """Install the pragmas and explicit BEGIN handling on a SQLite engine.
 
+    Args:
+        engine: a SQLite engine; installing twice with the same mode does nothing.
+        busy_timeout: seconds each connection waits for another's write lock.
+        synchronous: the ``synchronous`` mode, ``"NORMAL"`` or ``"FULL"``.
+
     Raises:
+        InvalidInput: ``synchronous`` is neither ``"NORMAL"`` nor ``"FULL"``.
         ConfigError: the engine was configured before with another ``synchronous``.
     """
     sync_engine = engine.sync_engine

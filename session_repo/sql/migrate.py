@@ -39,7 +39,11 @@ _PG_LOCK_KEY = 0x5E55_10_4E90  # an arbitrary, fixed advisory-lock key
 
 
 def script_location() -> Path:
-    """The migration scripts: inside the installed wheel, else the source tree's."""
+    """The migration scripts: inside the installed wheel, else the source tree's.
+
+    Raises:
+        StorageError: neither holds the scripts.
+    """
     package = Path(__file__).resolve().parent.parent
     for candidate in (package / "_alembic", package.parent / "alembic"):
         if (candidate / "env.py").is_file():
@@ -48,7 +52,11 @@ def script_location() -> Path:
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """An Alembic ``Config`` pointing at our scripts (no ini file needed)."""
+    """An Alembic ``Config`` pointing at our scripts (no ini file needed).
+
+    Args:
+        url: the database URL to set as ``sqlalchemy.url``, or None for none.
+    """
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     if url is not None:
@@ -58,6 +66,7 @@ def alembic_config(url: str | None = None) -> Config:
 
 @functools.cache
 def head_revision() -> str:
+    """The newest revision this version ships: the one a current schema is at."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - we always ship at least one revision
         raise StorageError("no migration head found", transient=False)
@@ -65,6 +74,11 @@ def head_revision() -> str:
 
 
 def current_revision(connection: Connection) -> str | None:
+    """The database's Alembic revision, or None when it has no schema yet.
+
+    Args:
+        connection: a sync connection (``AsyncConnection.run_sync`` passes one).
+    """
     return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -72,6 +86,12 @@ def migration_lock(connection: Connection) -> None:
     """Serialize migrations across processes, for the transaction's duration.
 
     SQLite needs nothing more: the transaction began with BEGIN IMMEDIATE.
+
+    Args:
+        connection: a sync connection inside the migration's transaction.
+
+    Raises:
+        StorageError: MariaDB/MySQL's lock was not granted within 60 seconds.
     """
     dialect = connection.dialect.name
     if dialect == "postgresql":
@@ -97,7 +117,15 @@ def _upgrade_locked(connection: Connection, revision: str) -> None:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision``; safe to run from several instances at once."""
+    """Upgrade the database to ``revision``; safe to run from several instances at once.
+
+    Args:
+        engine: the database's engine.
+        revision: the Alembic revision to reach.
+
+    Raises:
+        StorageError: the database failed or could not be reached.
+    """
     with storage_errors("schema upgrade"):
         async with engine.connect() as conn:
             await conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
@@ -106,7 +134,17 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 
 async def ensure_schema(engine: AsyncEngine, *, auto_migrate: bool) -> None:
-    """Make sure the schema is at head: upgrade it, or refuse with ``SchemaOutOfDate``."""
+    """Make sure the schema is at head: upgrade it, or refuse with ``SchemaOutOfDate``.
+
+    Args:
+        engine: the database's engine.
+        auto_migrate: upgrade a schema that is behind, instead of refusing it.
+
+    Raises:
+        SchemaOutOfDate: the schema is behind and ``auto_migrate`` is false, or it is
+            at a revision this version does not know (a newer version migrated it).
+        StorageError: the database failed or could not be reached.
+    """
     head = head_revision()
     with storage_errors("schema check"):
         async with engine.connect() as conn:

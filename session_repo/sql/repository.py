@@ -52,6 +52,30 @@ class SqlSessionRepository(BackendBase):
     every connection with ``synchronous=sqlite_synchronous``: ``"NORMAL"`` survives a
     crash of the process or the OS's other processes, ``"FULL"`` also a power loss
     (each commit waits for the disk). A new SQLite file is created 0600.
+
+    Args:
+        url_or_engine: a database URL, or an ``AsyncEngine`` the caller owns (closing
+            the repository does not dispose of it).
+        clock: the time source for expiry (the system clock when None).
+        default_ttl: a binding's life when a call gives no ``ttl``, in seconds or a
+            ``timedelta``.
+        cleanup_interval: seconds between background cleanups of expired rows; 0
+            turns them off.
+        cleanup_batch: the most expired rows one cleanup transaction removes.
+        auto_migrate: upgrade an out-of-date schema on open (True), refuse it with
+            ``SchemaOutOfDate`` (False), or None: True for SQLite only.
+        pool_size: the size of the connection pool to a server database.
+        connect_timeout: seconds a connection attempt to a server may take.
+        statement_timeout: seconds a statement on a server may take, lock waits
+            included.
+        busy_timeout: seconds SQLite waits for another connection's write lock.
+        sqlite_synchronous: SQLite's ``synchronous`` mode, ``"NORMAL"`` or ``"FULL"``.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        InvalidInput: a number is out of range, or ``sqlite_synchronous`` is neither
+            ``"NORMAL"`` nor ``"FULL"``.
+        ConfigError: the URL does not parse or names an unsupported database.
     """
 
     def __init__(
@@ -119,7 +143,12 @@ class SqlSessionRepository(BackendBase):
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine in use (for migrations and diagnostics); opens nothing."""
+        """The engine in use (for migrations and diagnostics); opens nothing.
+
+        Raises:
+            StorageError: the repository was not opened yet (or is closed) and was
+                given a URL, not an engine.
+        """
         if self._engine is None:
             raise StorageError("the repository is not open yet", transient=False)
         return self._engine

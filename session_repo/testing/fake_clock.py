@@ -8,7 +8,15 @@ __all__ = ["FakeClock"]
 
 
 class FakeClock:
-    """Deterministic clock for tests: ``advance(seconds)`` and ``set(t)``."""
+    """Deterministic clock for tests: ``advance(seconds)`` and ``set(t)``.
+
+    Args:
+        start: the time it starts at, in seconds since the epoch.
+
+    Raises:
+        TypeError: ``start`` is not a number.
+        ValueError: ``start`` is not finite.
+    """
 
     __slots__ = ("_now",)
 
@@ -16,17 +24,34 @@ class FakeClock:
         self._now = _finite(start, "start")
 
     def now(self) -> float:
+        """The current time, in seconds since the epoch."""
         return self._now
 
     def advance(self, seconds: float) -> None:
-        """Move forward by ``seconds`` (never backwards)."""
+        """Move forward by ``seconds`` (never backwards).
+
+        Args:
+            seconds: how far to move, >= 0.
+
+        Raises:
+            TypeError: ``seconds`` is not a number.
+            ValueError: ``seconds`` is negative or not finite.
+        """
         seconds = _finite(seconds, "seconds")
         if seconds < 0:
             raise ValueError("FakeClock.advance: seconds must be >= 0")
         self._now += seconds
 
     def set(self, t: float) -> None:
-        """Jump to ``t`` seconds since the epoch."""
+        """Jump to ``t`` seconds since the epoch, backwards too (a clock step).
+
+        Args:
+            t: the new time, in seconds since the epoch.
+
+        Raises:
+            TypeError: ``t`` is not a number.
+            ValueError: ``t`` is not finite.
+        """
         self._now = _finite(t, "t")
 
     def __repr__(self) -> str:

@@ -18,11 +18,23 @@ FAKE_CLOCK_START = 1_700_000_000.0
 
 @pytest.fixture
 def fake_clock() -> FakeClock:
-    """A ``FakeClock`` at a fixed instant; move it with ``advance()`` or ``set()``."""
+    """A ``FakeClock`` at a fixed instant; move it with ``advance()`` or ``set()``.
+
+    Returns:
+        A new clock at 1_700_000_000.0 (2023-11-14) for each test.
+    """
     return FakeClock(FAKE_CLOCK_START)
 
 
 @pytest.fixture
 def session_repository(fake_clock: FakeClock) -> MemorySessionRepository:
-    """An in-memory repository on ``fake_clock``; it opens on first use and holds no resources."""
+    """An in-memory repository on ``fake_clock``; it opens on first use and holds no resources.
+
+    Args:
+        fake_clock: the test's clock (the ``fake_clock`` fixture): advance it to expire
+            bindings.
+
+    Returns:
+        A new, empty ``MemorySessionRepository`` for each test.
+    """
     return MemorySessionRepository(clock=fake_clock)

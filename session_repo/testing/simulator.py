@@ -44,7 +44,18 @@ REPLAY_LIMIT = 1_000_000  # "Requests larger than 1MB cannot be replayed"
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One client request as the proxy handled it."""
+    """One client request as the proxy handled it.
+
+    Args:
+        method: the request's HTTP method.
+        path: the request's path.
+        session: a short digest of the session header, None without one.
+        origin: the machine the load balancer picked.
+        served_by: the machine whose answer reached the client (None: the proxy's own).
+        status: the status the client got.
+        replays: how many ``fly-replay`` answers were followed.
+        fell_back: whether the request was sent back with ``fly-replay-failed``.
+    """
 
     method: str
     path: str
@@ -67,7 +78,31 @@ class _Machine:
 
 
 class FlyProxySimulator:
-    """N machines behind a model of Fly's proxy; see the module docstring."""
+    """N machines behind a model of Fly's proxy; see the module docstring.
+
+    Args:
+        app_factory: builds a machine's app from its machine id; called on every
+            ``start``, so a restarted machine has lost its memory.
+        machines: how many machines (with random 14-hex-digit ids, as Fly's), or their ids.
+        regions: machine id -> region, for machines outside ``region``.
+        region: the region of every machine ``regions`` does not name.
+        seed: seeds the random machine ids and load balancing, for repeatable tests.
+        chooser: picks a machine from the running ones' ids, for a new request and a
+            replay that names no instance (random when None).
+        session_header: the header that carries the session id, for ``deliveries``
+            and ``misrouted``.
+        max_replay_body: the largest body, in bytes, it replays; a bigger one gets 502.
+        max_replays: the most replays one request may take; one more gets 502.
+        lifespan: run each app's ASGI lifespan on ``start`` and ``stop``.
+
+    Attributes:
+        deliveries: every client request, as a ``Delivery``, in order.
+        replays: the replays followed.
+        fallbacks: the requests sent back with ``fly-replay-failed``.
+        refused: the replays refused (body over the limit, too many, after a fallback).
+        misrouted: requests with a session header answered by a machine other than
+            the running one that created that session.
+    """
 
     def __init__(
         self,
@@ -106,20 +141,37 @@ class FlyProxySimulator:
 
     @property
     def machine_ids(self) -> list[str]:
+        """Every machine's id, running or not, in order."""
         return list(self._machines)
 
     def running(self) -> list[str]:
+        """The ids of the machines running now."""
         return [m.id for m in self._machines.values() if m.running]
 
     def app(self, machine_id: str) -> ASGIApp:
-        """The app object the machine runs now (a new one after each ``start``)."""
+        """The app object the machine runs now (a new one after each ``start``).
+
+        Args:
+            machine_id: one of ``machine_ids``.
+
+        Raises:
+            LookupError: the machine is not running (a ``KeyError``: no such machine).
+        """
         app = self._machines[machine_id].app
         if app is None:
             raise LookupError(f"machine {machine_id} has not been started")
         return app
 
     async def start(self, machine_id: str | None = None) -> None:
-        """Start one machine (all when None): a fresh app from the factory, lifespan run."""
+        """Start one machine (all when None): a fresh app from the factory, lifespan run.
+
+        Args:
+            machine_id: the machine to start, or None for every machine not running.
+
+        Raises:
+            KeyError: no machine has that id.
+            RuntimeError: the app's lifespan startup failed.
+        """
         for machine in self._pick(machine_id):
             if machine.running:
                 continue
@@ -134,6 +186,13 @@ class FlyProxySimulator:
 
         ``graceful`` runs the app's lifespan shutdown (as ``fly machine stop`` lets it);
         otherwise it is a crash. Either way requests in flight there are cut off.
+
+        Args:
+            machine_id: the machine to stop, or None for every running machine.
+            graceful: run the lifespan shutdown; False stops it as a crash would.
+
+        Raises:
+            KeyError: no machine has that id.
         """
         for machine in self._pick(machine_id):
             if not machine.running:
@@ -166,7 +225,14 @@ class FlyProxySimulator:
 
     def transport(self, httpx_module: Any = None) -> Any:
         """A streaming ASGI transport for ``httpx`` (default) or a compatible module
-        such as ``httpx2``: ``httpx2.AsyncClient(transport=sim.transport(httpx2))``."""
+        such as ``httpx2``: ``httpx2.AsyncClient(transport=sim.transport(httpx2))``.
+
+        Args:
+            httpx_module: the imported ``httpx``-compatible module (``httpx`` when None).
+
+        Returns:
+            An ``AsyncBaseTransport`` of that module that sends requests to this proxy.
+        """
         module = httpx_module if httpx_module is not None else importlib.import_module("httpx")
         return make_transport(module)(self)
 
@@ -360,7 +426,14 @@ class FlyProxySimulator:
         self.deliveries.append(delivery)
 
     def creator(self, session_id: str) -> str | None:
-        """The machine whose answer created ``session_id`` (set its session header)."""
+        """The machine whose answer created ``session_id`` (set its session header).
+
+        Args:
+            session_id: the session id, as the app handed it out.
+
+        Returns:
+            The machine id, or None when no answer seen here created that session.
+        """
         return self._creators.get(_ref(session_id))
 
 
