@@ -33,7 +33,18 @@ DEFAULT_TTL_MS = 600_000
 
 
 class BackendBase(ABC):
-    """Lifecycle and bookkeeping around a backend's storage hooks."""
+    """Lifecycle and bookkeeping around a backend's storage hooks.
+
+    Args:
+        clock: where time comes from; ``None`` for ``SystemClock``.
+        default_ttl: the ttl (seconds or ``timedelta``) used when a call passes ``None``.
+        cleanup_interval: seconds between background cleanups; 0 turns them off.
+        cleanup_batch: the most rows one cleanup batch removes.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        InvalidInput: an argument is out of range.
+    """
 
     backend: str
 
@@ -137,8 +148,9 @@ class BackendBase(ABC):
     async def close(self) -> None:
         """Refuse new calls, interrupt cleanups, let other calls finish, then release.
 
-        A caller cancelled while waiting here gets its ``CancelledError``; the
-        closing goes on without it (shielded), and a later ``close()`` waits for it.
+        Idempotent; every later call raises ``RepositoryClosed``. A caller cancelled
+        while waiting here gets its ``CancelledError``; the closing goes on without
+        it (shielded), and a later ``close()`` waits for it.
         """
         if self._closing is None:
             self._closed = True
@@ -185,6 +197,19 @@ class BackendBase(ABC):
         return math.floor(self._clock.now() * 1000)
 
     async def upsert(self, session_id: str, alloc_id: str, ttl: Ttl | None = None) -> None:
+        """Bind or rebind ``session_id`` to ``alloc_id``, whoever owns it; expiry = now + ttl.
+
+        Args:
+            session_id: the client's session key (stored only as its digest).
+            alloc_id: the instance that owns the session from now on.
+            ttl: how long the binding lives; ``None`` for ``default_ttl``.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
         key = session_key(check_session_id(session_id))
         owner = check_alloc_id(alloc_id)
         life = ttl_ms(ttl, self._default_ttl_ms)
@@ -194,6 +219,20 @@ class BackendBase(ABC):
         self._counters.upserts += 1
 
     async def lookup(self, session_id: str) -> str | None:
+        """The owner of ``session_id``'s live binding; the expiry is not extended.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            The owning alloc id, or ``None`` if there is no live binding.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
         key = session_key(check_session_id(session_id))
         await self._ready()
         with self._busy(), self._counting("lookup"):
@@ -209,6 +248,24 @@ class BackendBase(ABC):
         *,
         replacing: str | None = None,
     ) -> str:
+        """Atomically take a session unless another owner holds a live binding.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for ``default_ttl``.
+            replacing: an owner whose live binding this claim may take over.
+
+        Returns:
+            ``alloc_id`` if the caller won, else the owner that holds the session
+                (then nothing changed).
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
         key = session_key(check_session_id(session_id))
         owner = check_alloc_id(alloc_id)
         if replacing is not None:
@@ -222,6 +279,21 @@ class BackendBase(ABC):
         return winner
 
     async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
+        """Extend a live binding to now + ttl, keeping its owner.
+
+        Args:
+            session_id: the client's session key.
+            ttl: the binding's new life from now; ``None`` for ``default_ttl``.
+
+        Returns:
+            ``True`` if a live binding was extended, ``False`` if there is none.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
         key = session_key(check_session_id(session_id))
         life = ttl_ms(ttl, self._default_ttl_ms)
         await self._ready()
@@ -232,6 +304,20 @@ class BackendBase(ABC):
         return touched
 
     async def delete(self, session_id: str) -> bool:
+        """Remove ``session_id``'s binding; without a live one, a no-op.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            ``True`` if a live binding was removed.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
         key = session_key(check_session_id(session_id))
         await self._ready()
         with self._busy(), self._counting("delete"):
@@ -241,6 +327,20 @@ class BackendBase(ABC):
         return deleted
 
     async def delete_owner(self, alloc_id: str) -> int:
+        """Remove every binding of an instance that is gone.
+
+        Args:
+            alloc_id: the instance whose bindings go.
+
+        Returns:
+            How many live bindings were removed (0 if it owned none).
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
         owner = check_alloc_id(alloc_id)
         await self._ready()
         with self._busy(), self._counting("delete_owner"):
@@ -249,6 +349,15 @@ class BackendBase(ABC):
         return removed
 
     async def cleanup(self) -> int:
+        """Remove all expired rows, ``cleanup_batch`` at a time.
+
+        Returns:
+            How many expired rows were removed.
+
+        Raises:
+            RepositoryClosed: the repository was closed, also while this call ran.
+            StorageError: the store failed.
+        """
         await self._ready()
         now = self._clock.now()
         with self._busy(), self._counting("cleanup"):
@@ -290,6 +399,15 @@ class BackendBase(ABC):
             self._cleanups.discard(task)
 
     async def metrics(self) -> SessionStoreMetrics:
+        """Counters since the repository was created, and gauges read from the store now.
+
+        Returns:
+            A snapshot of the counters and gauges.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
         await self._ready()
         with self._busy(), self._counting("metrics"):
             self._gauges = await self._do_gauges(self._now_ms())
@@ -305,6 +423,14 @@ class BackendBase(ABC):
         return self._counters.snapshot(sessions=sessions, expired=expired, storage_bytes=size)
 
     async def health(self) -> Health:
+        """Whether the store answers; a storage failure is ``"down"``, never raised.
+
+        Returns:
+            ``"ok"`` with a short detail, or ``"down"`` with the error.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+        """
         try:
             await self._ready()
             with self._busy():
@@ -339,7 +465,11 @@ class BackendBase(ABC):
         self._counters.observe(operation, time.perf_counter() - started)
 
     def latencies(self) -> dict[str, Latency]:
-        """Per-operation latency histograms since open (copies; for metrics exporters)."""
+        """Per-operation latency histograms since open (copies; for metrics exporters).
+
+        Returns:
+            The operation's name (``"lookup"``, ``"claim"``, ...) to its histogram.
+        """
         histograms = dict(self._counters.latency)  # one copy: another thread may be adding
         return {
             name: Latency(list(h.counts), h.total, h.failures) for name, h in histograms.items()

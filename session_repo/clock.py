@@ -23,6 +23,7 @@ class SystemClock:
     __slots__ = ()
 
     def now(self) -> float:
+        """Seconds since the epoch, from ``time.time()``."""
         return time.time()
 
     def __repr__(self) -> str:

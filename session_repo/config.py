@@ -74,7 +74,14 @@ class SessionStoreConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
-        """Read the ``SESSION_STORE_*`` variables (``os.environ`` by default)."""
+        """Read the ``SESSION_STORE_*`` variables; unset or blank ones take the defaults.
+
+        Args:
+            environ: the variables to read; ``None`` for ``os.environ``.
+
+        Raises:
+            ConfigError: a value is malformed; the message names the variable and the value.
+        """
         env = _Env(os.environ if environ is None else environ)
         url = env.get("SESSION_STORE_URL")
         if url is None:
@@ -109,7 +116,14 @@ class SessionStoreConfig:
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Self:
-        """A copy with some fields replaced; unknown names raise ``ConfigError``."""
+        """A copy with some fields replaced, checked like a new config.
+
+        Args:
+            overrides: field names to their new values.
+
+        Raises:
+            ConfigError: a name is not a field, or a value breaks its field's rule.
+        """
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -220,6 +234,9 @@ def mask_url(text: str) -> str:
     Works on any string, parsable or not: everything between ``user:`` and the last
     ``@`` of the part after ``scheme://`` (or of the whole text without a scheme) is
     hidden, so a password with an unescaped ``@``, ``/`` or ``#`` is hidden whole.
+
+    Args:
+        text: a URL, or any text that may hold one (a log line, an error message).
     """
     scheme, sep, rest = text.partition("://")
     if not sep or not _SCHEME.fullmatch(scheme):  # "app:pass://x@host" has no scheme

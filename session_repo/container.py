@@ -23,14 +23,30 @@ __all__ = ["Container", "open_repository", "resolve_settings"]
 
 
 def resolve_settings(overrides: Mapping[str, Any] | None) -> SessionStoreConfig:
-    """The environment's settings with ``container.config`` laid over them."""
+    """The environment's settings with ``container.config`` laid over them.
+
+    Args:
+        overrides: ``SessionStoreConfig`` field names to values; ``None`` for none.
+
+    Raises:
+        ConfigError: a ``SESSION_STORE_*`` value or an override is malformed, or an
+            override names no field.
+    """
     return SessionStoreConfig.from_env().with_overrides(overrides or {})
 
 
 async def open_repository(
     settings: SessionStoreConfig, clock: Clock
 ) -> AsyncIterator[SessionRepository]:
-    """Build the configured repository, hold it open, close it on shutdown."""
+    """Build the configured repository, hold it open, close it on shutdown.
+
+    Args:
+        settings: what to build, as ``create_session_repository`` takes it.
+        clock: where the repository's time comes from.
+
+    Yields:
+        The open repository.
+    """
     async with create_session_repository(settings, clock=clock) as repository:
         yield repository
 

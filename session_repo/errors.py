@@ -48,6 +48,10 @@ class StorageError(SessionRepoError):
     ``transient`` is True when the same call may succeed if tried again
     (locked, busy, deadlock, dropped connection, timeout) and False when it
     will not (corrupt file, permission denied, missing schema).
+
+    Args:
+        message: what failed.
+        transient: whether trying the same call again can help.
     """
 
     def __init__(self, message: str, *, transient: bool) -> None:
@@ -56,7 +60,13 @@ class StorageError(SessionRepoError):
 
 
 class SchemaOutOfDate(StorageError):
-    """The database schema is behind this version; the message names the fix."""
+    """The database schema is behind this version; the message names the fix.
+
+    Never transient: retrying cannot help until the migration runs.
+
+    Args:
+        message: what is out of date and the command that fixes it.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=False)

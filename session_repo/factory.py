@@ -27,7 +27,18 @@ def create_session_repository(
 ) -> SessionRepository:
     """Build (not open) the repository that ``config`` describes.
 
-    ``config=None`` reads the ``SESSION_STORE_*`` environment now.
+    Args:
+        config: the settings; ``None`` reads the ``SESSION_STORE_*`` environment now.
+        clock: where time comes from, for every store built; ``None`` for ``SystemClock``.
+
+    Returns:
+        ``NullSessionRepository`` when disabled, ``MemorySessionRepository`` for
+            ``memory://``, otherwise the SQL or Redis store, wrapped in
+            ``ResilientSessionRepository`` unless ``config.fallback`` is ``"none"``.
+
+    Raises:
+        ConfigError: ``config`` is ``None`` and a ``SESSION_STORE_*`` value is malformed,
+            or the backend it names cannot be built (e.g. its extra is missing).
     """
     if config is None:
         config = SessionStoreConfig.from_env()

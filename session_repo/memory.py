@@ -23,7 +23,21 @@ _SLICE = 4096
 
 
 class MemorySessionRepository(BackendBase):
-    """In-process store; cannot fail, so it is never wrapped for resilience."""
+    """In-process store; cannot fail, so it is never wrapped for resilience.
+
+    Args:
+        clock: where time comes from; ``None`` for ``SystemClock``.
+        default_ttl: the ttl (seconds or ``timedelta``) used when a call passes ``None``.
+        max_sessions: the most bindings kept; beyond it the least recently used
+            one is evicted.
+        cleanup_interval: seconds between background cleanups; 0 (the default)
+            turns them off.
+        cleanup_batch: the most rows one cleanup batch removes.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        InvalidInput: an argument is out of range.
+    """
 
     backend = "memory"
 

@@ -27,7 +27,28 @@ HealthStatus = Literal["ok", "degraded", "down"]
 
 @dataclass(frozen=True, slots=True)
 class SessionStoreMetrics:
-    """A snapshot of counters (since open) and gauges (now)."""
+    """A snapshot of counters (since open) and gauges (now).
+
+    Args:
+        sessions: live bindings (gauge).
+        expired: rows present but expired, not yet cleaned up (gauge).
+        lookups: lookups made.
+        hits: lookups that found a live binding.
+        misses: lookups that found none.
+        upserts: upserts made.
+        claims: claims made.
+        touches: touches made.
+        deletes: bindings removed by ``delete`` and ``delete_owner``.
+        cleaned: expired rows removed by cleanup.
+        errors: storage errors met, including those a fallback absorbed.
+        retries: retries of transient errors.
+        fallback_active: whether the fallback is serving.
+        last_cleanup_at: when cleanup last ran, by the repository's clock.
+        storage_bytes: bytes the store uses, where known.
+        claims_lost: outage claims that lost on write-back.
+        journal_entries: outage writes waiting to be written back.
+        journal_dropped: outage writes a full journal could not keep.
+    """
 
     sessions: int
     expired: int
@@ -53,7 +74,13 @@ class SessionStoreMetrics:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """``status`` is "ok", "degraded" (serving from a fallback) or "down"."""
+    """``status`` is "ok", "degraded" (serving from a fallback) or "down".
+
+    Args:
+        status: "ok", "degraded" or "down".
+        backend: which store (``"sqlite"``, ``"postgresql"``, ``"redis"``, ``"memory"``, ...).
+        detail: a short human-readable explanation.
+    """
 
     status: HealthStatus
     backend: str
@@ -62,19 +89,32 @@ class Health:
 
 @dataclass(slots=True)
 class Latency:
-    """How long one operation took, as a histogram over ``LATENCY_BUCKETS``."""
+    """How long one operation took, as a histogram over ``LATENCY_BUCKETS``.
+
+    Args:
+        counts: calls per bucket; the last bucket is +Inf.
+        total: the seconds of all calls together.
+        failures: calls that ended in a storage error.
+    """
 
     counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     total: float = 0.0
     failures: int = 0
 
     def observe(self, seconds: float, *, failed: bool) -> None:
+        """Count one call in its bucket.
+
+        Args:
+            seconds: how long the call took.
+            failed: whether it ended in a storage error.
+        """
         self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
         self.failures += failed
 
     @property
     def count(self) -> int:
+        """How many calls were observed."""
         return sum(self.counts)
 
 
@@ -96,7 +136,11 @@ class Counters:
     latency: dict[str, Latency] = field(default_factory=dict)
 
     def looked_up(self, owner: str | None) -> None:
-        """Count one lookup and whether it found a live binding."""
+        """Count one lookup and whether it found a live binding.
+
+        Args:
+            owner: what the lookup returned (``None`` is a miss).
+        """
         self.lookups += 1
         if owner is None:
             self.misses += 1
@@ -104,6 +148,13 @@ class Counters:
             self.hits += 1
 
     def observe(self, operation: str, seconds: float, *, failed: bool = False) -> None:
+        """Add one call to ``operation``'s latency histogram.
+
+        Args:
+            operation: the method's name (``"lookup"``, ``"claim"``, ...).
+            seconds: how long the call took.
+            failed: whether it ended in a storage error.
+        """
         latency = self.latency.get(operation)
         if latency is None:
             latency = self.latency[operation] = Latency()
@@ -117,6 +168,14 @@ class Counters:
         storage_bytes: int | None,
         fallback_active: bool = False,
     ) -> SessionStoreMetrics:
+        """The counters now, frozen, with the gauges given.
+
+        Args:
+            sessions: live bindings.
+            expired: rows present but expired.
+            storage_bytes: bytes the store uses, or ``None`` if unknown.
+            fallback_active: whether a fallback is serving.
+        """
         return SessionStoreMetrics(
             sessions=sessions,
             expired=expired,

@@ -52,5 +52,10 @@ class NullSessionRepository(BackendBase):
         return "disabled"
 
     async def health(self) -> Health:
+        """``"ok"``, with a detail saying the store is turned off.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+        """
         health = await super().health()
         return Health(health.status, self.backend, "disabled: the session store is turned off")

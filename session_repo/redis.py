@@ -156,7 +156,26 @@ return forgotten
 
 
 class RedisSessionRepository(BackendBase):
-    """Bindings in Redis (``redis://`` or ``rediss://``), or a ``redis.asyncio.Redis`` client."""
+    """Bindings in Redis (``redis://`` or ``rediss://``), or a ``redis.asyncio.Redis`` client.
+
+    Args:
+        url_or_client: a ``redis://``, ``rediss://`` or ``unix://`` URL, or a
+            ``redis.asyncio.Redis`` client you built (then closing the repository
+            leaves it open).
+        clock: scores the indexes; Redis expires bindings by its own clock.
+        default_ttl: the ttl (seconds or ``timedelta``) used when a call passes ``None``.
+        key_prefix: starts every key, so services can share one Redis; a hash tag
+            (``"{sessions}:"``) keeps them in one Redis Cluster slot.
+        cleanup_interval: seconds between background cleanups; 0 turns them off.
+        cleanup_batch: the most index entries one cleanup batch handles.
+        max_connections: the size of the blocking connection pool built from a URL.
+
+    Raises:
+        ConfigError: the ``[redis]`` extra is not installed, or the URL is not a
+            Redis URL.
+        TypeError: an argument has the wrong type.
+        InvalidInput: an argument is out of range.
+    """
 
     backend = "redis"
 

@@ -27,11 +27,44 @@ class SessionRepository(Protocol):
     """
 
     async def upsert(self, session_id: str, alloc_id: str, ttl: Ttl | None = None) -> None:
-        """Bind or rebind ``session_id`` to ``alloc_id``; expiry = now + ttl."""
+        """Bind or rebind ``session_id`` to ``alloc_id``; expiry = now + ttl.
+
+        Overwrites any binding the session has, whoever owns it. Use ``claim`` to
+        take a session only if no one else holds it.
+
+        Args:
+            session_id: the client's session key (stored only as its digest).
+            alloc_id: the instance that owns the session from now on.
+            ttl: how long the binding lives; ``None`` for the repository's default.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
         ...
 
     async def lookup(self, session_id: str) -> str | None:
-        """The owner of a live binding, else None (expired counts as absent)."""
+        """The owner of ``session_id``'s live binding, if it has one.
+
+        Reading changes nothing: the expiry is not extended (use ``touch``).
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            The alloc id that owns the session, or ``None`` if there is no live
+                binding (an expired row that cleanup has not reached yet is ``None`` too).
+
+        Raises:
+            TypeError: ``session_id`` is not a ``str``.
+            InvalidInput: ``session_id`` breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
         ...
 
     async def claim(
@@ -46,37 +79,140 @@ class SessionRepository(Protocol):
 
         If a live binding exists and its owner is not ``replacing``, return
         that owner and change nothing. Otherwise bind to ``alloc_id`` and
-        return ``alloc_id``. Of many concurrent claims exactly one wins.
+        return ``alloc_id``. Of many concurrent claims (tasks, processes,
+        machines) exactly one wins and all see the winner; a deadlock or
+        serialization failure inside the backend is retried there, not raised.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for the repository's default.
+            replacing: an owner whose live binding this claim may take over;
+                ``None`` takes only a session with no live binding.
+
+        Returns:
+            The owner after the call: ``alloc_id`` if the caller won, else the
+                instance that holds the session.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
         """
         ...
 
     async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
-        """Extend a live binding to now + ttl; False if there is none."""
+        """Extend a live binding to now + ttl, keeping its owner.
+
+        If there is no live binding (none, or an expired one), nothing changes.
+
+        Args:
+            session_id: the client's session key.
+            ttl: the binding's new life from now; ``None`` for the repository's default.
+
+        Returns:
+            ``True`` if a live binding was extended, ``False`` if there is none.
+
+        Raises:
+            TypeError: ``session_id`` is not a ``str``.
+            InvalidInput: ``session_id`` breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
         ...
 
     async def delete(self, session_id: str) -> bool:
-        """Remove a live binding; True if there was one."""
+        """Remove ``session_id``'s binding.
+
+        If there is no live binding (none, or an expired one), this is a no-op
+        that returns ``False``.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            ``True`` if a live binding was removed.
+
+        Raises:
+            TypeError: ``session_id`` is not a ``str``.
+            InvalidInput: ``session_id`` breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
         ...
 
     async def delete_owner(self, alloc_id: str) -> int:
-        """Remove every live binding of an instance that is gone; how many."""
+        """Remove every binding of an instance that is gone.
+
+        An alloc id that owns nothing is a no-op that returns 0.
+
+        Args:
+            alloc_id: the instance whose bindings go.
+
+        Returns:
+            How many live bindings were removed.
+
+        Raises:
+            TypeError: ``alloc_id`` is not a ``str``.
+            InvalidInput: ``alloc_id`` breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
         ...
 
     async def cleanup(self) -> int:
-        """Remove expired rows in bounded batches; how many were removed."""
+        """Remove all expired rows, batch by batch; live bindings are untouched.
+
+        Batches are bounded, so writers are never held up long. The background
+        cleanup task calls this every ``cleanup_interval``.
+
+        Returns:
+            How many expired rows were removed.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
         ...
 
     async def metrics(self) -> SessionStoreMetrics:
-        """Counters since open and gauges read now."""
+        """Counters since the repository was created, and gauges read now.
+
+        Returns:
+            A snapshot: counters such as ``lookups`` and ``claims``, and gauges
+                such as ``sessions`` (live) and ``expired``.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
         ...
 
     async def health(self) -> Health:
-        """ "ok", "degraded" (serving from a fallback) or "down", never raising
-        a storage error."""
+        """Whether the store answers; never raises a storage error.
+
+        Returns:
+            ``status`` is ``"ok"``, ``"degraded"`` (serving from a fallback) or
+                ``"down"`` (the store does not answer), with ``backend`` and a ``detail``.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+        """
         ...
 
     async def close(self) -> None:
-        """Stop background work and release connections. Idempotent."""
+        """Stop background work and release connections.
+
+        Idempotent: closing again is a no-op. Every later call raises
+        ``RepositoryClosed``. ``async with repo:`` calls it on exit.
+        """
         ...
 
     async def __aenter__(self) -> Self: ...

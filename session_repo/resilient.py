@@ -92,6 +92,11 @@ class ResilientSessionRepository:
             each); beyond it a write is served but not kept, and counted.
         warm_sessions: sessions whose last answer is kept to seed the fallback.
         on_claim_lost: called for each outage claim that lost on write-back.
+
+    Raises:
+        TypeError: ``primary`` is not one of this library's backends, ``fallback``
+            is not a ``MemorySessionRepository``, or a number has the wrong type.
+        InvalidInput: ``fallback`` is ``primary``, or a number is out of range.
     """
 
     def __init__(
@@ -195,6 +200,9 @@ class ResilientSessionRepository:
             listener: an async callable given the session's log reference (never the
                 session id) and the alloc id that holds the session now. It runs in
                 its own task; what it raises is logged.
+
+        Raises:
+            TypeError: ``listener`` is not callable.
         """
         if not callable(listener):
             raise TypeError("listener must be an async callable")
@@ -260,6 +268,18 @@ class ResilientSessionRepository:
         return self._primary._now_ms()
 
     async def upsert(self, session_id: str, alloc_id: str, ttl: Ttl | None = None) -> None:
+        """Bind or rebind ``session_id`` to ``alloc_id``; journaled while degraded.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that owns the session from now on.
+            ttl: how long the binding lives; ``None`` for the primary's default.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
         key = session_key(check_session_id(session_id))
         owner = check_alloc_id(alloc_id)
         life = ttl_ms(ttl, self._primary._default_ttl_ms)
@@ -279,6 +299,19 @@ class ResilientSessionRepository:
         self._counters.upserts += 1
 
     async def lookup(self, session_id: str) -> str | None:
+        """The owner of a live binding; while degraded, as the fallback knows it.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            The owning alloc id, or ``None`` if there is no live binding.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
         key = session_key(check_session_id(session_id))
 
         async def on_primary() -> str | None:
@@ -302,6 +335,26 @@ class ResilientSessionRepository:
         *,
         replacing: str | None = None,
     ) -> str:
+        """Atomically take a session unless another owner holds it.
+
+        A claim the fallback grants is written back as a claim: if another
+        instance bound the session on the primary meanwhile, that binding wins
+        (counted in ``claims_lost``, reported to the claim-lost listeners).
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for the primary's default.
+            replacing: an owner whose live binding this claim may take over.
+
+        Returns:
+            ``alloc_id`` if the caller won, else the owner that holds the session.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
         key = session_key(check_session_id(session_id))
         owner = check_alloc_id(alloc_id)
         if replacing is not None:
@@ -331,6 +384,20 @@ class ResilientSessionRepository:
         return winner
 
     async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
+        """Extend a live binding to now + ttl, keeping its owner.
+
+        Args:
+            session_id: the client's session key.
+            ttl: the binding's new life from now; ``None`` for the primary's default.
+
+        Returns:
+            ``True`` if a live binding was extended, ``False`` if there is none.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
         key = session_key(check_session_id(session_id))
         life = ttl_ms(ttl, self._primary._default_ttl_ms)
 
@@ -357,6 +424,19 @@ class ResilientSessionRepository:
         return touched
 
     async def delete(self, session_id: str) -> bool:
+        """Remove ``session_id``'s binding; without a live one, a no-op.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            ``True`` if a live binding was removed.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
         key = session_key(check_session_id(session_id))
 
         async def on_primary() -> bool:
@@ -379,6 +459,19 @@ class ResilientSessionRepository:
         return deleted
 
     async def delete_owner(self, alloc_id: str) -> int:
+        """Remove every binding of an instance that is gone.
+
+        Args:
+            alloc_id: the instance whose bindings go.
+
+        Returns:
+            How many live bindings were removed from the store serving now.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
         owner = check_alloc_id(alloc_id)
 
         async def on_primary() -> int:
@@ -401,6 +494,15 @@ class ResilientSessionRepository:
         return removed
 
     async def cleanup(self) -> int:
+        """Remove expired rows from the store serving now, batch by batch.
+
+        Returns:
+            How many expired rows were removed.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+        """
+
         async def on_fallback() -> int:
             now = self._primary._clock.now()
             removed = await self._fallback._do_cleanup(
@@ -416,6 +518,9 @@ class ResilientSessionRepository:
         """Counters since open (whichever store served) and the serving store's gauges.
 
         A primary that cannot count right now gives zero gauges, not an error.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
         """
         self._check_open()
         self._gauges = (0, 0, None)
@@ -454,7 +559,13 @@ class ResilientSessionRepository:
         )
 
     async def health(self) -> Health:
-        """The primary's health; "degraded" while the fallback serves."""
+        """The primary's health; "degraded" while the fallback serves.
+
+        A primary that does not answer here degrades the wrapper at once.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+        """
         self._check_open()
         dropped = self._journal.dropped
         lost = f"; {dropped} outage writes were not kept (journal full)" if dropped else ""

@@ -30,9 +30,11 @@ T = TypeVar("T")
 class SyncSessionRepository:
     """Blocking facade over a ``SessionRepository``; the same methods, not ``async``.
 
-    ``repository`` is the async repository to drive, or a function that builds one
-    (called on the private loop); ``None`` builds the ``SESSION_STORE_*`` one.
-    ``timeout`` bounds each call in seconds (``TimeoutError``; the call is cancelled).
+    Args:
+        repository: the async repository to drive, or a function that builds one
+            (called on the private loop); ``None`` builds the ``SESSION_STORE_*`` one.
+        timeout: bounds each call in seconds (then ``TimeoutError``, and the call
+            is cancelled); ``None`` waits as long as it takes.
     """
 
     def __init__(
@@ -60,7 +62,15 @@ class SyncSessionRepository:
     # -- lifecycle ---------------------------------------------------------------
 
     def open(self) -> Self:
-        """Open now (checks or applies the schema) instead of on first use."""
+        """Open now (checks or applies the schema) instead of on first use.
+
+        Returns:
+            This facade, so ``repo = SyncSessionRepository().open()`` works.
+
+        Raises:
+            RepositoryClosed: the facade was closed.
+            StorageError: the store could not be opened.
+        """
         self._call(self.repository.__aenter__())
         return self
 
@@ -94,9 +104,29 @@ class SyncSessionRepository:
     # -- the contract, blocking -----------------------------------------------------
 
     def upsert(self, session_id: str, alloc_id: str, ttl: Ttl | None = None) -> None:
+        """Bind or rebind ``session_id`` to ``alloc_id``, blocking until written.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that owns the session from now on.
+            ttl: how long the binding lives; ``None`` for the repository's default.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         self._call(self.repository.upsert(session_id, alloc_id, ttl))
 
     def lookup(self, session_id: str) -> str | None:
+        """The owner of a live binding, or ``None``, blocking.
+
+        Args:
+            session_id: the client's session key.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         return self._call(self.repository.lookup(session_id))
 
     def claim(
@@ -107,24 +137,85 @@ class SyncSessionRepository:
         *,
         replacing: str | None = None,
     ) -> str:
+        """Atomically take a session unless another owner holds it, blocking.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for the repository's default.
+            replacing: an owner whose live binding this claim may take over.
+
+        Returns:
+            ``alloc_id`` if the caller won, else the owner that holds the session.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         return self._call(self.repository.claim(session_id, alloc_id, ttl, replacing=replacing))
 
     def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
+        """Extend a live binding to now + ttl, blocking; ``False`` if there is none.
+
+        Args:
+            session_id: the client's session key.
+            ttl: the binding's new life from now; ``None`` for the repository's default.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         return self._call(self.repository.touch(session_id, ttl))
 
     def delete(self, session_id: str) -> bool:
+        """Remove a live binding, blocking; ``True`` if there was one.
+
+        Args:
+            session_id: the client's session key.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         return self._call(self.repository.delete(session_id))
 
     def delete_owner(self, alloc_id: str) -> int:
+        """Remove every binding of an instance that is gone, blocking; how many live ones.
+
+        Args:
+            alloc_id: the instance whose bindings go.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         return self._call(self.repository.delete_owner(alloc_id))
 
     def cleanup(self) -> int:
+        """Remove all expired rows, blocking; how many.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         return self._call(self.repository.cleanup())
 
     def metrics(self) -> SessionStoreMetrics:
+        """The repository's counters and gauges, blocking.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         return self._call(self.repository.metrics())
 
     def health(self) -> Health:
+        """The repository's health, blocking.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
         return self._call(self.repository.health())
 
     # -- running on the loop ----------------------------------------------------------
