@@ -570,9 +570,7 @@ class ResilientSessionRepository:
         dropped = self._journal.dropped
         lost = f"; {dropped} outage writes were not kept (journal full)" if dropped else ""
         if not self._degraded:
-            before = cancel_requests()
             health = await self._primary.health()
-            reraise_swallowed(before)
             if health.status == "ok":
                 return dataclasses.replace(health, detail=health.detail + lost) if lost else health
             await self._degrade("health", StorageError(health.detail, transient=True))
@@ -656,15 +654,10 @@ class ResilientSessionRepository:
                     and not self._journal.owner_entries
                 ):
                     return await on_fallback()
-            before = cancel_requests()
             try:
-                result = await self._with_retries(on_primary)
+                return await self._with_retries(on_primary)
             except StorageError as exc:
-                reraise_swallowed(before)
                 await self._degrade(operation, exc)
-                continue
-            reraise_swallowed(before)
-            return result
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
         try:  # the first try outside tenacity: the healthy path pays nothing for it
