@@ -10,6 +10,7 @@ import typing as _typing
 from session_repo._version import __version__
 from session_repo.clock import Clock, SystemClock
 from session_repo.config import SessionStoreConfig
+from session_repo.contract import SessionRepository
 from session_repo.errors import (
     ConfigError,
     InvalidInput,
@@ -19,24 +20,23 @@ from session_repo.errors import (
     StorageError,
 )
 from session_repo.metrics import Health, SessionStoreMetrics
-from session_repo.repository import SessionRepository
 
 if _typing.TYPE_CHECKING:
+    from session_repo.backends.memory import MemorySessionRepository
+    from session_repo.backends.null import NullSessionRepository
+    from session_repo.backends.redis import RedisSessionRepository
+    from session_repo.backends.sql.repository import SqlSessionRepository
     from session_repo.factory import create_session_repository
-    from session_repo.memory import MemorySessionRepository
-    from session_repo.null import NullSessionRepository
-    from session_repo.redis import RedisSessionRepository
-    from session_repo.resilient import ResilientSessionRepository
-    from session_repo.sql.repository import SqlSessionRepository
+    from session_repo.resilience import ResilientSessionRepository
 
 # Backends load on first use, so ``import session_repo.fly`` (or ``.testing``) loads
 # no database driver, SQLAlchemy or Alembic.
 _LAZY = {
-    "MemorySessionRepository": "session_repo.memory",
-    "NullSessionRepository": "session_repo.null",
-    "RedisSessionRepository": "session_repo.redis",
-    "ResilientSessionRepository": "session_repo.resilient",
-    "SqlSessionRepository": "session_repo.sql.repository",
+    "MemorySessionRepository": "session_repo.backends.memory",
+    "NullSessionRepository": "session_repo.backends.null",
+    "RedisSessionRepository": "session_repo.backends.redis",
+    "ResilientSessionRepository": "session_repo.resilience",
+    "SqlSessionRepository": "session_repo.backends.sql.repository",
     "create_session_repository": "session_repo.factory",
 }
 

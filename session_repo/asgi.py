@@ -11,9 +11,9 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from session_repo.contract import SessionRepository
 from session_repo.errors import RepositoryClosed
 from session_repo.metrics import Health
-from session_repo.repository import SessionRepository
 
 __all__ = ["health_app"]
 

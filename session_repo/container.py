@@ -16,8 +16,8 @@ from dependency_injector import containers, providers
 
 from session_repo.clock import Clock, SystemClock
 from session_repo.config import SessionStoreConfig
+from session_repo.contract import SessionRepository
 from session_repo.factory import create_session_repository
-from session_repo.repository import SessionRepository
 
 __all__ = ["Container", "open_repository", "resolve_settings"]
 

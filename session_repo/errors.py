@@ -10,7 +10,7 @@
           +-- SchemaOutOfDate                database behind the code's migrations
 
 Driver exceptions never escape a backend: they are translated in one place
-(``session_repo._translate``) into ``StorageError`` with ``transient`` telling
+(``session_repo._core.translate``) into ``StorageError`` with ``transient`` telling
 whether trying again can help. Retries look only at that flag.
 """
 

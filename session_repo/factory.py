@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from session_repo._base import BackendBase
+from session_repo._core.front import StoreFront
+from session_repo.backends.memory import MemorySessionRepository
+from session_repo.backends.null import NullSessionRepository
+from session_repo.backends.redis import RedisSessionRepository
+from session_repo.backends.sql.repository import SqlSessionRepository
 from session_repo.clock import Clock
 from session_repo.config import SessionStoreConfig
-from session_repo.memory import MemorySessionRepository
-from session_repo.null import NullSessionRepository
-from session_repo.redis import RedisSessionRepository
-from session_repo.repository import SessionRepository
-from session_repo.resilient import ResilientSessionRepository
-from session_repo.sql.repository import SqlSessionRepository
+from session_repo.contract import SessionRepository
+from session_repo.resilience import ResilientSessionRepository
 
 __all__ = ["create_session_repository"]
 
@@ -54,7 +54,7 @@ def create_session_repository(
     }
     if scheme == "memory":
         return MemorySessionRepository(max_sessions=config.max_sessions, **common)
-    primary: BackendBase
+    primary: StoreFront
     if scheme in ("redis", "rediss"):
         primary = RedisSessionRepository(config.url, **common)
     else:

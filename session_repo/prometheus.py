@@ -25,9 +25,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from session_repo.contract import SessionRepository
 from session_repo.errors import RepositoryClosed
 from session_repo.metrics import LATENCY_BUCKETS, Latency, SessionStoreMetrics
-from session_repo.repository import SessionRepository
 
 __all__ = ["COUNTERS", "LiveCounters", "SessionStoreCollector", "register"]
 

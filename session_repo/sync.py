@@ -16,11 +16,11 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from session_repo._inputs import Ttl
+from session_repo._core.inputs import Ttl
+from session_repo.contract import SessionRepository
 from session_repo.errors import RepositoryClosed
 from session_repo.factory import create_session_repository
 from session_repo.metrics import Health, SessionStoreMetrics
-from session_repo.repository import SessionRepository
 
 __all__ = ["SyncSessionRepository"]
 

@@ -23,10 +23,10 @@ from session_repo import (
     SessionRepository,
     SqlSessionRepository,
 )
+from session_repo.backends.sql.model import bindings
 from session_repo.clock import Clock
-from session_repo.sql.model import bindings
 from session_repo.testing import FakeClock
-from tests.servers import clear_sql_table, migrated_url, require_server
+from tests.servers import clear_sql_table, migrated_url, require_server, server_url
 
 # (stored key, owner) pairs as the backend keeps them.
 StoredRows = list[tuple[bytes, str]]
@@ -88,7 +88,7 @@ async def _resilient_rows(repo: SessionRepository) -> StoredRows:
 
 async def _memory_rows(repo: SessionRepository) -> StoredRows:
     assert isinstance(repo, MemorySessionRepository)
-    return [(key, owner) for key, (owner, _) in repo._rows.items()]
+    return [(key, owner) for key, owner, _ in repo.bindings()]
 
 
 async def _sql_rows(repo: SessionRepository) -> StoredRows:
@@ -123,13 +123,18 @@ async def _clear_redis(location: str | None) -> None:
 
 
 async def _redis_rows(repo: SessionRepository) -> StoredRows:
+    import redis.asyncio as aioredis
+
     assert isinstance(repo, RedisSessionRepository)
-    client = repo._client
+    client = aioredis.Redis.from_url(server_url("redis"), decode_responses=True)
     rows: StoredRows = []
-    async for key in client.scan_iter(match=f"{REDIS_PREFIX}s:*", count=1000):
-        owner = await client.get(key)
-        if owner is not None:
-            rows.append((bytes.fromhex(key.rsplit(":", 1)[1]), owner))
+    try:
+        async for key in client.scan_iter(match=f"{REDIS_PREFIX}s:*", count=1000):
+            owner = await client.get(key)
+            if owner is not None:
+                rows.append((bytes.fromhex(key.rsplit(":", 1)[1]), owner))
+    finally:
+        await client.aclose()
     return rows
 
 

@@ -205,7 +205,7 @@ async def test_a_busy_database_fails_the_group_with_a_transient_error(tmp_path: 
 async def test_the_fast_path_connections_use_wal_normal_sync_and_a_busy_timeout(
     tmp_path: Path,
 ) -> None:
-    from session_repo.sql.sqlite_pipeline import SqlitePipeline
+    from session_repo.backends.sql.sqlite_pipeline import SqlitePipeline
 
     url = f"sqlite+aiosqlite:///{tmp_path}/pragmas.sqlite"
     async with SqlSessionRepository(url, cleanup_interval=0, busy_timeout=2.5) as repo:
@@ -224,7 +224,7 @@ async def test_the_fast_path_connections_use_wal_normal_sync_and_a_busy_timeout(
 
 
 async def test_a_cancelled_batch_fails_its_waiting_callers_instead_of_hanging() -> None:
-    from session_repo._batching import TickBatcher
+    from session_repo._core.batching import TickBatcher
 
     started = asyncio.Event()
 

@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from session_repo import SessionStoreMetrics, cli
-from session_repo.sql.migrate import head_revision
+from session_repo.backends.sql.migrate import head_revision
 from tests.servers import require_server
 
 SID = "7f3c9a0e-5b1d-4c2e-9f00-1a2b3c4d5e6f"

@@ -165,7 +165,7 @@ async def test_bad_env_value_is_a_config_error_at_init(
 
 def test_the_library_never_imports_the_container() -> None:
     code = (
-        "import sys, session_repo, session_repo.testing, session_repo.sql.migrate\n"
+        "import sys, session_repo, session_repo.testing, session_repo.backends.sql.migrate\n"
         "print(sorted(m for m in sys.modules if m == 'session_repo.container'"
         " or m.startswith('dependency_injector')))"
     )

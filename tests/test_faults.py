@@ -39,7 +39,7 @@ from session_repo import (
     SessionRepository,
     SqlSessionRepository,
 )
-from session_repo._base import BackendBase
+from session_repo._core.front import StoreFront
 from tests.servers import require_server, server_url, servers_required
 
 pytestmark = pytest.mark.slow
@@ -163,7 +163,7 @@ class Run:
 
 @contextlib.asynccontextmanager
 async def under_load(
-    primary: BackendBase, name: str, *, tuning: dict[str, Any] | None = None
+    primary: StoreFront, name: str, *, tuning: dict[str, Any] | None = None
 ) -> AsyncIterator[Run]:
     """The wrapper on ``primary``, opened, with load and a health watch running."""
     async with ResilientSessionRepository(primary, **(tuning or TUNING)) as repo:

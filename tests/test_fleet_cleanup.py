@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert
 
 from session_repo import SessionRepository, SqlSessionRepository
-from session_repo.sql.model import bindings
+from session_repo.backends.sql.model import bindings
 from session_repo.testing import FakeClock
 from tests.conftest import RepoFactory, backend_params
 

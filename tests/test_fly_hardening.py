@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from session_repo import MemorySessionRepository
-from session_repo._keys import log_ref, session_key
-from session_repo._replay_state import ReplayStateSigner
+from session_repo._core.keys import log_ref, session_key
 from session_repo.fly import FlyReplayMiddleware
+from session_repo.fly.replay_state import ReplayStateSigner
 from session_repo.testing import FakeClock
 
 ME, OTHER = "machine-a", "machine-b"

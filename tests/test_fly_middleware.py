@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from session_repo import InvalidInput, MemorySessionRepository, SqlSessionRepository
-from session_repo._keys import session_key
-from session_repo._replay_state import ReplayStateSigner
+from session_repo._core.keys import session_key
 from session_repo.fly import FlyReplayMiddleware
+from session_repo.fly.replay_state import ReplayStateSigner
 from session_repo.testing import FakeClock
 
 ME, OTHER = "machine-a", "machine-b"

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from session_repo import InvalidInput, MemorySessionRepository, SqlSessionRepository
-from session_repo._inputs import MAX_ALLOC_ID, MAX_SESSION_ID
-from session_repo._keys import session_key
-from session_repo._replay_state import ReplayStateSigner
+from session_repo._core.inputs import MAX_ALLOC_ID, MAX_SESSION_ID
+from session_repo._core.keys import session_key
+from session_repo.contract import SessionRepository
 from session_repo.fly import FlyReplayMiddleware
-from session_repo.repository import SessionRepository
+from session_repo.fly.replay_state import ReplayStateSigner
 from session_repo.testing import FakeClock
 
 ANYTHING = st.one_of(

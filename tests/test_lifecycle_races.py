@@ -23,11 +23,11 @@ from session_repo import (
     RepositoryClosed,
     SqlSessionRepository,
 )
-from session_repo._base import BackendBase
+from session_repo._core.front import StoreFront
 from tests.conftest import backend_params
 from tests.servers import require_server
 
-Build = Callable[..., BackendBase]
+Build = Callable[..., StoreFront]
 
 
 def other_tasks() -> list[asyncio.Task[Any]]:
@@ -41,11 +41,11 @@ async def build(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     """``build(**options)``: a new, unopened repository on this test's own store."""
     name: str = request.param
     prefix = f"session-repo-races:{uuid.uuid4().hex}:"
-    made: list[BackendBase] = []
+    made: list[StoreFront] = []
 
-    def make(**options: Any) -> BackendBase:
+    def make(**options: Any) -> StoreFront:
         options.setdefault("cleanup_interval", 0)
-        repo: BackendBase
+        repo: StoreFront
         if name == "memory":
             repo = MemorySessionRepository(max_sessions=100_000, **options)
         elif name == "sqlite":
@@ -67,7 +67,7 @@ async def build(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await client.aclose()
 
 
-async def fill(repo: BackendBase, count: int, ttl: float) -> None:
+async def fill(repo: StoreFront, count: int, ttl: float) -> None:
     for start in range(0, count, 500):
         stop = min(start + 500, count)
         await asyncio.gather(*(repo.upsert(f"s{n}", "m", ttl=ttl) for n in range(start, stop)))
@@ -128,7 +128,7 @@ async def test_close_stops_a_background_cleanup_in_the_middle(build: Build) -> N
     assert repo.counters().cleaned < rows + 1  # reading counters after close is fine
 
 
-async def _operations(repo: BackendBase, rng: random.Random) -> None:
+async def _operations(repo: StoreFront, rng: random.Random) -> None:
     """A random mix of every public call, forever (until cancelled)."""
     calls: list[Callable[[], Coroutine[Any, Any, object]]] = [
         lambda: repo.upsert(f"s{rng.randrange(50)}", f"m{rng.randrange(3)}"),

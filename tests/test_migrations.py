@@ -15,7 +15,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from session_repo import SchemaOutOfDate, SqlSessionRepository
-from session_repo.sql.migrate import head_revision
+from session_repo.backends.sql.migrate import head_revision
 from tests.servers import require_server
 
 ROOT = Path(__file__).resolve().parent.parent

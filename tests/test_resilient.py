@@ -30,7 +30,7 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
-from session_repo._journal import WRITE_BACK_BATCH as BATCH
+from session_repo.resilience.journal import WRITE_BACK_BATCH as BATCH
 from session_repo.testing import FakeClock
 
 FAST = {"retry_delay": 0.001, "probe_delay": 0.01, "probe_max_delay": 0.05}
@@ -218,7 +218,7 @@ async def test_exhausted_retries_degrade_and_log_once(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     record = warnings[0]
-    assert record.name == "session_repo.resilient"
+    assert record.name == "session_repo.resilience"
     assert (record.backend, record.operation, record.outcome) == ("breakable", "upsert", "degraded")  # type: ignore[attr-defined]
 
     store.error = None

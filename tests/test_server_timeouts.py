@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from session_repo import SqlSessionRepository, StorageError
-from session_repo._translate import translate
+from session_repo._core.translate import translate
 from tests.conftest import RepoFactory, backend_params
 
 

@@ -24,7 +24,7 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
-from session_repo._translate import storage_errors
+from session_repo._core.translate import storage_errors
 from session_repo.config import mask_url
 from tests.servers import migrated_url
 

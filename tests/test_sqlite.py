@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from session_repo import InvalidInput, SchemaOutOfDate, SqlSessionRepository, StorageError
-from session_repo.sql.migrate import head_revision
+from session_repo.backends.sql.migrate import head_revision
 from session_repo.testing import FakeClock
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from session_repo import SchemaOutOfDate, SqlSessionRepository, StorageError
-from session_repo._translate import storage_errors, translate
+from session_repo._core.translate import storage_errors, translate
 from tests.servers import migrated_url, require_server, server_url
 
 Make = Callable[[Path], Awaitable[BaseException]]

@@ -56,8 +56,8 @@ def test_the_wheel_ships_the_migrations_and_the_plugin(wheel: Path) -> None:
     import zipfile
 
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "session_repo/_alembic/env.py" in names
-    assert any(n.startswith("session_repo/_alembic/versions/0001") for n in names)
+    assert "session_repo/backends/sql/migrations/env.py" in names
+    assert any(n.startswith("session_repo/backends/sql/migrations/versions/0001") for n in names)
     assert "session_repo/py.typed" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from session_repo.memory import MemorySessionRepository
+from session_repo.backends.memory import MemorySessionRepository
 from session_repo.testing.fake_clock import FakeClock
 
 __all__ = ["fake_clock", "session_repository"]

@@ -1,0 +1,1 @@
+"""What every backend shares: input rules, keys, counters, batching, and the front."""

@@ -1,0 +1,573 @@
+"""The front every backend shares: input checks, lifecycle, counters, cleanup loop.
+
+A backend subclasses ``StoreFront`` and implements one hook, ``_connect``, which
+opens its ``Storage`` (``session_repo._core.storage``). The front validates each
+call once, hashes the session id, reads the clock, and runs the storage call
+through ``run()``: opened lazily, counted in flight (so ``close()`` waits for
+it), timed, and with any driver error translated once into ``StorageError`` by
+the backend's own error table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from session_repo._core.cancel import cancel_requests, reraise_swallowed
+from session_repo._core.counters import Counters
+from session_repo._core.inputs import (
+    DEFAULT_TTL_MS,
+    Ttl,
+    check_alloc_id,
+    check_session_id,
+    non_negative_seconds,
+    positive_int,
+    ttl_ms,
+)
+from session_repo._core.keys import session_key
+from session_repo._core.storage import Gauges, Storage
+from session_repo._core.translate import Classifier, is_transient, storage_errors, translate
+from session_repo.clock import Clock, SystemClock
+from session_repo.errors import RepositoryClosed, SessionRepoError, StorageError
+from session_repo.metrics import Health, Latency, SessionStoreMetrics
+
+__all__ = ["StoreFront"]
+
+logger = logging.getLogger("session_repo")
+
+T = TypeVar("T")
+
+
+class StoreFront(ABC):
+    """Lifecycle and bookkeeping around a backend's ``Storage``.
+
+    The library's own parts (the resilient wrapper, the CLI, Prometheus) use the
+    declared members below, never a backend's private ones: ``backend``,
+    ``clock``, ``default_ttl_ms``, ``cleanup_interval``, ``cleanup_batch``,
+    ``now_ms()``, ``open()``, ``run()``, ``counters()``, ``latencies()``.
+
+    Args:
+        clock: where time comes from; ``None`` for ``SystemClock``.
+        default_ttl: the ttl (seconds or ``timedelta``) used when a call passes ``None``.
+        cleanup_interval: seconds between background cleanups; 0 turns them off.
+        cleanup_batch: the most rows one cleanup batch removes.
+        classify: the backend's error table: whether a driver error is transient.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        InvalidInput: an argument is out of range.
+    """
+
+    backend: str
+    """The store's name in health, metrics and logs (``"sqlite"``, ``"redis"``, ...)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None,
+        default_ttl: Ttl,
+        cleanup_interval: float = 0,
+        cleanup_batch: int = 5000,
+        classify: Classifier = is_transient,
+    ) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._default_ttl_ms = ttl_ms(default_ttl, DEFAULT_TTL_MS)
+        self._cleanup_interval = non_negative_seconds("cleanup_interval", cleanup_interval)
+        self._cleanup_batch = positive_int("cleanup_batch", cleanup_batch)
+        self._classify = classify
+        self._counters = Counters()
+        self._gauges = Gauges(0, 0, None)
+        self._storage: Storage | None = None
+        self._opened = False
+        self._closed = False
+        self._open_lock = asyncio.Lock()
+        self._cleanup_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        # Calls past ``_ready()`` and not yet returned: close() waits for them.
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # The storage work of running cleanup() calls: close() interrupts them.
+        self._cleanups: set[asyncio.Task[int]] = set()
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._ready()
+        return self
+
+    # -- what the library's own parts use ------------------------------------
+
+    @property
+    def clock(self) -> Clock:
+        """Where this store's time comes from."""
+        return self._clock
+
+    @property
+    def default_ttl_ms(self) -> int:
+        """A binding's life, in milliseconds, when a call gives no ttl."""
+        return self._default_ttl_ms
+
+    @property
+    def cleanup_interval(self) -> float:
+        """Seconds between background cleanups (0: none)."""
+        return self._cleanup_interval
+
+    @property
+    def cleanup_batch(self) -> int:
+        """The most rows one cleanup batch removes."""
+        return self._cleanup_batch
+
+    def now_ms(self) -> int:
+        """The clock's now, in whole milliseconds (the unit storage compares)."""
+        return math.floor(self._clock.now() * 1000)
+
+    async def open(self) -> None:
+        """Open now (``async with`` and the first call do it too); idempotent.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+            StorageError: the store could not be opened.
+        """
+        await self._ready()
+
+    async def run(self, operation: str, work: Callable[[Storage], Awaitable[T]]) -> T:
+        """Run ``work`` on the open storage as one operation of this store.
+
+        Opened lazily, counted in flight (``close()`` waits for it), timed under
+        ``operation``'s name, and a driver error becomes a ``StorageError`` (by this
+        backend's error table) exactly here. For the library's own parts (the
+        resilient wrapper's write-back), which hold digests, not session ids.
+
+        Args:
+            operation: the operation's name in latencies and errors (``"claim"``).
+            work: given the storage; its result is returned.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        storage = await self._ready()
+        with self._busy(), self._counting(operation):
+            return await work(storage)
+
+    @abstractmethod
+    async def _connect(self, resources: contextlib.AsyncExitStack) -> Storage:
+        """Open the backend's storage; push on ``resources`` what ``close()`` releases.
+
+        Errors raised here are translated like any operation's (as ``"open"``).
+        """
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _refuse(self) -> RepositoryClosed:
+        return RepositoryClosed(f"{type(self).__name__} is closed")
+
+    async def _ready(self) -> Storage:
+        """Open on first use; refuse after close (also a call that waited for the open)."""
+        if self._closed:
+            raise self._refuse()
+        storage = self._storage
+        if storage is not None:
+            return storage
+        before = cancel_requests()
+        async with self._open_lock:
+            if self._storage is None:
+                if self._closed:
+                    raise self._refuse()
+                self._storage = await self._open_storage()
+                self._opened = True  # close(), waiting for this lock, closes it
+            reraise_swallowed(before)
+            if self._closed:
+                raise self._refuse()
+            if self._cleanup_interval > 0 and self._cleanup_task is None:
+                self._cleanup_task = asyncio.create_task(
+                    self._cleanup_loop(), name=f"session-repo cleanup ({self.backend})"
+                )
+            return self._storage
+
+    async def _open_storage(self) -> Storage:
+        resources = contextlib.AsyncExitStack()
+        try:
+            with storage_errors("open", self._classify):
+                storage = await self._connect(resources)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await resources.aclose()
+            raise
+        resources.push_async_callback(storage.close)
+        self._resources = resources
+        return storage
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        """Count a call in flight, so close() releases nothing it still uses.
+
+        A cancellation that a driver swallowed on the way (Python 3.11's
+        ``wait_for`` in redis-py loses one that lands as a reply arrives) is raised
+        again here, so a cancelled call never returns as if it had not been.
+        """
+        before = cancel_requests()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            reraise_swallowed(before, exc)
+            raise
+        else:
+            reraise_swallowed(before)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def close(self) -> None:
+        """Refuse new calls, interrupt cleanups, let other calls finish, then release.
+
+        Idempotent; every later call raises ``RepositoryClosed``. A caller cancelled
+        while waiting here gets its ``CancelledError``; the closing goes on without
+        it (shielded), and a later ``close()`` waits for it.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.create_task(
+                self._close(), name=f"session-repo close ({self.backend})"
+            )
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        for work in self._cleanups:
+            work.cancel()  # its caller gets RepositoryClosed
+        async with self._open_lock:  # an open in progress ends first; its caller is refused
+            task, self._cleanup_task = self._cleanup_task, None
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+            await self._idle.wait()
+            if self._opened:
+                self._opened = False
+                self._storage = None
+                with storage_errors("close", self._classify):
+                    await self._resources.aclose()
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._cleanup_interval)
+            try:
+                await self.cleanup()
+            except RepositoryClosed:
+                return
+            except StorageError as exc:
+                logger.warning(
+                    "background cleanup failed: %s",
+                    exc,
+                    extra={"backend": self.backend, "operation": "cleanup", "outcome": "error"},
+                )
+            except Exception:  # a bug must not end cleanup for the process's lifetime
+                logger.exception(
+                    "background cleanup failed unexpectedly",
+                    extra={"backend": self.backend, "operation": "cleanup", "outcome": "error"},
+                )
+
+    # -- the contract ----------------------------------------------------
+
+    async def upsert(self, session_id: str, alloc_id: str, ttl: Ttl | None = None) -> None:
+        """Bind or rebind ``session_id`` to ``alloc_id``, whoever owns it; expiry = now + ttl.
+
+        Args:
+            session_id: the client's session key (stored only as its digest).
+            alloc_id: the instance that owns the session from now on.
+            ttl: how long the binding lives; ``None`` for ``default_ttl``.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        key = session_key(check_session_id(session_id))
+        owner = check_alloc_id(alloc_id)
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        storage = await self._ready()
+        with self._busy(), self._counting("upsert"):
+            await storage.upsert(key, owner, self.now_ms() + life)
+        self._counters.upserts += 1
+
+    async def lookup(self, session_id: str) -> str | None:
+        """The owner of ``session_id``'s live binding; the expiry is not extended.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            The owning alloc id, or ``None`` if there is no live binding.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        key = session_key(check_session_id(session_id))
+        storage = await self._ready()
+        with self._busy(), self._counting("lookup"):
+            owner = await storage.lookup(key, self.now_ms())
+        self._counters.looked_up(owner)
+        return owner
+
+    async def claim(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> str:
+        """Atomically take a session unless another owner holds a live binding.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for ``default_ttl``.
+            replacing: an owner whose live binding this claim may take over.
+
+        Returns:
+            ``alloc_id`` if the caller won, else the owner that holds the session
+                (then nothing changed).
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        key = session_key(check_session_id(session_id))
+        owner = check_alloc_id(alloc_id)
+        if replacing is not None:
+            check_alloc_id(replacing, "replacing")
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        storage = await self._ready()
+        now = self.now_ms()
+        with self._busy(), self._counting("claim"):
+            winner = await storage.claim(key, owner, now + life, now, replacing)
+        self._counters.claims += 1
+        return winner
+
+    async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
+        """Extend a live binding to now + ttl, keeping its owner.
+
+        Args:
+            session_id: the client's session key.
+            ttl: the binding's new life from now; ``None`` for ``default_ttl``.
+
+        Returns:
+            ``True`` if a live binding was extended, ``False`` if there is none.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        key = session_key(check_session_id(session_id))
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        storage = await self._ready()
+        now = self.now_ms()
+        with self._busy(), self._counting("touch"):
+            touched = await storage.touch(key, now + life, now)
+        self._counters.touches += 1
+        return touched
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove ``session_id``'s binding; without a live one, a no-op.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            ``True`` if a live binding was removed.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        key = session_key(check_session_id(session_id))
+        storage = await self._ready()
+        with self._busy(), self._counting("delete"):
+            deleted = await storage.delete(key, self.now_ms())
+        if deleted:  # ``deletes`` counts bindings removed, as in ``delete_owner``
+            self._counters.deletes += 1
+        return deleted
+
+    async def delete_owner(self, alloc_id: str) -> int:
+        """Remove every binding of an instance that is gone.
+
+        Args:
+            alloc_id: the instance whose bindings go.
+
+        Returns:
+            How many live bindings were removed (0 if it owned none).
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        owner = check_alloc_id(alloc_id)
+        storage = await self._ready()
+        with self._busy(), self._counting("delete_owner"):
+            removed = await storage.delete_owner(owner, self.now_ms())
+        self._counters.deletes += removed
+        return removed
+
+    async def cleanup(self) -> int:
+        """Remove all expired rows, ``cleanup_batch`` at a time.
+
+        Returns:
+            How many expired rows were removed.
+
+        Raises:
+            RepositoryClosed: the repository was closed, also while this call ran.
+            StorageError: the store failed.
+        """
+        storage = await self._ready()
+        now = self._clock.now()
+        with self._busy(), self._counting("cleanup"):
+            removed = await self._interruptible(
+                storage.cleanup(math.floor(now * 1000), self._cleanup_batch)
+            )
+        self._counters.cleaned += removed
+        self._counters.last_cleanup_at = datetime.fromtimestamp(now, UTC)
+        if removed:
+            logger.debug(
+                "cleanup removed %d expired bindings",
+                removed,
+                extra={
+                    "backend": self.backend,
+                    "operation": "cleanup",
+                    "outcome": "ok",
+                    "removed": removed,
+                },
+            )
+        return removed
+
+    async def _interruptible(self, work: Coroutine[Any, Any, int]) -> int:
+        """Run ``work`` as a task that close() may cancel: its caller gets RepositoryClosed.
+
+        Cancelling the caller cancels the work too and raises ``CancelledError``
+        as usual; only a cancellation that came from close() becomes
+        ``RepositoryClosed``.
+        """
+        task = asyncio.create_task(work)
+        self._cleanups.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if task.cancelled() and self._closed and (caller is None or not caller.cancelling()):
+                raise self._refuse() from None
+            raise
+        finally:
+            self._cleanups.discard(task)
+
+    async def metrics(self) -> SessionStoreMetrics:
+        """Counters since the repository was created, and gauges read from the store now.
+
+        Returns:
+            A snapshot of the counters and gauges.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        storage = await self._ready()
+        with self._busy(), self._counting("metrics"):
+            self._gauges = await storage.gauges(self.now_ms())
+        return self.counters()
+
+    def counters(self) -> SessionStoreMetrics:
+        """The counters now, with the gauges the last ``metrics()`` read (zero before).
+
+        No I/O and no await, so it can be read from any thread (a Prometheus scrape)
+        while the repository works on its event loop.
+        """
+        sessions, expired, size = self._gauges
+        return self._counters.snapshot(sessions=sessions, expired=expired, storage_bytes=size)
+
+    async def health(self) -> Health:
+        """Whether the store answers; a storage failure is ``"down"``, never raised.
+
+        Returns:
+            ``"ok"`` with a short detail, or ``"down"`` with the error.
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+        """
+        try:
+            storage = await self._ready()
+            with self._busy(), storage_errors("health check", self._classify):
+                detail = await storage.ping()
+        except StorageError as exc:
+            return Health("down", self.backend, str(exc))
+        return Health("ok", self.backend, detail)
+
+    @contextlib.contextmanager
+    def _counting(self, operation: str) -> Iterator[None]:
+        """Time the operation; translate a driver error (once, here) and count it."""
+        started = time.perf_counter()
+        try:
+            try:
+                yield
+            except SessionRepoError:
+                raise
+            except Exception as exc:  # total: no driver error reaches the caller untranslated
+                raise translate(exc, operation, self._classify) from exc
+        except StorageError as exc:
+            elapsed = time.perf_counter() - started
+            self._counters.errors += 1
+            self._counters.observe(operation, elapsed, failed=True)
+            logger.debug(
+                "%s failed: %s",
+                operation,
+                exc,
+                extra={
+                    "backend": self.backend,
+                    "operation": operation,
+                    "outcome": "error",
+                    "transient": exc.transient,
+                    "duration": elapsed,
+                },
+            )
+            raise
+        self._counters.observe(operation, time.perf_counter() - started)
+
+    def latencies(self) -> dict[str, Latency]:
+        """Per-operation latency histograms since open (copies; for metrics exporters).
+
+        Returns:
+            The operation's name (``"lookup"``, ``"claim"``, ...) to its histogram.
+        """
+        histograms = dict(self._counters.latency)  # one copy: another thread may be adding
+        return {
+            name: Latency(list(h.counts), h.total, h.failures) for name, h in histograms.items()
+        }

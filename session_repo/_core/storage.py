@@ -1,0 +1,80 @@
+"""The storage interface: what a backend implements beneath the front.
+
+The front (``session_repo._core.front.StoreFront``) checks inputs, hashes the
+session id, reads the clock, counts, times and translates errors; a ``Storage``
+only stores. Every method takes already-validated values: the session's digest,
+alloc ids, and integer milliseconds from the front's clock.
+
+A storage may raise its driver's own errors: the front turns them into
+``StorageError`` once, with the backend's error table (the ``classify`` it gives
+the front) saying whether another try may succeed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+__all__ = ["Gauges", "Storage"]
+
+
+class Gauges(NamedTuple):
+    """What ``metrics()`` reads from the store now."""
+
+    sessions: int
+    """Live bindings."""
+    expired: int
+    """Rows present but expired (cleanup has not reached them yet)."""
+    storage_bytes: int | None
+    """Bytes the store uses, where it can tell; else ``None``."""
+
+
+class Storage(Protocol):
+    """Bindings keyed by session digest, with expiry in integer milliseconds.
+
+    A binding is live while ``now < expires_at``; ``now`` is always passed in.
+    """
+
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+        """Bind ``key`` to ``alloc_id`` until ``expires_at``, whoever held it."""
+        ...
+
+    async def lookup(self, key: bytes, now: int) -> str | None:
+        """The owner of ``key``'s live binding, or ``None``; the expiry is not extended."""
+        ...
+
+    async def claim(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str:
+        """Atomically: the live owner unless it is ``replacing``; else bind and return ``alloc_id``.
+
+        A deadlock or serialization failure is retried here, never raised.
+        """
+        ...
+
+    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
+        """Move a live binding's expiry to ``expires_at``; ``False`` if there is none."""
+        ...
+
+    async def delete(self, key: bytes, now: int) -> bool:
+        """Remove ``key``'s binding; ``True`` only if it was live."""
+        ...
+
+    async def delete_owner(self, alloc_id: str, now: int) -> int:
+        """Remove every binding of ``alloc_id``; how many were live."""
+        ...
+
+    async def cleanup(self, now: int, batch: int) -> int:
+        """Remove all rows expired at ``now``, at most ``batch`` per transaction; how many."""
+        ...
+
+    async def gauges(self, now: int) -> Gauges:
+        """Live and expired rows, and the storage size where the store can tell."""
+        ...
+
+    async def ping(self) -> str:
+        """Check the store answers; a short detail for ``health()`` (no secrets)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and background work; called once."""
+        ...

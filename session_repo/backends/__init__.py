@@ -1,0 +1,1 @@
+"""The storage backends, one package or module each: memory, null, Redis, SQL."""

@@ -1,0 +1,125 @@
+"""``RedisSessionRepository``: bindings as Redis keys with native expiry.
+
+Layout under ``key_prefix``: ``s:<digest hex>`` holds the owner with a ``PX``
+ttl; ``o:<alloc id>`` is the owner's index, a sorted set of digests scored by
+expiry (ms), used by ``delete_owner``; ``e`` scores every binding's digest by
+its expiry, so the gauges are two ``ZCOUNT`` (O(log n)), never a scan. Every
+change to a binding and its indexes happens in one Lua script, so they cannot
+drift; an owner index expires itself after its longest binding, and ``cleanup``
+drops the entries whose binding has gone.
+
+Every key a script touches is in its ``KEYS``. A script cannot know beforehand
+whose index a rebinding leaves, so the caller names the owner it believes holds
+the binding (remembered from recent calls); when that is wrong the script changes
+nothing and answers the real owner, and the call runs again with it. Every key
+starts with ``key_prefix``: a prefix with a hash tag (``"{sessions}:"``) puts a
+tenant's keys in one Redis Cluster slot, as its multi-key scripts need.
+
+Redis decides expiry by its own clock (a fake clock does not expire bindings);
+the injected clock only scores the indexes. The lookups of one event-loop tick
+go to Redis as one ``MGET``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from session_repo._core.front import StoreFront
+from session_repo._core.inputs import Ttl, positive_int
+from session_repo.backends.redis.errors import is_transient
+from session_repo.backends.redis.storage import RedisStorage
+from session_repo.clock import Clock
+from session_repo.errors import ConfigError
+
+__all__ = ["RedisSessionRepository"]
+
+try:
+    import redis.asyncio as aioredis
+except ImportError:  # pragma: no cover - exercised only without the extra
+    aioredis = None  # type: ignore[assignment]
+
+
+class RedisSessionRepository(StoreFront):
+    """Bindings in Redis (``redis://`` or ``rediss://``), or a ``redis.asyncio.Redis`` client.
+
+    Args:
+        url_or_client: a ``redis://``, ``rediss://`` or ``unix://`` URL, or a
+            ``redis.asyncio.Redis`` client you built (then closing the repository
+            leaves it open).
+        clock: scores the indexes; Redis expires bindings by its own clock.
+        default_ttl: the ttl (seconds or ``timedelta``) used when a call passes ``None``.
+        key_prefix: starts every key, so services can share one Redis; a hash tag
+            (``"{sessions}:"``) keeps them in one Redis Cluster slot.
+        cleanup_interval: seconds between background cleanups; 0 turns them off.
+        cleanup_batch: the most index entries one cleanup batch handles.
+        max_connections: the size of the blocking connection pool built from a URL.
+
+    Raises:
+        ConfigError: the ``[redis]`` extra is not installed, or the URL is not a
+            Redis URL.
+        TypeError: an argument has the wrong type.
+        InvalidInput: an argument is out of range.
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url_or_client: str | Any,
+        *,
+        clock: Clock | None = None,
+        default_ttl: Ttl = 600,
+        key_prefix: str = "session-repo:",
+        cleanup_interval: float = 60,
+        cleanup_batch: int = 5000,
+        max_connections: int = 50,
+    ) -> None:
+        super().__init__(
+            clock=clock,
+            default_ttl=default_ttl,
+            cleanup_interval=cleanup_interval,
+            cleanup_batch=cleanup_batch,
+            classify=is_transient,
+        )
+        if aioredis is None:
+            raise ConfigError("the Redis backend needs: pip install 'session-repo[redis]'")
+        if not isinstance(key_prefix, str):
+            raise TypeError("key_prefix must be a str")
+        self._prefix = key_prefix
+        self._max_connections = positive_int("max_connections", max_connections)
+        if isinstance(url_or_client, str):
+            if not url_or_client.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError(f"not a Redis URL: {url_or_client.split('@')[-1]!r}")
+            self._url: str | None = url_or_client
+            self._client: Any = None
+        elif isinstance(url_or_client, aioredis.Redis):
+            self._url = None
+            self._client = url_or_client
+        else:
+            raise TypeError(
+                f"url_or_client must be a Redis URL or client, not {type(url_or_client).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        return f"RedisSessionRepository(prefix={self._prefix!r})"
+
+    async def _connect(self, resources: contextlib.AsyncExitStack) -> RedisStorage:
+        client = self._client
+        if client is None:
+            assert self._url is not None
+            # A blocking pool: a burst waits for a connection instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=self._max_connections,
+                timeout=10,
+                decode_responses=True,
+                socket_timeout=10,
+                socket_connect_timeout=10,
+                health_check_interval=30,
+            )
+            client = aioredis.Redis(connection_pool=pool)
+            resources.push_async_callback(client.aclose)
+        storage = RedisStorage(client, self._prefix, batch=self.cleanup_batch, now_ms=self.now_ms)
+        await storage.ping()
+        return storage

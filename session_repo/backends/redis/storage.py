@@ -1,0 +1,200 @@
+"""``RedisStorage``: the ``Storage`` of ``RedisSessionRepository``.
+
+The Lua scripts live in ``scripts/*.lua`` (shipped in the wheel); each change to a
+binding and its indexes is one script, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cachetools import LRUCache
+
+from session_repo._core.batching import TickBatcher
+from session_repo._core.cancel import cancel_requests, reraise_swallowed
+from session_repo._core.storage import Gauges
+from session_repo.backends.redis.scripts import load
+from session_repo.errors import StorageError
+
+__all__ = ["RedisStorage"]
+
+# Owners remembered per digest, to name the right index on the first try.
+_HINTS = 10_000
+# Tries of a write whose binding keeps changing owner under it.
+_TRIES = 5
+
+
+class RedisStorage:
+    """Bindings under ``prefix`` in one Redis client; implements ``Storage``.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` client (with ``decode_responses``).
+        prefix: starts every key.
+        batch: the most index entries one cleanup or ``delete_owner`` step handles.
+        now_ms: the front's clock, in milliseconds (to turn an expiry into a ttl).
+    """
+
+    def __init__(self, client: Any, prefix: str, *, batch: int, now_ms: Callable[[], int]) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._batch = batch
+        self._now_ms = now_ms
+        self._owners: LRUCache[bytes, str] = LRUCache(_HINTS)
+        self._lookups = TickBatcher(self._lookup_batch)
+        self._scripts = TickBatcher(self._script_batch)
+        self._upsert = client.register_script(load("upsert"))
+        self._claim = client.register_script(load("claim"))
+        self._touch = client.register_script(load("touch"))
+        self._delete = client.register_script(load("delete"))
+        self._drop_owned = client.register_script(load("drop_owned"))
+        self._prune = client.register_script(load("prune"))
+        self._forget = client.register_script(load("forget"))
+
+    def _key(self, key: bytes) -> str:
+        return f"{self._prefix}s:{key.hex()}"
+
+    def _index(self, alloc_id: str) -> str:
+        return f"{self._prefix}o:{alloc_id}"
+
+    @property
+    def _expiries(self) -> str:
+        return f"{self._prefix}e"
+
+    async def close(self) -> None:
+        """Let batched calls finish (the client is closed by its owner)."""
+        for batcher in (self._lookups, self._scripts):
+            await batcher.drain()
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts.submit((script, keys, args))
+
+    async def _script_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """The writes of one event-loop tick as one pipeline (each script still atomic)."""
+        if len(requests) == 1:
+            script, keys, args = requests[0]
+            return [await script(keys=keys, args=args)]
+        async with self._client.pipeline(transaction=False) as pipe:  # reset even if cut off
+            for script, keys, args in requests:
+                await script(keys=keys, args=args, client=pipe)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+    async def _write(self, script: Any, key: bytes, new_owner: str, args: list[Any]) -> int:
+        """Run a write script, again with the real owner while the one believed was wrong.
+
+        Returns the script's status (1 done, 0 no binding); remembers the owner.
+        """
+        believed = self._owners.get(key, new_owner)
+        for _ in range(_TRIES):
+            keys = [self._key(key), self._expiries, self._index(believed), self._index(new_owner)]
+            reply = await self._run_script(script, keys, [key.hex(), believed, *args])
+            status = int(reply[0])
+            if status != -1:
+                if status == 1 and script is not self._delete:
+                    self._owners[key] = self._text(reply[1])
+                else:
+                    self._owners.pop(key, None)
+                return status
+            believed = self._text(reply[1])
+        raise StorageError("the binding kept changing owner; try again", transient=True)
+
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+        ttl = expires_at - self._now_ms()
+        await self._write(self._upsert, key, alloc_id, [alloc_id, expires_at, max(ttl, 1)])
+
+    async def lookup(self, key: bytes, now: int) -> str | None:
+        owner: str | None = await self._lookups.submit(self._key(key))
+        if owner is None:
+            self._owners.pop(key, None)
+        else:
+            self._owners[key] = owner
+        return owner
+
+    async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
+        """The lookups of one event-loop tick as one MGET."""
+        if len(keys) == 1:
+            owners = [await self._client.get(keys[0])]
+        else:
+            owners = await self._client.mget(keys)
+        return [None if owner is None else self._text(owner) for owner in owners]
+
+    async def claim(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str:
+        keys = [
+            self._key(key),
+            self._expiries,
+            self._index(replacing or alloc_id),
+            self._index(alloc_id),
+        ]
+        # At least 1 ms: native TTLs take no less (an expiry of ``now`` is "not live").
+        args = [key.hex(), replacing or "", alloc_id, expires_at, max(expires_at - now, 1)]
+        owner = self._text(await self._run_script(self._claim, keys, args))
+        self._owners[key] = owner
+        return owner
+
+    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
+        status = await self._write(self._touch, key, "", [expires_at, max(expires_at - now, 1)])
+        return status == 1
+
+    async def delete(self, key: bytes, now: int) -> bool:
+        status = await self._write(self._delete, key, "", [])
+        return status == 1
+
+    async def delete_owner(self, alloc_id: str, now: int) -> int:
+        index = self._index(alloc_id)
+        removed = 0
+        before = cancel_requests()
+        while found := await self._client.zrange(index, 0, self._batch - 1):
+            reraise_swallowed(before)  # a long loop stops at once when cancelled
+            digests = [self._text(digest) for digest in found]
+            keys = [index, self._expiries, *(self._prefix + "s:" + d for d in digests)]
+            removed += int(await self._drop_owned(keys=keys, args=[alloc_id, *digests]))
+        return removed
+
+    async def cleanup(self, now: int, batch: int) -> int:
+        """Forget the expiries of bindings Redis has expired; prune the owner indexes."""
+        forgotten = await self._sweep(self._forget, self._expiries, now, batch)
+        owner_prefix = len(self._prefix) + 2
+        async for raw_index in self._client.scan_iter(match=f"{self._prefix}o:*", count=1000):
+            index = self._text(raw_index)
+            await self._sweep(self._prune, index, now, batch, index[owner_prefix:])
+        return forgotten
+
+    async def _sweep(self, script: Any, zset: str, now: int, batch: int, *lead: str) -> int:
+        """Run ``script`` over the entries of ``zset`` scored <= now, a batch at a time.
+
+        It gets ``KEYS = [zset, *bindings]`` and ``ARGV = [*lead, *digests]`` and says
+        how many entries it dropped; those it keeps are skipped, so the sweep ends.
+        """
+        dropped = start = 0
+        before = cancel_requests()
+        while found := await self._client.zrangebyscore(zset, "-inf", now, start=start, num=batch):
+            reraise_swallowed(before)  # a long sweep stops at once when cancelled
+            digests = [self._text(digest) for digest in found]
+            keys = [zset, *(self._prefix + "s:" + d for d in digests)]
+            gone = int(await script(keys=keys, args=[*lead, *digests]))
+            dropped += gone
+            start += len(digests) - gone
+            if len(digests) < batch:
+                break
+        return dropped
+
+    async def gauges(self, now: int) -> Gauges:
+        """Live and expired bindings: two ZCOUNT in one round trip, whatever the count."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zcount(self._expiries, f"({now}", "+inf")
+            pipe.zcount(self._expiries, "-inf", now)
+            sessions, expired = await pipe.execute()
+        return Gauges(int(sessions), int(expired), None)
+
+    async def ping(self) -> str:
+        await self._client.ping()
+        pool = self._client.connection_pool.connection_kwargs
+        where = pool.get("path") or f"{pool.get('host', '?')}:{pool.get('port', '?')}"
+        return f"redis: {where}/{pool.get('db', 0)} prefix {self._prefix!r}"

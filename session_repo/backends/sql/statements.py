@@ -1,0 +1,131 @@
+"""The statements each SQL dialect runs, built once per repository.
+
+``claim`` is a single atomic statement per dialect, never select-then-insert:
+SQLite uses ``INSERT .. ON CONFLICT DO UPDATE .. WHERE`` with ``RETURNING`` (its
+writers take turns); PostgreSQL always updates (``SET col = CASE WHEN <may take>
+THEN new ELSE col END``) so the row is locked and ``RETURNING`` names the owner as
+of the conflict check itself; MariaDB/MySQL use ``ON DUPLICATE KEY UPDATE`` whose condition is
+evaluated once into a session variable (assignments there run left to right).
+When the conflicting row is live and not ``replacing``, nothing is updated and
+the owner is read back inside the same transaction, where the row is locked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Delete,
+    Select,
+    TextClause,
+    Update,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.sql.dml import Insert, ReturningInsert
+
+from session_repo.backends.sql.model import bindings
+
+__all__ = ["Statements", "statements_for"]
+
+_key = bindings.c.session_key
+_alloc = bindings.c.alloc_id
+_expires = bindings.c.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """Parameters: key, alloc, expires, now, replacing, batch."""
+
+    lookup: Select[str]
+    owner: Select[str]
+    upsert: Insert
+    claim: ReturningInsert[str] | TextClause
+    claim_returns_owner: bool
+    touch: Update
+    delete: Delete
+    delete_owner: Delete
+    cleanup_batch: Delete | TextClause
+    gauges: Select[int | None, int | None]
+
+
+def statements_for(dialect: str) -> Statements:
+    """Statements for a dialect name ("sqlite", "postgresql", "mysql" or "mariadb")."""
+    values: dict[str, Any] = {
+        "session_key": bindparam("key"),
+        "alloc_id": bindparam("alloc"),
+        "expires_at": bindparam("expires"),
+    }
+    claimable = or_(_expires <= bindparam("now"), _alloc == bindparam("replacing"))
+    expired_keys = select(_key).where(_expires <= bindparam("now")).limit(bindparam("batch"))
+    claim: ReturningInsert[str] | TextClause
+    cleanup_batch: Delete | TextClause
+    if dialect in ("sqlite", "postgresql"):
+        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(bindings)
+        insert = insert.values(values)
+        excluded = {"alloc_id": insert.excluded.alloc_id, "expires_at": insert.excluded.expires_at}
+        upsert: Insert = insert.on_conflict_do_update(index_elements=[_key], set_=excluded)
+        if dialect == "sqlite":  # writes are serialized (BEGIN IMMEDIATE): no race to lose
+            claim = insert.on_conflict_do_update(
+                index_elements=[_key], set_=excluded, where=claimable
+            ).returning(_alloc)
+        else:
+            # Always update, keeping the old values when not taking over: the row is then
+            # locked and RETURNING gives its latest version. With a WHERE that fails,
+            # READ COMMITTED would leave the row unlocked and return nothing, and the
+            # holder could only be read from an older snapshot.
+            keep = {
+                name: case((claimable, value), else_=bindings.c[name])
+                for name, value in excluded.items()
+            }
+            claim = insert.on_conflict_do_update(index_elements=[_key], set_=keep).returning(_alloc)
+        claim_returns_owner = True
+        if dialect == "postgresql":
+            # Several instances may clean at once: each takes rows nobody else holds.
+            expired_keys = expired_keys.with_for_update(skip_locked=True)
+        cleanup_batch = delete(bindings).where(_key.in_(expired_keys.scalar_subquery()))
+    elif dialect in ("mysql", "mariadb"):
+        insert_my = mysql_insert(bindings).values(values)
+        upsert = insert_my.on_duplicate_key_update(
+            alloc_id=insert_my.inserted.alloc_id, expires_at=insert_my.inserted.expires_at
+        )
+        claim = text(
+            "INSERT INTO session_bindings (session_key, alloc_id, expires_at) "
+            "VALUES (:key, :alloc, :expires) ON DUPLICATE KEY UPDATE "
+            "alloc_id = IF(@session_repo_take := (expires_at <= :now OR alloc_id = :replacing), "
+            "VALUES(alloc_id), alloc_id), "
+            "expires_at = IF(@session_repo_take, VALUES(expires_at), expires_at)"
+        )
+        claim_returns_owner = False
+        cleanup_batch = text(
+            "DELETE FROM session_bindings WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch"
+        )
+    else:  # pragma: no cover - parse_url refuses other dialects first
+        raise ValueError(f"unsupported dialect {dialect!r}")
+    live = _expires > bindparam("now")
+    return Statements(
+        lookup=select(_alloc).where(_key == bindparam("key"), live),
+        owner=select(_alloc).where(_key == bindparam("key")),
+        upsert=upsert,
+        claim=claim,
+        claim_returns_owner=claim_returns_owner,
+        touch=update(bindings)
+        .where(_key == bindparam("key"), live)
+        .values(expires_at=bindparam("expires")),
+        delete=delete(bindings).where(_key == bindparam("key"), live),
+        delete_owner=delete(bindings).where(_alloc == bindparam("alloc"), live),
+        cleanup_batch=cleanup_batch,
+        gauges=select(
+            func.sum(case((live, 1), else_=0)),
+            func.sum(case((live, 0), else_=1)),
+        ),
+    )
