@@ -10,10 +10,43 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from session_repo._core.inputs import Ttl
+from session_repo._core.inputs import DEFAULT_TTL_MS, Ttl, check_session_id, ttl_ms
+from session_repo._core.keys import log_ref, session_key
 from session_repo.metrics import Health, SessionStoreMetrics
 
-__all__ = ["SessionRepository"]
+__all__ = ["SessionRepository", "Ttl", "session_ref", "ttl_seconds"]
+
+
+def session_ref(session_id: str) -> str:
+    """The short, non-reversible reference the library's logs give a session.
+
+    Log it instead of the session id (a bearer secret) to correlate your logs with
+    the library's.
+
+    Args:
+        session_id: the client's session key.
+
+    Raises:
+        TypeError: ``session_id`` is not a ``str``.
+        InvalidInput: ``session_id`` breaks the input rules.
+    """
+    return log_ref(session_key(check_session_id(session_id)))
+
+
+def ttl_seconds(ttl: Ttl | None, default: float = DEFAULT_TTL_MS / 1000) -> float:
+    """``ttl`` in seconds, checked by the contract's rules (``None`` gives ``default``).
+
+    Rounded up to whole milliseconds, as the repositories store it.
+
+    Args:
+        ttl: seconds (``int`` or ``float``) or a ``timedelta``; ``None`` for the default.
+        default: the seconds ``None`` stands for.
+
+    Raises:
+        TypeError: ``ttl`` has the wrong type (``bool`` included).
+        InvalidInput: ``ttl`` is not finite and > 0, or is longer than a century.
+    """
+    return ttl_ms(ttl, round(default * 1000)) / 1000
 
 
 @runtime_checkable
