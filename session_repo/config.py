@@ -5,28 +5,74 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, Self
 
-from session_repo.errors import ConfigError
+from session_repo._core.inputs import (
+    DEFAULT_TTL_MS,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+)
+from session_repo.errors import ConfigError, InvalidInput
 
-__all__ = ["DEFAULT_URL", "SessionStoreConfig", "mask_url"]
+__all__ = ["DEFAULT_URL", "SessionStoreConfig", "StoreKind", "mask_url", "store_kind", "url_scheme"]
 
 DEFAULT_URL = "sqlite+aiosqlite:///session-store.sqlite"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
-_URL_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "redis", "rediss", "memory")
+
+StoreKind = Literal["sql", "redis", "memory"]
+"""The kinds of store a URL can name: a SQL database, Redis, or in-process memory."""
+
+# Each scheme the library serves (without its ``+driver``), and the kind of store it is.
+_STORE_KINDS: dict[str, StoreKind] = {
+    "sqlite": "sql",
+    "postgresql": "sql",
+    "mysql": "sql",
+    "mariadb": "sql",
+    "redis": "redis",
+    "rediss": "redis",
+    "memory": "memory",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class SessionStoreConfig:
-    """Settings for ``create_session_repository``; times are in seconds."""
+    """Settings for ``create_session_repository``; times are in seconds.
+
+    Every field is checked when the config is made; ``from_env`` reads them from the
+    ``SESSION_STORE_*`` variables.
+
+    Args:
+        enabled: false gives the null store, which keeps nothing.
+        url: the store: ``sqlite+aiosqlite:///path``, ``postgresql+asyncpg://...``,
+            ``mysql+asyncmy://...``, ``redis://...`` or ``memory://``.
+        ttl: a binding's life when a call passes none.
+        cleanup_interval: seconds between background cleanups; 0 turns them off.
+        cleanup_batch: the most rows one cleanup batch removes.
+        retry_count: tries of one call before the fallback serves it.
+        retry_delay: the first backoff between tries; it doubles, with jitter.
+        max_sessions: the memory store's bound (and the fallback's warm cache's).
+        fallback: ``"memory"`` serves from memory while the store fails; ``"none"``
+            raises its errors instead.
+        auto_migrate: upgrade the schema on open; ``None`` means SQLite only.
+        pool_size: connections a server database's pool keeps.
+        connect_timeout: the longest wait for a connection.
+        statement_timeout: the longest a server statement may run.
+        busy_timeout: the longest a SQLite writer waits for the lock.
+        sqlite_synchronous: ``"NORMAL"`` or ``"FULL"`` (what a power cut can lose).
+        journal_max: outage writes the resilient wrapper keeps for write-back.
+
+    Raises:
+        ConfigError: a field breaks its rule; the message names it.
+    """
 
     enabled: bool = True
     url: str = DEFAULT_URL
-    ttl: float = 600.0
+    ttl: float = DEFAULT_TTL_MS / 1000
     cleanup_interval: float = 60.0
     cleanup_batch: int = 5000
     retry_count: int = 3
@@ -50,17 +96,12 @@ class SessionStoreConfig:
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
-        _check_number("ttl", self.ttl, minimum=0, inclusive=False)
-        _check_number("cleanup_interval", self.cleanup_interval, minimum=0)
-        _check_int("cleanup_batch", self.cleanup_batch, minimum=1)
-        _check_int("retry_count", self.retry_count, minimum=1)
-        _check_number("retry_delay", self.retry_delay, minimum=0)
-        _check_int("max_sessions", self.max_sessions, minimum=1)
-        _check_int("pool_size", self.pool_size, minimum=1)
-        _check_number("connect_timeout", self.connect_timeout, minimum=0, inclusive=False)
-        _check_number("statement_timeout", self.statement_timeout, minimum=0, inclusive=False)
-        _check_number("busy_timeout", self.busy_timeout, minimum=0, inclusive=False)
-        _check_int("journal_max", self.journal_max, minimum=1)
+        for name, check in _FIELD_RULES.items():
+            value = getattr(self, name)
+            try:
+                check(name, value)
+            except (TypeError, InvalidInput) as exc:
+                raise ConfigError(f"{exc}, not {value!r}") from None
         if self.sqlite_synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(
                 f"sqlite_synchronous must be 'NORMAL' or 'FULL', not {self.sqlite_synchronous!r}"
@@ -79,6 +120,9 @@ class SessionStoreConfig:
         Args:
             environ: the variables to read; ``None`` for ``os.environ``.
 
+        Returns:
+            The settings those variables describe.
+
         Raises:
             ConfigError: a value is malformed; the message names the variable and the value.
         """
@@ -95,7 +139,7 @@ class SessionStoreConfig:
         return cls(
             enabled=env.boolean("SESSION_STORE_ENABLED", True),
             url=env.checked("SESSION_STORE_URL", url, _check_url),
-            ttl=env.millis("SESSION_STORE_TTL_MS", 600_000, positive=True),
+            ttl=env.millis("SESSION_STORE_TTL_MS", DEFAULT_TTL_MS, positive=True),
             cleanup_interval=env.millis("SESSION_STORE_CLEANUP_INTERVAL_MS", 60_000),
             cleanup_batch=env.integer("SESSION_STORE_CLEANUP_BATCH", 5000, minimum=1),
             retry_count=env.integer("SESSION_STORE_RETRY_COUNT", 3, minimum=1),
@@ -120,6 +164,9 @@ class SessionStoreConfig:
 
         Args:
             overrides: field names to their new values.
+
+        Returns:
+            The new settings; this one is unchanged.
 
         Raises:
             ConfigError: a name is not a field, or a value breaks its field's rule.
@@ -199,33 +246,63 @@ class _Env:
         return raw.lower()
 
 
+# The numeric fields and the contract's rule each keeps (``bool`` is refused by all).
+_FIELD_RULES: dict[str, Callable[[str, object], object]] = {
+    "ttl": positive_seconds,
+    "cleanup_interval": non_negative_seconds,
+    "cleanup_batch": positive_int,
+    "retry_count": positive_int,
+    "retry_delay": non_negative_seconds,
+    "max_sessions": positive_int,
+    "pool_size": positive_int,
+    "connect_timeout": positive_seconds,
+    "statement_timeout": positive_seconds,
+    "busy_timeout": positive_seconds,
+    "journal_max": positive_int,
+}
+
+
+def url_scheme(url: str) -> str:
+    """The scheme a URL starts with, lowercased and without its driver.
+
+    Args:
+        url: a store URL, e.g. ``postgresql+asyncpg://app@db/app``.
+
+    Returns:
+        ``"postgresql"`` for that example; the text before ``://`` (or the whole
+        text, without one) otherwise.
+    """
+    return url.split("://", 1)[0].split("+", 1)[0].lower()
+
+
+def store_kind(url: str) -> StoreKind:
+    """Which kind of store a URL names: the one place that reads schemes.
+
+    Args:
+        url: a store URL, as ``SESSION_STORE_URL`` holds it.
+
+    Returns:
+        ``"sql"`` for SQLite, PostgreSQL and MariaDB/MySQL, ``"redis"`` for
+        ``redis://`` and ``rediss://``, ``"memory"`` for ``memory://``.
+
+    Raises:
+        ConfigError: ``url`` is not a URL, or its scheme names no store this library has.
+    """
+    _check_url("url", url)
+    return _STORE_KINDS[url_scheme(url)]
+
+
 def _check_url(name: str, url: object) -> None:
     if not isinstance(url, str) or "://" not in url:
         shown = repr(mask_url(url)) if isinstance(url, str) else type(url).__name__
         raise ConfigError(f"{name} must be a URL like {DEFAULT_URL!r}, not {shown}")
-    full = url.split("://", 1)[0]
-    if not _SCHEME.fullmatch(full):
+    if not _SCHEME.fullmatch(url.split("://", 1)[0]):
         raise ConfigError(f"{name} must start with a scheme like 'sqlite+aiosqlite://'")
-    scheme = full.split("+", 1)[0].lower()
-    if scheme not in _URL_SCHEMES:
+    scheme = url_scheme(url)
+    if scheme not in _STORE_KINDS:
         raise ConfigError(
-            f"{name} has unsupported scheme {scheme!r}; use one of: {', '.join(_URL_SCHEMES)}"
+            f"{name} has unsupported scheme {scheme!r}; use one of: {', '.join(_STORE_KINDS)}"
         )
-
-
-def _check_number(name: str, value: object, *, minimum: float, inclusive: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, not {value!r}")
-    if value < minimum or (not inclusive and value == minimum):
-        rule = ">=" if inclusive else ">"
-        raise ConfigError(f"{name} must be {rule} {minimum}, not {value!r}")
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an int, not {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, not {value!r}")
 
 
 def mask_url(text: str) -> str:
@@ -237,6 +314,9 @@ def mask_url(text: str) -> str:
 
     Args:
         text: a URL, or any text that may hold one (a log line, an error message).
+
+    Returns:
+        ``text`` with the password, if any, replaced.
     """
     scheme, sep, rest = text.partition("://")
     if not sep or not _SCHEME.fullmatch(scheme):  # "app:pass://x@host" has no scheme

@@ -15,7 +15,7 @@ from session_repo.backends.null import NullSessionRepository
 from session_repo.backends.redis import RedisSessionRepository
 from session_repo.backends.sql.repository import SqlSessionRepository
 from session_repo.clock import Clock
-from session_repo.config import SessionStoreConfig
+from session_repo.config import SessionStoreConfig, store_kind
 from session_repo.contract import SessionRepository
 from session_repo.resilience import ResilientSessionRepository
 
@@ -44,7 +44,7 @@ def create_session_repository(
         config = SessionStoreConfig.from_env()
     if not config.enabled:
         return NullSessionRepository()
-    scheme = config.url.split("://", 1)[0].lower()
+    kind = store_kind(config.url)
     # What every backend takes from the configuration alike.
     common: dict[str, Any] = {
         "clock": clock,
@@ -52,10 +52,10 @@ def create_session_repository(
         "cleanup_interval": config.cleanup_interval,
         "cleanup_batch": config.cleanup_batch,
     }
-    if scheme == "memory":
+    if kind == "memory":
         return MemorySessionRepository(max_sessions=config.max_sessions, **common)
     primary: StoreFront
-    if scheme in ("redis", "rediss"):
+    if kind == "redis":
         primary = RedisSessionRepository(config.url, **common)
     else:
         primary = SqlSessionRepository(
