@@ -8,18 +8,13 @@ fallback) when "degraded", 503 when "down" or closed. Mount it at ``/healthz``.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
+from session_repo._asgi import ASGIApp, Receive, Scope, Send, send_response, serve_lifespan
 from session_repo.contract import SessionRepository
 from session_repo.errors import RepositoryClosed
 from session_repo.metrics import Health
 
 __all__ = ["health_app"]
-
-Receive = Callable[[], Awaitable[Mapping[str, Any]]]
-Send = Callable[[Mapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Mapping[str, Any], Receive, Send], Awaitable[None]]
 
 
 def health_app(repository: SessionRepository, *, degraded_status: int = 200) -> ASGIApp:
@@ -34,9 +29,9 @@ def health_app(repository: SessionRepository, *, degraded_status: int = 200) -> 
         or a closed repository, 405 for a method other than GET or HEAD.
     """
 
-    async def app(scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -57,23 +52,7 @@ def health_app(repository: SessionRepository, *, degraded_status: int = 200) -> 
 async def _respond(
     send: Send, status: int, body: dict[str, str], *, head: bool, allow: bool = False
 ) -> None:
-    payload = json.dumps(body).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
     if allow:
         headers.append((b"allow", b"GET, HEAD"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else payload})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    await send_response(send, status, headers, json.dumps(body).encode(), head=head)

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from session_repo import MemorySessionRepository
-from session_repo._core.keys import log_ref, session_key
+from session_repo.contract import session_ref
 from session_repo.fly import FlyReplayMiddleware
-from session_repo.fly.replay_state import ReplayStateSigner
+from session_repo.fly.replay_state import ReplayStateSigner, session_digest
 from session_repo.testing import FakeClock
 
 ME, OTHER = "machine-a", "machine-b"
@@ -122,7 +122,7 @@ KEY = (b"mcp-session-id", SID.encode())
 
 def bad_srcs(now: float) -> list[bytes]:
     stamp = str(int(now)).encode()
-    good = ReplayStateSigner(SECRET).sign(ME, session_key(SID), now).encode()
+    good = ReplayStateSigner(SECRET).sign(ME, session_digest(SID), now).encode()
     return [
         b"state=v1.\xb2.x",  # a superscript two passes str.isdigit, not int()
         b"state=v1.\xb2\xb3." + good.rsplit(b".", 1)[1],
@@ -154,7 +154,7 @@ async def test_a_verified_state_still_counts_with_the_stricter_parser(
     middleware: Any, app: App, repo: MemorySessionRepository, fake_clock: FakeClock
 ) -> None:
     await repo.upsert(SID, OTHER)
-    state = ReplayStateSigner(SECRET).sign(ME, session_key(SID), fake_clock.now())
+    state = ReplayStateSigner(SECRET).sign(ME, session_digest(SID), fake_clock.now())
     src = f"instance={OTHER};region=iad;state={state}".encode()
     assert (await request(middleware, [KEY, (b"fly-replay-src", src)])).status == 200
     assert app.paths == ["/mcp"]
@@ -371,7 +371,7 @@ class ReportingRepository:
     async def lose(self, session_id: str, winner: str) -> None:
         await self.inner.upsert(session_id, winner)
         for listener in self.listeners:
-            await listener(log_ref(session_key(session_id)), winner)
+            await listener(session_ref(session_id), winner)
 
 
 async def test_a_claim_lost_on_write_back_sends_the_next_request_to_the_winner(
@@ -396,7 +396,7 @@ async def test_a_claim_lost_on_write_back_sends_the_next_request_to_the_winner(
     lines = [r for r in no_raw_session_ids.records if "store was down" in r.getMessage()]
     assert len(lines) == 1
     assert lines[0].levelno == logging.INFO
-    assert log_ref(session_key(SID)) in lines[0].getMessage()
+    assert session_ref(SID) in lines[0].getMessage()
 
 
 async def test_a_lost_claim_for_a_session_not_owned_here_changes_nothing(

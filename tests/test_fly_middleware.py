@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from session_repo import InvalidInput, MemorySessionRepository, SqlSessionRepository
-from session_repo._core.keys import session_key
 from session_repo.fly import FlyReplayMiddleware
-from session_repo.fly.replay_state import ReplayStateSigner
+from session_repo.fly.replay_state import ReplayStateSigner, session_digest
 from session_repo.testing import FakeClock
 
 ME, OTHER = "machine-a", "machine-b"
@@ -145,7 +144,7 @@ async def io(repo: MemorySessionRepository) -> tuple[int, int, int, int, int]:
 
 
 def signed(target: str, session_id: str, now: float, secret: str = SECRET) -> str:
-    state = ReplayStateSigner(secret).sign(target, session_key(session_id), now)
+    state = ReplayStateSigner(secret).sign(target, session_digest(session_id), now)
     return f"instance={OTHER};region=iad;t={int(now * 1e6)};state={state}"
 
 
@@ -208,12 +207,22 @@ async def test_lifespan_passes_through(middleware: FlyReplayMiddleware, app: App
     assert app.calls == [{"type": "lifespan"}]
 
 
-def test_ttl_none_follows_session_store_ttl_ms(
-    monkeypatch: pytest.MonkeyPatch, app: App, repo: MemorySessionRepository
+async def test_ttl_none_follows_session_store_ttl_ms(
+    monkeypatch: pytest.MonkeyPatch, app: App, repo: MemorySessionRepository, fake_clock: FakeClock
 ) -> None:
-    assert FlyReplayMiddleware(app, repo, instance_id=ME)._ttl == 600.0
+    async def lives(session_id: str, seconds: float) -> None:
+        """The binding claimed for a session the app hands out lives exactly ``seconds``."""
+        middleware = FlyReplayMiddleware(app, repo, instance_id=ME, clock=fake_clock)
+        app.headers = [(b"mcp-session-id", session_id.encode())]
+        assert (await call(middleware)).status == 200
+        fake_clock.advance(seconds - 0.001)
+        assert await repo.lookup(session_id) == ME
+        fake_clock.advance(0.001)
+        assert await repo.lookup(session_id) is None
+
+    await lives("first", 600.0)
     monkeypatch.setenv("SESSION_STORE_TTL_MS", "90000")
-    assert FlyReplayMiddleware(app, repo, instance_id=ME)._ttl == 90.0
+    await lives("second", 90.0)
 
 
 # -- no key: learn ownership from the response --------------------------------------------
@@ -402,11 +411,11 @@ async def test_a_session_owned_elsewhere_is_replayed_there_before_the_body_is_re
     assert fields["instance"] == OTHER
     assert fields["timeout"] == "5s"
     assert fields["fallback"] == "force_self"
-    digest = session_key(SID)
+    digest = session_digest(SID)
     signer = ReplayStateSigner(SECRET)
     assert signer.verify(fields["state"], OTHER, digest, fake_clock.now())
     assert not signer.verify(fields["state"], ME, digest, fake_clock.now())
-    assert not signer.verify(fields["state"], OTHER, session_key("another"), fake_clock.now())
+    assert not signer.verify(fields["state"], OTHER, session_digest("another"), fake_clock.now())
 
 
 async def test_replay_status_and_timeout_are_settable(
@@ -566,7 +575,8 @@ async def test_the_secret_can_come_from_the_environment(
     await repo.upsert(SID, OTHER)
     spoofed = [("mcp-session-id", SID), ("fly-replay-src", "instance=x")]
     assert (await call(middleware, headers=spoofed)).status == 307
-    assert SECRET not in repr(middleware._signer)
+    assert SECRET not in repr(middleware)
+    assert SECRET not in repr(ReplayStateSigner(SECRET))
 
 
 # -- fly-replay-failed --------------------------------------------------------------------
@@ -662,13 +672,13 @@ async def test_the_burst_log_reports_what_it_held_back(
     middleware: FlyReplayMiddleware,
     app: App,
     repo: MemorySessionRepository,
-    monkeypatch: pytest.MonkeyPatch,
+    fake_clock: FakeClock,
     no_raw_session_ids: pytest.LogCaptureFixture,
 ) -> None:
     await repo.close()
     for _ in range(4):
         await call(middleware, headers=[("mcp-session-id", SID)])
-    monkeypatch.setattr(middleware, "_quiet_until", 0.0)  # the quiet period is over
+    fake_clock.advance(30)  # the quiet period is over
     await call(middleware, headers=[("mcp-session-id", SID)])
     lines = [r.getMessage() for r in no_raw_session_ids.records if "store failed" in r.getMessage()]
     assert len(lines) == 2

@@ -1,28 +1,26 @@
-"""The ASGI side of ``FlyReplayMiddleware``: what it reads, and how it answers.
+"""What ``FlyReplayMiddleware`` reads from a request, before its body.
 
-A request is read once from the scope's raw headers, before the body: routing never
-waits for it. Every header is client input, so this is the one place that parses
-them, and it cannot raise: a value that does not parse (a ``Content-Length`` of
-``\\xb2`` or ``+5``, a session key with a space, bytes in no encoding) counts as
-absent or, for a length, as unknown. An answer in the app's place is an HTTP
-response, or for a websocket the denial-response extension when the server has it,
-else a close.
+A request is read once from the scope's raw headers: routing never waits for the
+body. Every header is client input, so this is the one place that parses them, and
+it cannot raise: a value that does not parse (a ``Content-Length`` of ``\\xb2`` or
+``+5``, a session key with a space, bytes in no encoding) counts as absent or, for a
+length, as unknown.
 """
 
 from __future__ import annotations
 
 import re
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 __all__ = [
+    "BODY_METHODS",
     "MAX_FIELD",
+    "MAX_KEY",
     "FlyRequest",
-    "SetCookie",
+    "as_bytes",
     "cookie_value",
     "header_pairs",
-    "parse_set_cookie",
-    "respond",
+    "text",
     "valid_key",
 ]
 
@@ -31,17 +29,31 @@ MAX_FIELD = 4096  # a fly-replay-src longer than this is not Fly's: ignored
 # Methods whose requests carry a body; without a Content-Length its size is unknown.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _LENGTH = re.compile(rb"[0-9]{1,18}")  # ASCII digits only: no sign, no "\xb2", no overflow
-_MAX_AGE = re.compile(r"-?[0-9]{1,18}")
 _OWS = b" \t"
 
 
 def valid_key(value: str) -> bool:
-    """A usable session key: 1..1024 characters of visible ASCII (0x21-0x7E)."""
+    """Whether ``value`` is a usable session key.
+
+    Args:
+        value: a key as read from a header or cookie.
+
+    Returns:
+        True for 1..1024 characters of visible ASCII (0x21-0x7E).
+    """
     return 0 < len(value) <= MAX_KEY and all("!" <= char <= "~" for char in value)
 
 
 def as_bytes(value: Any) -> bytes:
-    """A header name or value as bytes, whatever the server handed over."""
+    """A header name or value as bytes, whatever the server handed over.
+
+    Args:
+        value: ``bytes``, ``bytearray``, ``memoryview`` or ``str`` (anything else is
+            taken as empty).
+
+    Returns:
+        The bytes; a ``str`` is encoded as UTF-8, lone surrogates included.
+    """
     if isinstance(value, bytes):
         return value
     if isinstance(value, bytearray | memoryview):
@@ -52,12 +64,48 @@ def as_bytes(value: Any) -> bytes:
 
 
 def text(value: bytes) -> str:
-    """Header bytes as text; latin-1 maps every byte, so this cannot fail."""
+    """Header bytes as text; latin-1 maps every byte, so this cannot fail.
+
+    Args:
+        value: the raw header bytes.
+
+    Returns:
+        One character per byte.
+    """
     return value.decode("latin-1")
 
 
+def header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:
+    """ASGI ``(name, value)`` header pairs as bytes; anything else in the list is skipped.
+
+    Args:
+        headers: a scope's or a response start's ``headers``, as a server or an app
+            gave them (None and non-iterables give no pairs).
+
+    Returns:
+        The well-formed pairs, in order.
+    """
+    pairs: list[tuple[bytes, bytes]] = []
+    try:
+        items = list(headers or ())
+    except TypeError:
+        return pairs
+    for item in items:
+        if isinstance(item, tuple | list) and len(item) == 2:
+            pairs.append((as_bytes(item[0]), as_bytes(item[1])))
+    return pairs
+
+
 def cookie_value(header: str, name: str) -> str | None:
-    """The value of cookie ``name`` in a ``Cookie`` request header."""
+    """The value of cookie ``name`` in a ``Cookie`` request header.
+
+    Args:
+        header: the ``Cookie`` header (several joined with ``"; "``).
+        name: the cookie's name.
+
+    Returns:
+        Its value, unquoted, or None when the header has no such cookie.
+    """
     for part in header.split(";"):
         key, sep, value = part.strip().partition("=")
         if sep and key == name:
@@ -65,49 +113,25 @@ def cookie_value(header: str, name: str) -> str | None:
     return None
 
 
-class SetCookie:
-    """What one ``Set-Cookie`` does to a cookie: sets ``value``, or ``cleared`` it."""
-
-    __slots__ = ("cleared", "value")
-
-    def __init__(self, value: str, cleared: bool) -> None:
-        self.value = value
-        self.cleared = cleared
-
-
-def parse_set_cookie(header: str, name: str, now: float) -> SetCookie | None:
-    """What a ``Set-Cookie`` response header does to cookie ``name``; None if nothing.
-
-    It clears the cookie with an empty value, ``Max-Age`` of 0 or less, or (with no
-    ``Max-Age``) an ``Expires`` at or before ``now``, as a browser would (RFC 6265).
-    """
-    first, *attributes = header.split(";")
-    key, sep, raw = first.strip().partition("=")
-    if not sep or key.strip() != name:
-        return None
-    value = raw.strip().strip('"')
-    max_age: str | None = None
-    expires: str | None = None
-    for attribute in attributes:
-        attr, _, attr_value = attribute.strip().partition("=")
-        if attr.strip().lower() == "max-age":
-            max_age = attr_value.strip()
-        elif attr.strip().lower() == "expires":
-            expires = attr_value.strip()
-    if max_age is not None and _MAX_AGE.fullmatch(max_age):
-        return SetCookie(value, not value or int(max_age) <= 0)
-    return SetCookie(value, not value or (expires is not None and _expired(expires, now)))
-
-
-def _expired(expires: str, now: float) -> bool:
-    try:
-        return parsedate_to_datetime(expires).timestamp() <= now
-    except (TypeError, ValueError, OverflowError, IndexError):  # not a date: no expiry
-        return False
-
-
 class FlyRequest:
-    """The parts of an HTTP or websocket request that routing looks at."""
+    """The parts of an HTTP or websocket request that routing looks at.
+
+    Args:
+        scope: the request's ASGI scope.
+        header: the session header's name, lowercase bytes.
+        cookie: the session cookie's name; when given, the key is read from it and
+            not from ``header``.
+
+    Attributes:
+        method: the HTTP method (``"GET"`` when the scope has none).
+        path: the path (``""`` when the scope has none).
+        session_id: the session key, or None when there is no usable one.
+        content_length: the ``Content-Length``; None when absent, -1 when it does not
+            parse or several disagree.
+        chunked: whether ``Transfer-Encoding`` says chunked.
+        replay_src: the ``fly-replay-src`` header, None when absent or too long.
+        replay_failed: the ``fly-replay-failed`` header, None when absent.
+    """
 
     __slots__ = (
         "chunked",
@@ -150,25 +174,20 @@ class FlyRequest:
         self.session_id = key if key is not None and valid_key(key) else None
 
     def replayable(self, max_body: int) -> bool:
-        """Whether Fly can replay this request: its body is known and small enough."""
+        """Whether Fly can replay this request: its body is known and small enough.
+
+        Args:
+            max_body: the largest body, in bytes, that may be replayed.
+
+        Returns:
+            False for a chunked body, an unusable ``Content-Length``, a body method
+            with no length, or a length over ``max_body``.
+        """
         if self.chunked or (self.content_length is not None and self.content_length < 0):
             return False
         if self.content_length is None:
             return self.method not in BODY_METHODS
         return self.content_length <= max_body
-
-
-def header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:
-    """ASGI ``(name, value)`` header pairs as bytes; anything else in the list is skipped."""
-    pairs: list[tuple[bytes, bytes]] = []
-    try:
-        items = list(headers or ())
-    except TypeError:
-        return pairs
-    for item in items:
-        if isinstance(item, tuple | list) and len(item) == 2:
-            pairs.append((as_bytes(item[0]), as_bytes(item[1])))
-    return pairs
 
 
 def _length(raw: bytes, seen: int | None) -> int:
@@ -177,26 +196,3 @@ def _length(raw: bytes, seen: int | None) -> int:
     value = raw.strip(_OWS)
     length = int(value) if _LENGTH.fullmatch(value) else -1
     return length if seen is None or seen == length else -1
-
-
-async def respond(
-    scope: Any,
-    receive: Any,
-    send: Any,
-    status: int,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes = b"",
-) -> None:
-    """An HTTP answer; for a websocket, the denial response extension, else a close."""
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        return
-    await receive()  # websocket.connect
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        start = {"type": "websocket.http.response.start", "status": status, "headers": headers}
-        await send(start)
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1013})  # "try again later"
