@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from session_repo import SessionStoreMetrics, cli
 from session_repo.backends.sql.migrate import head_revision
+from session_repo.cli.output import json_default
 from tests.servers import require_server
 
 SID = "7f3c9a0e-5b1d-4c2e-9f00-1a2b3c4d5e6f"
@@ -185,7 +186,7 @@ def test_stats_is_readable(db: Path, run: Invoke) -> None:
 def test_metrics_datetimes_are_iso_8601() -> None:
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     metrics = SessionStoreMetrics(sessions=1, expired=0, last_cleanup_at=at)
-    text = json.dumps(dataclasses.asdict(metrics), default=cli._json_default)
+    text = json.dumps(dataclasses.asdict(metrics), default=json_default)
     assert json.loads(text)["last_cleanup_at"] == "2026-01-02T03:04:05+00:00"
 
 

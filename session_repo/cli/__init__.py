@@ -1,5 +1,10 @@
-"""The ``session-repo`` command line: parser and commands, doctor, demo, bench."""
+"""The ``session-repo`` command line.
 
-from session_repo.cli.commands import main
+``entry`` (``main``: exit statuses), ``parser`` (arguments and help), ``commands``
+(one coroutine per command), ``store`` (the store a command works on), ``output``
+(what is shown), and the larger commands ``doctor``, ``demo`` and ``bench``.
+"""
+
+from session_repo.cli.entry import main
 
 __all__ = ["main"]

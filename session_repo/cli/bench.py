@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from session_repo._core.inputs import positive_int
+from session_repo.cli.output import PROGRESS_EVERY
+from session_repo.cli.store import backend_name
 from session_repo.contract import SessionRepository
 
 __all__ = ["Measurement", "run_bench"]
 
 PRELOAD_CONCURRENCY = 32
-PROGRESS_EVERY = 0.25  # seconds between progress lines on a terminal
 YIELD_EVERY = 64  # operations between explicit yields to the event loop
 STRIDE = 7919  # a prime: walks the preloaded sessions in a scattered order
 
@@ -78,15 +80,14 @@ async def run_bench(
         The measurements, lookup then upsert for each concurrency in order.
 
     Raises:
-        ValueError: ``sessions``, ``ops`` or a concurrency is not a whole number >= 1.
+        TypeError: ``sessions``, ``ops`` or a concurrency is not an ``int``.
+        InvalidInput: one of them is < 1.
+        StorageError: the store failed.
     """
-    for name, value in (
-        ("sessions", sessions),
-        ("ops", ops),
-        *(("concurrency", n) for n in concurrency),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"bench: {name} must be a whole number >= 1, not {value!r}")
+    positive_int("sessions", sessions)
+    positive_int("ops", ops)
+    for tasks in concurrency:
+        positive_int("concurrency", tasks)
     run = secrets.token_hex(4)
     owner = f"bench-{run}"
     stride = STRIDE if math.gcd(STRIDE, sessions) == 1 else 1
@@ -163,8 +164,7 @@ def _rank(ordered: list[float], q: float) -> float:
 
 
 def _table(repo: SessionRepository, sessions: int, results: list[Measurement], out: TextIO) -> None:
-    backend = getattr(repo, "backend", type(repo).__name__)
-    print(f"session-repo bench: {backend}, {sessions} sessions preloaded", file=out)
+    print(f"session-repo bench: {backend_name(repo)}, {sessions} sessions preloaded", file=out)
     print(
         f"{'operation':<10}{'tasks':>7}{'ops':>8}{'ops/s':>11}{'p50 ms':>9}{'p99 ms':>9}", file=out
     )

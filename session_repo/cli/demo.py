@@ -1,8 +1,9 @@
 """``session-repo demo``: the main job end to end, narrated, on a throwaway SQLite file.
 
-Three repository objects on one file play three machines. Time is a
-``FakeClock`` so expiry shows without waiting. Session ids are random, like
-real ones, and narrated only by labels ("sess-1"): a session id is a secret.
+Three repository objects on one file play three machines. Time is a clock of
+the demo's own that moves only when the story says, so expiry shows without
+waiting. Session ids are random, like real ones, and narrated only by labels
+("sess-1"): a session id is a secret.
 """
 
 from __future__ import annotations
@@ -15,20 +16,42 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from session_repo._core.translate import storage_errors
-from session_repo.backends.sql.engine import BEGIN_OPTION, create_engine
-from session_repo.backends.sql.migrate import current_revision, head_revision, upgrade
+from session_repo.backends.sql.engine import create_engine
+from session_repo.backends.sql.migrate import head_revision, upgrade
 from session_repo.backends.sql.repository import SqlSessionRepository
+from session_repo.cli.store import schema_revision
 from session_repo.errors import ConfigError
-from session_repo.testing.fake_clock import FakeClock
 
 __all__ = ["run_demo"]
 
 MACHINES = ("machine-a", "machine-b", "machine-c")
 RACERS = 50
 START = 1_700_000_000.0  # a fixed instant keeps the story the same every run
+
+
+class _StoryClock:
+    """The demo's time: it stands still until the story moves it.
+
+    Args:
+        start: the time it starts at, in seconds since the epoch.
+    """
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: float) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        """The story's current time, in seconds since the epoch."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the story's time forward.
+
+        Args:
+            seconds: how far, >= 0.
+        """
+        self._now += seconds
 
 
 async def run_demo(directory: str | Path | None, out: TextIO) -> None:
@@ -64,17 +87,18 @@ async def _story(path: Path, out: TextIO) -> None:
 
     url = f"sqlite+aiosqlite:///{path}"
     ids = {f"sess-{n}": str(uuid.uuid4()) for n in range(1, 7)} | {"sess-race": str(uuid.uuid4())}
-    clock = FakeClock(START)
+    clock = _StoryClock(START)
     say(f"session-repo demo: an embedded SQLite store at {path}")
-    say("Time is a FakeClock, so expiry shows without waiting. Session ids are random")
-    say("UUIDs, shown only by labels such as sess-1: a session id is a secret.")
+    say("Time is the demo's own clock, moved by hand, so expiry shows without waiting.")
+    say("Session ids are random UUIDs, shown only by labels such as sess-1: a session")
+    say("id is a secret.")
 
     say("\n1. migrate")
     engine = create_engine(url, pool_size=1)
     try:
-        before = await _revision(engine)
+        before = await schema_revision(engine)
         await upgrade(engine)
-        after = await _revision(engine)
+        after = await schema_revision(engine)
     finally:
         await engine.dispose()
     say(f"   schema revision {before or '(none)'} -> {after} (head is {head_revision()})")
@@ -142,10 +166,3 @@ async def _story(path: Path, out: TextIO) -> None:
     say(f"   {leaked} of {len(ids)} session ids appear in the database files:")
     say("   only their SHA-256 digests are stored.")
     say("\ndone.")
-
-
-async def _revision(engine: AsyncEngine) -> str | None:
-    with storage_errors("schema check"):
-        async with engine.connect() as conn:
-            await conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
-            return await conn.run_sync(current_revision)

@@ -1,27 +1,31 @@
 """``session-repo doctor``: check a deployment's store and say what to fix.
 
 Each check reports ok, warn or fail with one line, and a fix for anything not ok:
-the URL, the SQLite file's permissions and WAL mode (read with plain sqlite3, so
-the check changes nothing), the schema revision, the connection, and the clock
-against the database server's.
+the URL, the SQLite file's permissions and WAL mode (read on a read-only
+connection, so the check changes nothing), the schema revision, the connection,
+and the clock against the database server's. Driver errors are translated by each
+backend's own error table, as the library's operations are.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import sqlite3
 import stat
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
-from session_repo.backends.sql.engine import BEGIN_OPTION, create_engine, parse_url, sqlite_file
-from session_repo.backends.sql.migrate import MIGRATE_HINT, current_revision, head_revision
-from session_repo.config import SessionStoreConfig
+from session_repo._core.translate import storage_errors
+from session_repo.backends.sql.engine import create_engine, parse_url, sqlite_file
+from session_repo.backends.sql.migrate import MIGRATE_HINT, head_revision
+from session_repo.cli.store import schema_revision
+from session_repo.config import SessionStoreConfig, store_kind, url_scheme
 from session_repo.errors import SessionRepoError
 
 __all__ = ["Finding", "diagnose"]
@@ -69,9 +73,9 @@ async def diagnose(config: SessionStoreConfig) -> list[Finding]:
                 "warn", "store", "disabled: nothing is stored", "set SESSION_STORE_ENABLED=true"
             )
         ]
-    scheme = config.url.split("://", 1)[0].split("+", 1)[0].lower()
-    findings = [Finding("ok", "url", f"{scheme} store configured")]
-    if scheme == "memory":
+    kind = store_kind(config.url)
+    findings = [Finding("ok", "url", f"{url_scheme(config.url)} store configured")]
+    if kind == "memory":
         findings.append(
             Finding(
                 "warn",
@@ -81,7 +85,7 @@ async def diagnose(config: SessionStoreConfig) -> list[Finding]:
             )
         )
         return findings
-    if scheme in ("redis", "rediss"):
+    if kind == "redis":
         findings += await _redis_checks(config)
         return findings
     try:
@@ -93,7 +97,7 @@ async def diagnose(config: SessionStoreConfig) -> list[Finding]:
         findings += _file_checks(path)
         if not path.exists():  # checking the schema would create it: nothing more to see
             return findings
-        findings += _sqlite_file_state(path)
+        findings += await _sqlite_file_state(path)
         return findings
     if url.get_backend_name() == "sqlite":
         findings.append(
@@ -159,44 +163,40 @@ async def _sql_checks(config: SessionStoreConfig, backend: str) -> list[Finding]
     )
     findings: list[Finding] = []
     try:
-        async with engine.connect() as conn:
-            await conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
-            revision = await conn.run_sync(current_revision)
-            findings.append(_schema_finding(revision, backend))
-            server_time = (await conn.execute(text(_CLOCK_QUERIES[backend]))).scalar()
-            findings.append(await _clock_check(str(server_time)))
-    except SessionRepoError as exc:
+        findings.append(_schema_finding(await schema_revision(engine), backend))
+        with storage_errors("clock check"):
+            async with engine.connect() as conn:
+                server_time = (await conn.execute(text(_CLOCK_QUERIES[backend]))).scalar()
+        findings.append(_clock_check(str(server_time)))
+    except SessionRepoError as exc:  # the driver's error, translated by its table
         findings.append(
             Finding("fail", "connect", str(exc), "check the URL, the server and the credentials")
-        )
-    except Exception as exc:  # a driver error: say it plainly
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        findings.append(
-            Finding("fail", "connect", reason, "check the URL, the server and the credentials")
         )
     finally:
         await engine.dispose()
     return findings
 
 
-def _sqlite_file_state(path: os.PathLike[str] | str) -> list[Finding]:
-    """Journal mode and schema as the file has them, read-only: a library engine
-    would switch WAL on and migrate, and a check must change nothing."""
+async def _sqlite_file_state(path: os.PathLike[str] | str) -> list[Finding]:
+    """Journal mode and schema as the file has them, on a read-only connection.
+
+    Not the library's engine: it would switch WAL on and migrate, and a check must
+    change nothing.
+    """
+    url = URL.create(
+        "sqlite+aiosqlite", database=f"file:{os.fspath(path)}", query={"mode": "ro", "uri": "true"}
+    )
+    engine = create_async_engine(url, poolclass=NullPool)
     try:
-        uri = f"file:{os.fspath(path)}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-            has_version = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'"
-            ).fetchone()
-            row = (
-                conn.execute("SELECT version_num FROM alembic_version").fetchone()
-                if has_version
-                else None
-            )
-    except sqlite3.Error as exc:
+        revision = await schema_revision(engine)
+        with storage_errors("journal mode check"):
+            async with engine.connect() as conn:
+                mode = str((await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()).lower()
+    except SessionRepoError as exc:
         return [Finding("fail", "file", f"cannot read the file: {exc}", "restore it from a backup")]
-    findings = [_schema_finding(row[0] if row else None, "sqlite")]
+    finally:
+        await engine.dispose()
+    findings = [_schema_finding(revision, "sqlite")]
     if mode == "wal":
         findings.append(Finding("ok", "wal", "journal_mode is WAL"))
     else:
@@ -222,21 +222,20 @@ def _schema_finding(revision: str | None, backend: str) -> Finding:
 async def _redis_checks(config: SessionStoreConfig) -> list[Finding]:
     from redis.asyncio import Redis
 
+    from session_repo.backends.redis.errors import is_transient
+
     client = Redis.from_url(config.url, socket_connect_timeout=config.connect_timeout)
     try:
-        seconds, micros = await client.time()
-        return [
-            Finding("ok", "connect", "Redis answers"),
-            await _clock_check(f"{seconds}.{micros:06d}"),
-        ]
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return [Finding("fail", "connect", reason, "check the URL and that Redis runs")]
+        with storage_errors("connect", is_transient):
+            seconds, micros = await client.time()
+    except SessionRepoError as exc:  # the driver's error, translated by its table
+        return [Finding("fail", "connect", str(exc), "check the URL and that Redis runs")]
     finally:
         await client.aclose()
+    return [Finding("ok", "connect", "Redis answers"), _clock_check(f"{seconds}.{micros:06d}")]
 
 
-async def _clock_check(server_time: str) -> Finding:
+def _clock_check(server_time: str) -> Finding:
     try:
         skew = float(server_time) - time.time()
     except ValueError:
