@@ -28,6 +28,9 @@ def resolve_settings(overrides: Mapping[str, Any] | None) -> SessionStoreConfig:
     Args:
         overrides: ``SessionStoreConfig`` field names to values; ``None`` for none.
 
+    Returns:
+        The settings ``container.repository`` is built from.
+
     Raises:
         ConfigError: a ``SESSION_STORE_*`` value or an override is malformed, or an
             override names no field.
@@ -46,6 +49,10 @@ async def open_repository(
 
     Yields:
         The open repository.
+
+    Raises:
+        ConfigError: the settings name a backend that cannot be built.
+        StorageError: the repository could not be opened.
     """
     async with create_session_repository(settings, clock=clock) as repository:
         yield repository
@@ -71,7 +78,16 @@ class _AsyncResource(providers.Resource[SessionRepository]):
 
 
 class Container(containers.DeclarativeContainer):
-    """``config`` (overrides of ``SessionStoreConfig`` fields), ``clock``, ``repository``."""
+    """The repository and what it is built from, each overridable in one line.
+
+    Attributes:
+        config: overrides of ``SessionStoreConfig`` fields, laid over the environment.
+        clock: where the repository's time comes from (``SystemClock``).
+        settings: the resolved ``SessionStoreConfig``.
+        repository: the open repository, an async ``Resource``: built and opened by
+            ``await container.init_resources()``, closed by
+            ``await container.shutdown_resources()``.
+    """
 
     config = providers.Configuration()
     clock = providers.Singleton(SystemClock)

@@ -16,8 +16,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from session_repo._core.inputs import Ttl
-from session_repo.contract import SessionRepository
+from session_repo.contract import SessionRepository, Ttl
 from session_repo.errors import RepositoryClosed
 from session_repo.factory import create_session_repository
 from session_repo.metrics import Health, SessionStoreMetrics
@@ -86,7 +85,11 @@ class SyncSessionRepository:
         self.close()
 
     def close(self) -> None:
-        """Wait for calls in flight, close the repository, stop the loop thread. Idempotent."""
+        """Wait for calls in flight, close the repository, stop the loop thread. Idempotent.
+
+        Raises:
+            RuntimeError: called from the facade's own loop thread (it would wait forever).
+        """
         with self._lock:
             if self._closed:
                 return
@@ -122,6 +125,9 @@ class SyncSessionRepository:
 
         Args:
             session_id: the client's session key.
+
+        Returns:
+            The owner's alloc id, or ``None`` when there is no live binding.
 
         Raises:
             RepositoryClosed: the facade or its repository was closed.
@@ -161,6 +167,9 @@ class SyncSessionRepository:
             session_id: the client's session key.
             ttl: the binding's new life from now; ``None`` for the repository's default.
 
+        Returns:
+            Whether there was a live binding to extend.
+
         Raises:
             RepositoryClosed: the facade or its repository was closed.
             TimeoutError: the call took longer than ``timeout``; it was cancelled.
@@ -172,6 +181,9 @@ class SyncSessionRepository:
 
         Args:
             session_id: the client's session key.
+
+        Returns:
+            Whether a live binding was removed.
 
         Raises:
             RepositoryClosed: the facade or its repository was closed.
@@ -185,6 +197,9 @@ class SyncSessionRepository:
         Args:
             alloc_id: the instance whose bindings go.
 
+        Returns:
+            How many live bindings were removed.
+
         Raises:
             RepositoryClosed: the facade or its repository was closed.
             TimeoutError: the call took longer than ``timeout``; it was cancelled.
@@ -193,6 +208,9 @@ class SyncSessionRepository:
 
     def cleanup(self) -> int:
         """Remove all expired rows, blocking; how many.
+
+        Returns:
+            How many expired rows were removed.
 
         Raises:
             RepositoryClosed: the facade or its repository was closed.
@@ -203,6 +221,9 @@ class SyncSessionRepository:
     def metrics(self) -> SessionStoreMetrics:
         """The repository's counters and gauges, blocking.
 
+        Returns:
+            The repository's ``SessionStoreMetrics``.
+
         Raises:
             RepositoryClosed: the facade or its repository was closed.
             TimeoutError: the call took longer than ``timeout``; it was cancelled.
@@ -211,6 +232,9 @@ class SyncSessionRepository:
 
     def health(self) -> Health:
         """The repository's health, blocking.
+
+        Returns:
+            The repository's ``Health``.
 
         Raises:
             RepositoryClosed: the facade or its repository was closed.

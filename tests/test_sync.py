@@ -131,13 +131,13 @@ def test_close_waits_for_calls_in_flight_and_then_refuses_new_ones() -> None:
 
 def test_close_is_clean_and_idempotent(tmp_path: Path) -> None:
     inner = SqlSessionRepository(sqlite_url(tmp_path))
+    before = set(loop_threads())
     repo = SyncSessionRepository(inner).open()
     repo.upsert("s", "machine-a")
-    thread = repo._thread
+    (thread,) = set(loop_threads()) - before
     repo.close()
     repo.close()
     assert not thread.is_alive()
-    assert repo._loop.is_closed()
     with pytest.raises(RepositoryClosed):
         repo.lookup("s")
     with pytest.raises(RepositoryClosed):  # the async repository was closed too
@@ -175,9 +175,9 @@ def test_none_builds_the_configured_repository(monkeypatch: pytest.MonkeyPatch) 
 class SlowMemory(MemorySessionRepository):
     """A memory store whose lookups take a second: for the timeout."""
 
-    async def _do_lookup(self, key: bytes, now: int) -> str | None:
+    async def lookup(self, session_id: str) -> str | None:
         await asyncio.sleep(1)
-        return await super()._do_lookup(key, now)
+        return await super().lookup(session_id)
 
 
 def test_a_timeout_bounds_each_call_and_cancels_it() -> None:
@@ -189,15 +189,22 @@ def test_a_timeout_bounds_each_call_and_cancels_it() -> None:
         repo.upsert("s", "machine-a")  # still usable afterwards
 
 
+class Reentrant(MemorySessionRepository):
+    """A memory store whose lookup calls the blocking facade back, from the loop thread."""
+
+    facade: SyncSessionRepository | None = None
+
+    async def lookup(self, session_id: str) -> str | None:
+        assert self.facade is not None
+        return self.facade.lookup(session_id)
+
+
 def test_calling_from_its_own_loop_thread_is_refused_not_a_deadlock() -> None:
-    with SyncSessionRepository(MemorySessionRepository()) as repo:
-
-        async def inside() -> None:
-            repo.lookup("s")
-
-        future = asyncio.run_coroutine_threadsafe(inside(), repo._loop)
+    inner = Reentrant()
+    with SyncSessionRepository(inner, timeout=5) as repo:
+        inner.facade = repo
         with pytest.raises(RuntimeError, match="own loop thread"):
-            future.result(timeout=5)
+            repo.lookup("s")
 
 
 # -- a WSGI app on it ---------------------------------------------------------------------
