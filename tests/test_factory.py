@@ -104,11 +104,22 @@ def test_retry_settings_reach_the_wrapper(tmp_path: Path) -> None:
     assert (repo.retry_count, repo.retry_delay) == (5, 0.25)
 
 
-def test_journal_max_reaches_the_wrapper(tmp_path: Path) -> None:
-    config = SessionStoreConfig(url=f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", journal_max=7)
+async def test_journal_max_reaches_the_wrapper(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")  # a SQLite store under a file can never open
+    config = SessionStoreConfig(
+        url=f"sqlite+aiosqlite:///{tmp_path}/a-file/s.sqlite",
+        journal_max=7,
+        retry_count=1,
+        retry_delay=0,
+    )
     repo = create_session_repository(config)
     assert isinstance(repo, ResilientSessionRepository)
-    assert repo._journal.max_entries == 7
+    async with repo:
+        for n in range(9):  # nine sessions written while degraded: seven are kept
+            await repo.upsert(f"s{n}", "machine-a")
+        metrics = await repo.metrics()
+    assert metrics.fallback_active
+    assert (metrics.journal_entries, metrics.journal_dropped) == (7, 2)
 
 
 async def test_sqlite_synchronous_reaches_the_connections(tmp_path: Path) -> None:
