@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["ASGIApp", "Message", "Receive", "Send", "make_transport"]
+from session_repo._asgi import ASGIApp, Message
 
-Message = Mapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Any, Receive, Send], Awaitable[None]]
+__all__ = ["make_transport"]
 
 GRACE = 2.0  # seconds an app gets to notice a disconnect before it is cancelled
 
 
 @functools.cache
 def make_transport(module: Any) -> Any:
-    """The transport class for ``module`` (httpx or httpx2); call it with an ASGI app."""
+    """The transport class for ``module`` (httpx or httpx2); call it with an ASGI app.
+
+    Args:
+        module: the imported ``httpx``-compatible module.
+
+    Returns:
+        A subclass of ``module.AsyncBaseTransport``, taking ``(app, client=...)``.
+    """
 
     class StreamingASGITransport(module.AsyncBaseTransport):  # type: ignore[misc]
         def __init__(self, app: ASGIApp, client: tuple[str, int] = ("127.0.0.1", 123)) -> None:
