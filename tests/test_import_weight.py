@@ -11,19 +11,31 @@ import sys
 
 import pytest
 
-HEAVY = ("sqlalchemy", "alembic", "redis", "asyncpg", "asyncmy", "aiosqlite", "prometheus_client")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "redis",
+    "valkey",
+    "asyncpg",
+    "asyncmy",
+    "aiomysql",
+    "aiosqlite",
+    "prometheus_client",
+)
 
 
-def loaded_after(statement: str) -> set[str]:
-    probe = (
-        f"{statement}\n"
-        "import sys\n"
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
-    )
+def modules_after(statement: str) -> set[str]:
+    """Every module in ``sys.modules`` after ``statement``, in a fresh interpreter."""
+    probe = f"{statement}\nimport sys\nprint(' '.join(sorted(sys.modules)))\n"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    return set(out.split()) & set(HEAVY)
+    return set(out.split())
+
+
+def loaded_after(statement: str) -> set[str]:
+    """The heavy top-level packages that ``statement`` loads."""
+    return {m.split(".")[0] for m in modules_after(statement)} & set(HEAVY)
 
 
 @pytest.mark.parametrize(
@@ -31,13 +43,21 @@ def loaded_after(statement: str) -> set[str]:
     [
         "import session_repo",
         "import session_repo.fly",
+        "from session_repo.fly import FlyReplayMiddleware",
         "import session_repo.testing",
+        "from session_repo.testing import FakeClock, FlyProxySimulator",
+        "import session_repo.testing.plugin",  # pytest loads it in every run of a user's suite
+        "import session_repo.asgi",
         "from session_repo import SessionRepository, StorageError, SessionStoreConfig",
         "from session_repo import MemorySessionRepository",
     ],
 )
 def test_the_edges_load_no_driver(statement: str) -> None:
     assert loaded_after(statement) == set()
+
+
+def test_the_plugin_loads_the_memory_backend_only_when_its_fixture_is_used() -> None:
+    assert "session_repo.backends.memory" not in modules_after("import session_repo.testing.plugin")
 
 
 def test_a_backend_loads_what_it_needs_on_first_use() -> None:

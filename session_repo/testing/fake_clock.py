@@ -24,7 +24,11 @@ class FakeClock:
         self._now = _finite(start, "start")
 
     def now(self) -> float:
-        """The current time, in seconds since the epoch."""
+        """The current time.
+
+        Returns:
+            Seconds since the epoch, as last set or advanced.
+        """
         return self._now
 
     def advance(self, seconds: float) -> None:

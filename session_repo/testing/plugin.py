@@ -1,14 +1,20 @@
 """pytest plugin (entry point ``pytest11``): ``fake_clock`` and ``session_repository``.
 
 Both fixtures are plain (not async), so they work with any async test runner.
+pytest loads this plugin in every run of a project that installs session-repo, so
+it imports no backend until ``session_repository`` is used.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from session_repo.backends.memory import MemorySessionRepository
 from session_repo.testing.fake_clock import FakeClock
+
+if TYPE_CHECKING:
+    from session_repo.backends.memory import MemorySessionRepository
 
 __all__ = ["fake_clock", "session_repository"]
 
@@ -37,4 +43,6 @@ def session_repository(fake_clock: FakeClock) -> MemorySessionRepository:
     Returns:
         A new, empty ``MemorySessionRepository`` for each test.
     """
+    from session_repo import MemorySessionRepository  # here: the backend loads on first use
+
     return MemorySessionRepository(clock=fake_clock)
