@@ -195,7 +195,8 @@ class FlyReplayMiddleware:
     ) -> bool:
         """Answer for the app (replay or 409); False means serve here after all."""
         if not OWNER_ID.fullmatch(owner):
-            ref = session_ref(request.session_id or "")
+            assert request.session_id is not None  # only a keyed request is redirected
+            ref = session_ref(request.session_id)
             logger.warning(
                 "session %s is bound to an owner id that cannot go into fly-replay; serving here",
                 ref,

@@ -14,7 +14,7 @@ import pytest
 from session_repo.testing.fake_clock import FakeClock
 
 if TYPE_CHECKING:
-    from session_repo.backends.memory import MemorySessionRepository
+    from session_repo import MemorySessionRepository
 
 __all__ = ["fake_clock", "session_repository"]
 
