@@ -12,13 +12,17 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.pool import Pool
 
 from session_repo import SessionRepository, SqlSessionRepository, StorageError
 from session_repo.testing import FakeClock
 from tests.conftest import RepoFactory, backend_params
+
+BATCH = "session-repo batch"  # the name of every batch's task (a documented constant)
 
 batched = pytest.mark.parametrize("backend_name", backend_params("sqlite", "postgresql"))
 
@@ -205,39 +209,47 @@ async def test_a_busy_database_fails_the_group_with_a_transient_error(tmp_path: 
 async def test_the_fast_path_connections_use_wal_normal_sync_and_a_busy_timeout(
     tmp_path: Path,
 ) -> None:
-    from session_repo.backends.sql.sqlite_pipeline import SqlitePipeline
+    seen: list[tuple[str, int, int]] = []
+
+    def pragmas(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):  # the pipeline's, not aiosqlite's
+            seen.append(
+                (
+                    dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0],
+                    dbapi_connection.execute("PRAGMA synchronous").fetchone()[0],
+                    dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0],
+                )
+            )
 
     url = f"sqlite+aiosqlite:///{tmp_path}/pragmas.sqlite"
     async with SqlSessionRepository(url, cleanup_interval=0, busy_timeout=2.5) as repo:
-        pipeline = repo._ops
-        assert isinstance(pipeline, SqlitePipeline)
-
-        def pragmas(conn: sqlite3.Connection) -> tuple[str, int, int]:
-            return (
-                conn.execute("PRAGMA journal_mode").fetchone()[0],
-                conn.execute("PRAGMA synchronous").fetchone()[0],
-                conn.execute("PRAGMA busy_timeout").fetchone()[0],
-            )
-
-        assert await pipeline.read(pragmas) == ("wal", 1, 2500)
-        assert await pipeline.write(pragmas) == ("wal", 1, 2500)
+        event.listen(Pool, "checkout", pragmas)
+        try:
+            await repo.lookup("s")  # the reader connects on first use
+            await repo.upsert("s", "machine-a")  # and the writer
+        finally:
+            event.remove(Pool, "checkout", pragmas)
+    assert seen == [("wal", 1, 2500), ("wal", 1, 2500)]
 
 
-async def test_a_cancelled_batch_fails_its_waiting_callers_instead_of_hanging() -> None:
-    from session_repo._core.batching import TickBatcher
-
-    started = asyncio.Event()
-
-    async def never_ends(requests: list[object]) -> list[object]:
-        started.set()
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    batcher = TickBatcher(never_ends)
-    waiting = [batcher.submit(n) for n in range(3)]
-    await started.wait()
-    (running,) = batcher._running
-    running.cancel()
-    for future in waiting:
-        with pytest.raises(StorageError, match="cancelled"):
-            await asyncio.wait_for(future, 2)
+async def test_a_cancelled_batch_fails_its_waiting_callers_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "held.sqlite"
+    url = f"sqlite+aiosqlite:///{path}"
+    async with SqlSessionRepository(url, cleanup_interval=0, busy_timeout=3) as repo:
+        await repo.upsert("before", "machine-a")
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # the write group waits in SQLite's busy handler
+        try:
+            waiting = [asyncio.create_task(repo.upsert(f"s{n}", "machine-a")) for n in range(3)]
+            await asyncio.sleep(0.1)
+            (running,) = [task for task in asyncio.all_tasks() if task.get_name() == BATCH]
+            running.cancel()
+            for task in waiting:
+                with pytest.raises(StorageError, match="cancelled") as info:
+                    await asyncio.wait_for(task, 2)
+                assert info.value.transient
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import Pool
 
 from session_repo import (
     ConfigError,
@@ -24,7 +28,7 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
-from session_repo._core.translate import storage_errors
+from session_repo.backends.sql.errors import storage_errors
 from session_repo.config import mask_url
 from tests.servers import migrated_url
 
@@ -62,8 +66,11 @@ async def test_url_options_are_the_fast_paths_connection_settings() -> None:
     url = _pg_with("command_timeout=7&statement_cache_size=0")
     async with SqlSessionRepository(url, cleanup_interval=0) as repo:
         await repo.lookup("s-url-option")
-        async with repo._ops._pool.acquire() as conn:  # type: ignore[union-attr]
-            assert conn._config.command_timeout == 7
+        # The fast path runs on the engine's own pool: it holds what it checked out.
+        assert repo.engine.pool.checkedout() >= 1  # type: ignore[attr-defined]
+        async with repo.engine.connect() as sa_conn:  # a connection made like the fast path's
+            conn: Any = (await sa_conn.get_raw_connection()).driver_connection
+            assert conn._config.command_timeout == 7  # asyncpg's own settings
             assert conn._stmt_cache.get_max_size() == 0
             # The library's own bounds still apply.
             assert await conn.fetchval("SHOW statement_timeout") == "30s"
@@ -97,16 +104,37 @@ async def test_a_driver_type_error_becomes_a_permanent_storage_error() -> None:
         await engine.dispose()
 
 
-async def test_a_sqlite_programming_error_becomes_a_storage_error(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def on_sqlite_checkout(action: Callable[[sqlite3.Connection], None]) -> Iterator[None]:
+    """Run ``action`` on every stdlib sqlite3 connection checked out of any SQLAlchemy
+    pool meanwhile (the SQLite pipeline's, on the thread that will use it)."""
+
+    def checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            action(dbapi_connection)
+
+    event.listen(Pool, "checkout", checkout)
+    try:
+        yield
+    finally:
+        event.remove(Pool, "checkout", checkout)
+
+
+async def test_a_sqlite_driver_error_becomes_a_storage_error(tmp_path: Path) -> None:
+    def deny(action: int, *_args: Any) -> int:
+        return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_READ else sqlite3.SQLITE_OK
+
     repo = SqlSessionRepository(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", cleanup_interval=0)
     async with repo:
-        ops = repo._ops
-        # Close the reader's connection on its own thread: its next use raises
-        # sqlite3.ProgrammingError ("Cannot operate on a closed database").
-        await ops.read(lambda conn: conn.close())  # type: ignore[union-attr]
-        with pytest.raises(StorageError) as info:
-            await repo.lookup("s-closed")
-        assert info.value.__cause__ is not None
+        # The pipeline connects on first use: its reader is refused every read.
+        with (
+            on_sqlite_checkout(lambda conn: conn.set_authorizer(deny)),
+            pytest.raises(StorageError) as info,
+        ):
+            await repo.lookup("s-denied")
+        assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+        assert str(info.value).startswith("lookup failed: ")
+        assert not info.value.transient
 
 
 @pytest.mark.parametrize(
@@ -183,13 +211,17 @@ async def test_new_sqlite_files_are_owner_only(tmp_path: Path, mask: int, given:
 
 
 async def _synchronous_everywhere(repo: SqlSessionRepository) -> set[int]:
+    """``synchronous`` on the engine's connections and on the pipeline's (reader, writer)."""
+    pipeline: list[int] = []
+    with on_sqlite_checkout(
+        lambda conn: pipeline.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+    ):
+        await repo.lookup("s-sync")  # the pipeline connects on first use
+        await repo.upsert("s-sync", "a")
+    assert len(pipeline) == 2
     async with repo.engine.connect() as conn:
         seen = {(await conn.exec_driver_sql("PRAGMA synchronous")).scalar()}
-    ops = repo._ops
-    query = "PRAGMA synchronous"
-    seen.add(await ops.read(lambda c: c.execute(query).fetchone()[0]))  # type: ignore[union-attr]
-    seen.add(await ops.write(lambda c: c.execute(query).fetchone()[0]))  # type: ignore[union-attr]
-    return {int(value) for value in seen if value is not None}
+    return {int(value) for value in [*seen, *pipeline] if value is not None}
 
 
 @pytest.mark.parametrize(("mode", "number"), [("FULL", 2), ("NORMAL", 1)])
@@ -205,13 +237,12 @@ async def test_sqlite_synchronous_on_every_connection(
         sqlite_synchronous=mode,  # type: ignore[arg-type]
     )
     async with repo:
-        await repo.upsert("s-sync", "a")
         assert await _synchronous_everywhere(repo) == {number}
     if engine is not None:
         await engine.dispose()
 
 
-def test_sqlite_synchronous_env_reaches_the_repository(tmp_path: Path) -> None:
+async def test_sqlite_synchronous_env_reaches_the_repository(tmp_path: Path) -> None:
     config = SessionStoreConfig.from_env(
         {
             "SESSION_STORE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite",
@@ -221,7 +252,8 @@ def test_sqlite_synchronous_env_reaches_the_repository(tmp_path: Path) -> None:
     )
     repo = create_session_repository(config)
     assert isinstance(repo, SqlSessionRepository)
-    assert repo._synchronous == "FULL"
+    async with repo:
+        assert await _synchronous_everywhere(repo) == {2}
 
 
 @pytest.mark.parametrize("value", ["OFF", "full", "EXTRA", 2])

@@ -1,9 +1,16 @@
-"""Coalescing for network stores: the requests of one event-loop tick, one round trip.
+"""Coalescing: requests that arrive together travel as one batch, one round trip.
 
-Used by the PostgreSQL and Redis backends, whose drivers are asynchronous already
-(the SQLite pipeline batches per thread hand-off instead). A caller cancelled
-before its tick's batch starts is left out of it; the batch's outcome is delivered
-to each caller still waiting, in order.
+One mechanism for every backend that batches. ``Batcher(run)`` collects the
+requests made in one event-loop tick and runs them as one batch; with
+``overlap=False`` only one batch runs at a time, and what arrives meanwhile
+goes in the next (the SQLite pipeline's threads: one batch per thread hand-off).
+
+Each caller gets its own outcome: ``run`` returns one result per request, in
+order, where an exception instance fails only its own caller; an exception
+raised by ``run`` fails the whole batch. A caller cancelled before its batch
+starts is left out of it. A batch that is itself cancelled fails its waiting
+callers with a transient ``StorageError`` instead of leaving them waiting. Each
+batch runs as a task named ``BATCH_TASK_NAME``.
 """
 
 from __future__ import annotations
@@ -14,34 +21,70 @@ from typing import Any
 
 from session_repo.errors import StorageError
 
-__all__ = ["TickBatcher"]
+__all__ = ["BATCH_TASK_NAME", "Batcher", "TickBatcher"]
+
+BATCH_TASK_NAME = "session-repo batch"
+
+Run = Callable[[list[Any]], Awaitable[list[Any]]]
+Waiting = list[tuple[Any, "asyncio.Future[Any]"]]
 
 
-class TickBatcher:
-    """Collects the requests of one event-loop tick and runs them as one batch."""
+class Batcher:
+    """Collects requests and runs them in batches of at most ``max_batch``.
 
-    def __init__(self, run: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+    Args:
+        run: given the requests of one batch, returns one outcome per request (a
+            result, or an exception instance for that request alone).
+        max_batch: the most requests one batch carries.
+        overlap: start each tick's batch at once (True), or one batch at a time,
+            the next made of what arrived meanwhile (False).
+    """
+
+    def __init__(self, run: Run, *, max_batch: int = 1 << 30, overlap: bool = True) -> None:
         self._run = run
-        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._max_batch = max_batch
+        self._overlap = overlap
+        self._pending: Waiting = []
+        self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
 
     def submit(self, request: Any) -> asyncio.Future[Any]:
+        """Queue ``request`` for a batch soon.
+
+        Args:
+            request: what ``run`` is given for this caller.
+
+        Returns:
+            A future for this request's outcome.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
         self._pending.append((request, future))
+        if not self._scheduled and (self._overlap or not self._running):
+            self._scheduled = True
+            loop.call_soon(self._flush)  # the rest of this tick's requests join the batch
         return future
 
     def _flush(self) -> None:
-        batch = [item for item in self._pending if not item[1].done()]
-        self._pending = []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._settle(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        self._scheduled = False
+        while self._pending:
+            batch = [item for item in self._pending[: self._max_batch] if not item[1].done()]
+            del self._pending[: self._max_batch]
+            if batch:
+                task = asyncio.get_running_loop().create_task(
+                    self._settle(batch), name=BATCH_TASK_NAME
+                )
+                self._running.add(task)
+                task.add_done_callback(self._done)
+                if not self._overlap:
+                    return
 
-    async def _settle(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not self._overlap and self._pending and not self._scheduled:
+            self._flush()
+
+    async def _settle(self, batch: Waiting) -> None:
         try:
             results = await self._run([request for request, _ in batch])
         except BaseException as exc:  # cancelled too: no caller is left waiting forever
@@ -63,6 +106,11 @@ class TickBatcher:
                 future.set_result(result)
 
     async def drain(self) -> None:
+        """Wait until every queued and running batch has finished."""
         while self._pending or self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
             await asyncio.sleep(0)
+
+
+TickBatcher = Batcher
+"""The network stores' name for it: the requests of one tick, one round trip."""

@@ -1,45 +1,42 @@
-"""Engines configured for this store: SQLite done right, servers with bounded waits.
+"""Engines configured for this store: URLs checked up front, servers with bounded waits.
 
-SQLite: the file (and its directory) is created owner-only and put in WAL mode
-before the first connect; every connection runs with ``synchronous=NORMAL`` (or
-``FULL`` when asked: docs/backends.md says what each survives) and a busy timeout;
-write transactions start with ``BEGIN IMMEDIATE`` so two writers never deadlock
-upgrading a read lock; plain reads run without a transaction.
+SQLite's own setup (file mode, WAL, pragmas) is in ``sqlite_engine``; here a URL
+becomes an ``AsyncEngine`` whose every connection is bounded: ``connect_timeout``
+for connecting, ``statement_timeout`` for each statement, lock waits included.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sqlite3
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from session_repo.backends.sql.asyncpg_options import asyncpg_query_options
+from session_repo.backends.sql.sqlite_engine import (
+    BEGIN_OPTION,
+    BUSY_TIMEOUT_MS,
+    Synchronous,
+    configure_sqlite,
+    ensure_wal,
+    prepare_sqlite_file,
+)
 from session_repo.config import mask_url
-from session_repo.errors import ConfigError, InvalidInput, StorageError
+from session_repo.errors import ConfigError
 
 __all__ = [
     "BEGIN_OPTION",
-    "BUSY_TIMEOUT_MS",
-    "configure_sqlite",
+    "SUPPORTED",
     "create_engine",
     "parse_url",
     "shown_url",
     "sqlite_file",
 ]
 
-# Execution option read by the SQLite "begin" hook: "IMMEDIATE", "DEFERRED" or "NONE".
-BEGIN_OPTION = "session_repo_begin"
-BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_S = 30
 SUPPORTED = ("sqlite", "postgresql", "mysql", "mariadb")
@@ -102,96 +99,6 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-@contextlib.contextmanager
-def storage_errors_for(path: Path) -> Iterator[None]:
-    """sqlite3 errors while preparing ``path``, as a ``StorageError`` naming it."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        transient = "locked" in str(exc) or "busy" in str(exc)
-        raise StorageError(
-            f"cannot open SQLite database {str(path)!r}: {exc}{_why_unopenable(path)}",
-            transient=transient,
-        ) from exc
-
-
-def _why_unopenable(path: Path) -> str:
-    """What SQLite's "unable to open database file" does not say, when the OS can tell."""
-    folder = path.parent
-    try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return " (Read-only file system)"
-        if not os.access(folder, os.W_OK):
-            return f" (cannot write in {str(folder)!r}: Permission denied)"
-    except OSError:
-        return ""
-    return ""
-
-
-def prepare_sqlite_file(path: Path) -> None:
-    """Create the directory and an owner-only (0600) file before SQLite opens it.
-
-    An existing file is not touched: closing any descriptor of a database file drops
-    every POSIX lock this process holds on it, including those of SQLite connections
-    already open (the classic way to corrupt a database). A new file is created with
-    O_EXCL, so no connection can have it open yet, and set to 0600 whatever the umask;
-    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
-    """
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it meanwhile
-            else:
-                try:
-                    os.fchmod(fd, 0o600)  # the umask may have taken bits away
-                finally:
-                    os.close(fd)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, FileExistsError):  # mkdir met a file where a directory should be
-            reason = "a parent of the path is not a directory"
-        raise StorageError(
-            f"cannot open SQLite database {str(path)!r}: {reason}", transient=False
-        ) from exc
-
-
-Synchronous = Literal["NORMAL", "FULL"]
-SYNCHRONOUS_MODES: tuple[Synchronous, ...] = ("NORMAL", "FULL")
-
-
-def check_synchronous(value: object) -> Synchronous:
-    """``value`` if it is a ``synchronous`` mode this library offers."""
-    if value not in SYNCHRONOUS_MODES:
-        raise InvalidInput(f"sqlite_synchronous must be 'NORMAL' or 'FULL', not {value!r}")
-    return value
-
-
-def ensure_wal(path: Path, busy_timeout: float, synchronous: Synchronous = "NORMAL") -> None:
-    """Put the file in WAL mode once; the mode is stored in the file, so every later
-    connection (this process's or another's) finds it set.
-
-    Switching needs the file to itself, and SQLite answers "locked" at once, without
-    its busy handler, while another connection has it open: so try again until
-    ``busy_timeout``. Blocking: call it off the event loop.
-    """
-    deadline = time.monotonic() + busy_timeout
-    with contextlib.closing(sqlite3.connect(path, timeout=busy_timeout)) as conn:
-        conn.execute(f"PRAGMA synchronous = {check_synchronous(synchronous)}")
-        while True:
-            try:
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() == "wal":
-                    return
-                conn.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
-
-
 def create_engine(
     url: str | URL,
     *,
@@ -229,8 +136,7 @@ def create_engine(
         path = sqlite_file(parsed)
         if path is not None:
             prepare_sqlite_file(path)
-            with storage_errors_for(path):
-                ensure_wal(path, busy_timeout, sqlite_synchronous)
+            ensure_wal(path, busy_timeout, sqlite_synchronous)
             kwargs.update(pool_size=pool_size, max_overflow=0)
         else:
             # One shared connection: an in-memory database lives and dies with it.
@@ -246,6 +152,9 @@ def create_engine(
     )
     statement_ms = max(1, round(statement_timeout * 1000))
     if parsed.get_driver_name() == "asyncpg":
+        # The PostgreSQL pipeline holds up to 2 * pool_size of these connections;
+        # pool_size more are left for the engine's other users (migrations, tools).
+        kwargs["max_overflow"] = pool_size * 2
         kwargs["connect_args"] = {
             "timeout": connect_timeout,
             # The server's own timeout acts first; this one catches a server that hangs.
@@ -282,50 +191,3 @@ def _bound_mysql_statements(engine: AsyncEngine, seconds: float) -> None:
                 cursor.execute(f"SET SESSION max_execution_time = {round(seconds * 1000)}")
         finally:
             cursor.close()
-
-
-def configure_sqlite(
-    engine: AsyncEngine,
-    *,
-    busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
-    synchronous: Synchronous = "NORMAL",
-) -> None:
-    """Install the pragmas and explicit BEGIN handling on a SQLite engine.
-
-    Args:
-        engine: a SQLite engine; installing twice with the same mode does nothing.
-        busy_timeout: seconds each connection waits for another's write lock.
-        synchronous: the ``synchronous`` mode, ``"NORMAL"`` or ``"FULL"``.
-
-    Raises:
-        InvalidInput: ``synchronous`` is neither ``"NORMAL"`` nor ``"FULL"``.
-        ConfigError: the engine was configured before with another ``synchronous``.
-    """
-    sync_engine = engine.sync_engine
-    mode = check_synchronous(synchronous)
-    configured = getattr(sync_engine, "_session_repo_synchronous", None)
-    if configured is not None:
-        if configured != mode:
-            raise ConfigError(
-                f"this engine already runs SQLite with synchronous={configured}, not {mode}"
-            )
-        return
-
-    @event.listens_for(sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy (through the "begin" hook below) own transactions.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
-            cursor.execute(f"PRAGMA synchronous = {mode}")  # WAL is set once, in the file
-        finally:
-            cursor.close()
-
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
-        if mode != "NONE":
-            conn.exec_driver_sql(f"BEGIN {mode}")
-
-    sync_engine._session_repo_synchronous = mode  # type: ignore[attr-defined]

@@ -12,12 +12,11 @@ from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from session_repo._core.storage import Gauges
-from session_repo._core.translate import is_conflict
-from session_repo.backends.sql.engine import BEGIN_OPTION
+from session_repo.backends.sql.errors import conflict_retry
 from session_repo.backends.sql.path import SqlPath
+from session_repo.backends.sql.sqlite_engine import BEGIN_OPTION
 from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
 
@@ -25,39 +24,27 @@ __all__ = ["EngineOps"]
 
 T = TypeVar("T")
 
-# Attempts for a deadlock or serialization failure inside one operation.
-CONFLICT_ATTEMPTS = 5
-
-_SIZE_QUERIES = {
-    "sqlite": "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-    "postgresql": "SELECT pg_total_relation_size('session_bindings')",
-    "mysql": (
-        "SELECT data_length + index_length FROM information_schema.tables "
-        "WHERE table_schema = DATABASE() AND table_name = 'session_bindings'"
-    ),
-}
-
 
 class EngineOps(SqlPath):
-    """Each operation as one short transaction on a pooled connection."""
+    """Each operation as one short transaction on a pooled connection.
+
+    Args:
+        engine: the repository's engine.
+        statements: its dialect's statements.
+        sized: read the storage size for ``metrics()`` (not for in-memory SQLite).
+    """
 
     def __init__(self, engine: AsyncEngine, statements: Statements, *, sized: bool) -> None:
         self._writer = engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
         self._reader = engine.execution_options(**{BEGIN_OPTION: "NONE"})
         self._sql = statements
-        dialect = "mysql" if engine.dialect.name == "mariadb" else engine.dialect.name
-        self._size_query = _SIZE_QUERIES.get(dialect) if sized else None
+        self._sized = sized
 
     async def close(self) -> None:
         return None
 
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_conflict),
-            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
-            wait=wait_random_exponential(multiplier=0.005, max=0.1),
-            reraise=True,
-        ):
+        async for attempt in conflict_retry():
             with attempt:
                 async with self._writer.begin() as conn:
                     return await work(conn)
@@ -140,8 +127,8 @@ class EngineOps(SqlPath):
         async def work(conn: AsyncConnection) -> Gauges:
             live, expired = (await conn.execute(self._sql.gauges, {"now": now})).one()
             size = None
-            if self._size_query is not None:
-                value = (await conn.execute(text(self._size_query))).scalar()
+            if self._sized:
+                value = (await conn.execute(self._sql.storage_size)).scalar()
                 size = None if value is None else int(value)
             return Gauges(int(live or 0), int(expired or 0), size)
 

@@ -1,6 +1,10 @@
 """Alembic, driven from the library: the schema is checked on open and upgraded
 on command. The migration scripts live in the top-level ``alembic/`` folder and
 ship inside the wheel as ``session_repo/backends/sql/migrations``.
+
+``upgrade`` and ``schema_revision``, which the CLI calls with no repository (and
+so no front) around them, turn driver errors into ``StorageError`` by the SQL
+error table themselves.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
-from session_repo._core.translate import storage_errors
-from session_repo.backends.sql.engine import BEGIN_OPTION
+from session_repo.backends.sql.errors import storage_errors
+from session_repo.backends.sql.sqlite_engine import BEGIN_OPTION
 from session_repo.errors import SchemaOutOfDate, StorageError
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "ensure_schema",
     "head_revision",
     "migration_lock",
+    "schema_revision",
     "script_location",
     "upgrade",
 ]
@@ -81,6 +86,23 @@ def current_revision(connection: Connection) -> str | None:
         connection: a sync connection (``AsyncConnection.run_sync`` passes one).
     """
     return MigrationContext.configure(connection).get_current_revision()
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The database's Alembic revision, or None when it has no schema yet.
+
+    Read without a write lock (SQLite's plain ``BEGIN``), so it never waits for writers.
+
+    Args:
+        engine: the database's engine.
+
+    Raises:
+        StorageError: the database failed or could not be reached.
+    """
+    with storage_errors("schema check"):
+        async with engine.connect() as conn:
+            await conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
+            return await conn.run_sync(current_revision)
 
 
 def migration_lock(connection: Connection) -> None:
@@ -147,10 +169,7 @@ async def ensure_schema(engine: AsyncEngine, *, auto_migrate: bool) -> None:
         StorageError: the database failed or could not be reached.
     """
     head = head_revision()
-    with storage_errors("schema check"):
-        async with engine.connect() as conn:
-            await conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
-            current = await conn.run_sync(current_revision)
+    current = await schema_revision(engine)
     if current == head:
         return
     if current is not None and not _known(current):

@@ -2,43 +2,41 @@
 
 One engine per repository owns the schema (Alembic, on open). Operations take the
 fastest path the database has: a SQLite file goes through ``SqlitePipeline``
-(batched, two connections on their own threads), PostgreSQL on asyncpg through
-``PostgresPipeline`` (an asyncpg pool, one round trip per operation, lookups and
-upserts batched), anything else through ``EngineOps`` (SQLAlchemy's async engine,
-one short transaction per operation). All run statements compiled by SQLAlchemy.
+(batched, two connections of a sync SQLAlchemy engine on their own threads),
+PostgreSQL on asyncpg through ``PostgresPipeline`` (the engine's own connections,
+one round trip per operation, lookups and upserts batched), anything else through
+``EngineOps`` (SQLAlchemy's async engine, one short transaction per operation). All
+run statements built in ``statements`` and compiled by SQLAlchemy; the front
+translates their errors with this backend's table (``errors.is_transient``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_repo._core.front import StoreFront
-from session_repo._core.inputs import Ttl
-from session_repo.backends.sql.engine import (
-    Synchronous,
-    check_synchronous,
-    configure_sqlite,
-    create_engine,
-    ensure_wal,
-    parse_url,
-    prepare_sqlite_file,
-    shown_url,
-    sqlite_file,
-    storage_errors_for,
-)
+from session_repo._core.inputs import Ttl, positive_int, positive_seconds
+from session_repo.backends.sql.engine import create_engine, parse_url, shown_url, sqlite_file
 from session_repo.backends.sql.engine_ops import EngineOps
+from session_repo.backends.sql.errors import is_transient
 from session_repo.backends.sql.migrate import ensure_schema
 from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.postgres_pipeline import PostgresPipeline
+from session_repo.backends.sql.sqlite_engine import (
+    Synchronous,
+    check_synchronous,
+    configure_sqlite,
+    ensure_wal,
+    prepare_sqlite_file,
+)
 from session_repo.backends.sql.sqlite_pipeline import SqlitePipeline
 from session_repo.backends.sql.statements import statements_for
 from session_repo.clock import Clock
-from session_repo.errors import InvalidInput, StorageError
+from session_repo.errors import StorageError
 
 __all__ = ["SqlSessionRepository"]
 
@@ -99,11 +97,9 @@ class SqlSessionRepository(StoreFront):
             default_ttl=default_ttl,
             cleanup_interval=cleanup_interval,
             cleanup_batch=cleanup_batch,
+            classify=is_transient,
         )
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int):
-            raise TypeError("pool_size must be an int")
-        if pool_size < 1:
-            raise InvalidInput("pool_size must be >= 1")
+        self._pool_size = positive_int("pool_size", pool_size)
         self._engine: AsyncEngine | None
         if isinstance(url_or_engine, AsyncEngine):
             self._url = url_or_engine.url
@@ -122,21 +118,11 @@ class SqlSessionRepository(StoreFront):
         self.backend = dialect
         self._sql = statements_for(dialect)
         self._auto_migrate = dialect == "sqlite" if auto_migrate is None else auto_migrate
-        self._pool_size = pool_size
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("statement_timeout", statement_timeout),
-            ("busy_timeout", busy_timeout),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number of seconds")
-            if not math.isfinite(value) or value <= 0:
-                raise InvalidInput(f"{name} must be finite and > 0 seconds")
         self._timeouts = {
-            "connect_timeout": connect_timeout,
-            "statement_timeout": statement_timeout,
+            "connect_timeout": positive_seconds("connect_timeout", connect_timeout),
+            "statement_timeout": positive_seconds("statement_timeout", statement_timeout),
         }
-        self._busy_timeout = float(busy_timeout)
+        self._busy_timeout = positive_seconds("busy_timeout", busy_timeout)
         self._synchronous = check_synchronous(sqlite_synchronous)
 
     def __repr__(self) -> str:
@@ -176,21 +162,20 @@ class SqlSessionRepository(StoreFront):
             if path is not None:
                 # The engine may not have made the file yet: make it as the URL path does.
                 await asyncio.to_thread(prepare_sqlite_file, path)
-                with storage_errors_for(path):
-                    await asyncio.to_thread(ensure_wal, path, self._busy_timeout, self._synchronous)
+                await asyncio.to_thread(ensure_wal, path, self._busy_timeout, self._synchronous)
         await ensure_schema(self._engine, auto_migrate=self._auto_migrate)
-        chosen = await self._fast_path(self._engine)
+        chosen = self._fast_path(self._engine)
         chosen.detail = f"{self.backend}: {shown_url(self._url)}"
         return chosen
 
-    async def _fast_path(self, engine: AsyncEngine) -> SqlPath:
+    def _fast_path(self, engine: AsyncEngine) -> SqlPath:
         path = sqlite_file(self._url)
         if path is not None:
             return SqlitePipeline(
                 path, self._sql, busy_timeout=self._busy_timeout, synchronous=self._synchronous
             )
         if engine.dialect.driver == "asyncpg":
-            return await PostgresPipeline.connect(engine, self._sql, pool_size=self._pool_size)
+            return PostgresPipeline(engine, self._sql, connections=self._pool_size * 2)
         # MariaDB/MySQL, or an in-memory SQLite database that lives in one connection.
         return EngineOps(engine, self._sql, sized=self.backend != "sqlite")
 

@@ -17,9 +17,11 @@ from typing import Any
 
 from sqlalchemy import (
     Delete,
+    LargeBinary,
     Select,
     TextClause,
     Update,
+    any_,
     bindparam,
     case,
     delete,
@@ -31,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import Insert, ReturningInsert
 
 from session_repo.backends.sql.model import bindings
@@ -42,11 +45,30 @@ _alloc = bindings.c.alloc_id
 _expires = bindings.c.expires_at
 
 
+# Bytes the table takes, per dialect: SQLite's whole file, the others' table and indexes.
+_STORAGE_SIZE = {
+    "sqlite": "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+    "postgresql": "SELECT pg_total_relation_size('session_bindings')",
+    "mysql": (
+        "SELECT data_length + index_length FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_name = 'session_bindings'"
+    ),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Statements:
-    """Parameters: key, alloc, expires, now, replacing, batch."""
+    """Parameters: key, keys, alloc, expires, now, replacing, batch.
+
+    ``rows`` and ``rows_many`` read rows whatever their expiry (the batched
+    lookups compare each caller's ``now`` themselves): ``rows_many`` takes an
+    expanding ``keys`` list (SQLite, MariaDB) or one array (PostgreSQL's ``= ANY``).
+    """
 
     lookup: Select[str]
+    rows: Select[bytes, str, int]
+    rows_many: Select[bytes, str, int]
+    storage_size: TextClause
     owner: Select[str]
     upsert: Insert
     claim: ReturningInsert[str] | TextClause
@@ -59,7 +81,14 @@ class Statements:
 
 
 def statements_for(dialect: str) -> Statements:
-    """Statements for a dialect name ("sqlite", "postgresql", "mysql" or "mariadb")."""
+    """Statements for a dialect.
+
+    Args:
+        dialect: "sqlite", "postgresql", "mysql" or "mariadb".
+
+    Raises:
+        ValueError: another dialect.
+    """
     values: dict[str, Any] = {
         "session_key": bindparam("key"),
         "alloc_id": bindparam("alloc"),
@@ -112,8 +141,16 @@ def statements_for(dialect: str) -> Statements:
     else:  # pragma: no cover - parse_url refuses other dialects first
         raise ValueError(f"unsupported dialect {dialect!r}")
     live = _expires > bindparam("now")
+    rows = select(_key, _alloc, _expires)
+    if dialect == "postgresql":
+        many = _key == any_(bindparam("keys", type_=ARRAY(LargeBinary)))
+    else:
+        many = _key.in_(bindparam("keys", expanding=True))
     return Statements(
         lookup=select(_alloc).where(_key == bindparam("key"), live),
+        rows=rows.where(_key == bindparam("key")),
+        rows_many=rows.where(many),
+        storage_size=text(_STORAGE_SIZE["mysql" if dialect == "mariadb" else dialect]),
         owner=select(_alloc).where(_key == bindparam("key")),
         upsert=upsert,
         claim=claim,

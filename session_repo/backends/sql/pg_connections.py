@@ -1,0 +1,82 @@
+"""asyncpg connections checked out of the engine's own pool, held while in use.
+
+The PostgreSQL pipeline runs its statements on asyncpg connections directly (one
+round trip each), but it takes them from the repository's ``AsyncEngine``
+(``AsyncConnection.get_raw_connection().driver_connection``), so one pool and one
+set of connect arguments (the dialect's reading of the URL, the engine's
+``connect_args`` and ``connect`` events) serve migrations and operations alike.
+
+Checking a connection out of SQLAlchemy's pool per operation would cost more
+than the operation (a greenlet hop, and a pre-ping of three round trips), so a
+connection, once checked out, stays with the pipeline: idle ones wait in a
+list, at most ``limit`` exist, and each goes back to the engine's pool when the
+pipeline closes. One the server dropped is invalidated (the engine forgets it)
+and the next caller checks out a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+__all__ = ["HeldConnections"]
+
+
+class HeldConnections:
+    """Up to ``limit`` connections of ``engine``, lent one caller at a time.
+
+    Args:
+        engine: the repository's engine (a ``postgresql+asyncpg`` one).
+        limit: the most connections held at once.
+    """
+
+    def __init__(self, engine: AsyncEngine, limit: int) -> None:
+        self._engine = engine
+        self._free = asyncio.Semaphore(limit)
+        self._idle: list[tuple[AsyncConnection, Any]] = []
+        self._all: set[AsyncConnection] = set()
+
+    async def acquire(self) -> tuple[AsyncConnection, Any]:
+        """A connection for one caller: ``(its SQLAlchemy connection, the asyncpg one)``.
+
+        Give it back with ``release``.
+        """
+        await self._free.acquire()
+        if self._idle:
+            return self._idle.pop()
+        try:
+            conn = await self._engine.connect()
+            try:
+                raw = await conn.get_raw_connection()
+            except BaseException:
+                await conn.close()
+                raise
+        except BaseException:
+            self._free.release()
+            raise
+        self._all.add(conn)
+        return conn, raw.driver_connection
+
+    async def release(self, held: tuple[AsyncConnection, Any]) -> None:
+        """Take back what ``acquire`` lent; a connection that is closed is invalidated."""
+        conn, driver = held
+        try:
+            if driver.is_closed():  # the server or the network dropped it
+                self._all.discard(conn)
+                try:
+                    await conn.invalidate()
+                finally:
+                    await conn.close()
+            else:
+                self._idle.append(held)
+        finally:
+            self._free.release()
+
+    async def close(self) -> None:
+        """Give every connection back to the engine's pool (callers have finished)."""
+        self._idle.clear()
+        connections, self._all = self._all, set()
+        for conn in connections:
+            await conn.close()
