@@ -5,12 +5,13 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "LATENCY_BUCKETS",
     "Health",
     "HealthStatus",
+    "Instrumented",
     "Latency",
     "SessionStoreMetrics",
 ]
@@ -115,3 +116,24 @@ class Latency:
     def count(self) -> int:
         """How many calls were observed."""
         return sum(self.counts)
+
+
+@runtime_checkable
+class Instrumented(Protocol):
+    """What exporters read without I/O: every backend and the resilient wrapper have it.
+
+    Declared so that the CLI, Prometheus and benchmarks never probe with ``getattr``.
+    """
+
+    @property
+    def backend(self) -> str:
+        """The store's name (``"sqlite"``, ``"redis"``, ...); the primary's for a wrapper."""
+        ...
+
+    def counters(self) -> SessionStoreMetrics:
+        """Counters now, gauges as last read; no I/O, callable from any thread."""
+        ...
+
+    def latencies(self) -> dict[str, Latency]:
+        """Per-operation latency histograms (copies)."""
+        ...

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from session_repo.contract import SessionRepository
 from session_repo.errors import RepositoryClosed
-from session_repo.metrics import LATENCY_BUCKETS, Latency, SessionStoreMetrics
+from session_repo.metrics import LATENCY_BUCKETS, Instrumented, SessionStoreMetrics
 
 __all__ = ["COUNTERS", "LiveCounters", "SessionStoreCollector", "register"]
 
@@ -50,17 +50,8 @@ COUNTERS = {
 }
 
 
-@runtime_checkable
-class LiveCounters(Protocol):
-    """What a scrape reads without I/O: every backend and the resilient wrapper have it."""
-
-    def counters(self) -> SessionStoreMetrics:
-        """Counters now, gauges as last read; no I/O, callable from any thread."""
-        ...
-
-    def latencies(self) -> dict[str, Latency]:
-        """Per-operation latency histograms (copies)."""
-        ...
+LiveCounters = Instrumented
+"""The old name of ``session_repo.metrics.Instrumented``."""
 
 
 class SessionStoreCollector(Collector):
@@ -95,8 +86,11 @@ class SessionStoreCollector(Collector):
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._last: SessionStoreMetrics | None = None
-        primary = getattr(repository, "primary", repository)
-        self._backend = str(getattr(primary, "backend", type(repository).__name__))
+        self._backend = (
+            repository.backend
+            if isinstance(repository, Instrumented)
+            else type(repository).__name__
+        )
         with contextlib.suppress(RuntimeError):  # no loop here: the first scrape on one starts it
             self._start(asyncio.get_running_loop())
 
@@ -146,7 +140,7 @@ class SessionStoreCollector(Collector):
         if self._task is None and not self._stopped:
             with contextlib.suppress(RuntimeError):  # a scrape on the loop's own thread
                 self._start(asyncio.get_running_loop())
-        if isinstance(self._repository, LiveCounters):
+        if isinstance(self._repository, Instrumented):
             return self._repository.counters()
         return self._last  # a repository without counters(): its last full snapshot
 
@@ -195,8 +189,7 @@ class SessionStoreCollector(Collector):
         yield from self._latency()
 
     def _latency(self) -> Iterator[Any]:
-        latencies = getattr(self._repository, "latencies", None)
-        if latencies is None:
+        if not isinstance(self._repository, Instrumented):
             return
         histogram = HistogramMetricFamily(
             "session_repo_operation_duration_seconds",
@@ -208,7 +201,7 @@ class SessionStoreCollector(Collector):
             "Repository operations that met a storage error.",
             labels=["backend", "operation"],
         )
-        snapshot: dict[str, Latency] = latencies()
+        snapshot = self._repository.latencies()
         for operation, latency in sorted(snapshot.items()):
             cumulative, buckets = 0, []
             for bound, count in zip([*LATENCY_BUCKETS, float("inf")], latency.counts, strict=True):

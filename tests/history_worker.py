@@ -25,7 +25,7 @@ from session_repo import (
     StorageError,
     SystemClock,
 )
-from session_repo._core.inputs import Ttl
+from session_repo.contract import Ttl
 from tests.linearizability import Op
 
 __all__ = ["Plan", "RacyClaims", "RacyMemoryClaims", "StaleLookups", "record", "run_process"]

@@ -39,7 +39,7 @@ from session_repo import (
     SessionRepository,
     SqlSessionRepository,
 )
-from session_repo._core.front import StoreFront
+from session_repo.backends.base import StoreFront
 from tests.servers import require_server, server_url, servers_required
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ from session_repo import (
     RepositoryClosed,
     SqlSessionRepository,
 )
-from session_repo._core.front import StoreFront
+from session_repo.backends.base import StoreFront
 from tests.conftest import backend_params
 from tests.servers import require_server
 
@@ -80,7 +80,7 @@ async def test_close_while_the_first_call_is_opening(build: Build) -> None:
     first = asyncio.create_task(repo.lookup("s"))
     second = asyncio.create_task(repo.upsert("s", "m"))  # waits for the same open
     await asyncio.sleep(0)
-    assert repo._open_lock.locked()  # the first call is in _do_open
+    assert not first.done()  # the first call is opening the store
     await repo.close()
     for call in (first, second):
         with pytest.raises(RepositoryClosed):

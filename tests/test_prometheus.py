@@ -23,6 +23,11 @@ from session_repo.prometheus import COUNTERS, SessionStoreCollector, register
 from session_repo.testing import FakeClock
 
 
+def live_sessions(registry: CollectorRegistry, labels: tuple[tuple[str, str], ...]) -> float | None:
+    """The ``session_repo_sessions`` gauge a scrape shows now (from the last refresh)."""
+    return samples(generate_latest(registry).decode()).get(("session_repo_sessions", labels))
+
+
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -136,10 +141,10 @@ async def test_the_asgi_app_mounted_in_the_app_shows_counters_live(
         sqlite = (("backend", "sqlite"),)
         assert (await scrape())[("session_repo_upserts_total", sqlite)] == 3
         # The gauges come from the background refresh, within its interval.
-        await eventually(lambda: collector._last is not None and collector._last.sessions == 3)
+        await eventually(lambda: live_sessions(registry, sqlite) == 3)
         assert (await scrape())[("session_repo_sessions", sqlite)] == 3
         await repo.delete("s0")
-        await eventually(lambda: collector._last is not None and collector._last.sessions == 2)
+        await eventually(lambda: live_sessions(registry, sqlite) == 2)
         found = await scrape()
         assert found[("session_repo_sessions", sqlite)] == 2
         assert found[("session_repo_deletes_total", sqlite)] == 1
@@ -193,9 +198,9 @@ async def test_the_refresh_ends_with_the_repository_and_a_scrape_still_answers(
 ) -> None:
     repo = MemorySessionRepository(clock=fake_clock)
     registry = CollectorRegistry()
-    collector = register(repo, registry, refresh_interval=0.01)
+    register(repo, registry, refresh_interval=0.01)
     await repo.upsert("s", "machine-a")
-    await eventually(lambda: collector._last is not None and collector._last.sessions == 1)
+    await eventually(lambda: live_sessions(registry, MEMORY) == 1)
     (task,) = [t for t in asyncio.all_tasks() if t.get_name().startswith("session-repo prom")]
     await repo.close()
     await asyncio.wait([task], timeout=5)

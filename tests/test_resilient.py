@@ -1,7 +1,7 @@
 """``ResilientSessionRepository``: retries, the fallback, the journal and write-back.
 
 The wrapper's logic is driven here through ``BreakableStore``: the real memory
-backend whose storage hooks raise a ``StorageError`` while told to (a fault
+storage under a ``StoreFront``, whose calls raise a ``StorageError`` while told to (a fault
 injector, as a failing driver would, after translation). Real databases being
 broken for real are in tests/test_faults.py.
 """
@@ -9,6 +9,7 @@ broken for real are in tests/test_faults.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,31 +31,86 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
+from session_repo.backends.base import Gauges, StoreFront
+from session_repo.backends.memory import MemoryStorage
 from session_repo.resilience.journal import WRITE_BACK_BATCH as BATCH
 from session_repo.testing import FakeClock
 
 FAST = {"retry_delay": 0.001, "probe_delay": 0.01, "probe_max_delay": 0.05}
 
 
-class BreakableStore(MemorySessionRepository):
-    """The memory backend, with hooks that fail on demand.
+class BreakableStorage(MemoryStorage):
+    """The memory backend's storage, failing on demand as ``store`` says."""
+
+    def __init__(self, store: BreakableStore) -> None:
+        super().__init__(100_000)
+        self.store = store
+
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+        await self.store.fault(write=True)
+        await super().upsert(key, alloc_id, expires_at)
+
+    async def lookup(self, key: bytes, now: int) -> str | None:
+        await self.store.fault()
+        return await super().lookup(key, now)
+
+    async def claim(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str:
+        await self.store.fault(write=True)
+        return await super().claim(key, alloc_id, expires_at, now, replacing)
+
+    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
+        await self.store.fault(write=True)
+        return await super().touch(key, expires_at, now)
+
+    async def delete(self, key: bytes, now: int) -> bool:
+        await self.store.fault(write=True)
+        return await super().delete(key, now)
+
+    async def delete_owner(self, alloc_id: str, now: int) -> int:
+        await self.store.fault(write=True)
+        return await super().delete_owner(alloc_id, now)
+
+    async def cleanup(self, now: int, batch: int) -> int:
+        await self.store.fault()
+        return await super().cleanup(now, batch)
+
+    async def gauges(self, now: int) -> Gauges:
+        await self.store.fault()
+        return await super().gauges(now)
+
+    async def ping(self) -> str:
+        await self.store.fault()
+        return await super().ping()
+
+
+class BreakableStore(StoreFront):
+    """A store on ``BreakableStorage``, with the knobs that break it.
 
     ``error`` fails every call while set; ``fail_next`` fails that many calls
-    with a transient error; ``gate`` (an Event) holds every write until set.
+    with a transient error; ``gate`` (an Event) holds every write until set;
+    ``write_error`` fails writes only (reads still work).
     """
 
-    backend = "breakable"
-
     def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+        super().__init__(
+            connect=self._open,
+            backend="breakable",
+            **{"default_ttl": 600, "clock": None, **options},
+        )
+        self.storage = BreakableStorage(self)
         self.error: StorageError | None = None
         self.fail_next = 0
         self.calls = 0
         self.gate: asyncio.Event | None = None
         self.held = 0
-        self.write_error: StorageError | None = None  # fails writes only: reads still work
+        self.write_error: StorageError | None = None
 
-    async def _fault(self, *, write: bool = False) -> None:
+    async def _open(self, resources: contextlib.AsyncExitStack) -> BreakableStorage:
+        return self.storage
+
+    async def fault(self, *, write: bool = False) -> None:
         self.calls += 1
         if write and self.gate is not None:
             self.held += 1
@@ -68,44 +124,6 @@ class BreakableStore(MemorySessionRepository):
             raise StorageError("injected: connection reset", transient=True)
         if self.error is not None:
             raise self.error
-
-    async def _do_upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        await self._fault(write=True)
-        await super()._do_upsert(key, alloc_id, expires_at)
-
-    async def _do_lookup(self, key: bytes, now: int) -> str | None:
-        await self._fault()
-        return await super()._do_lookup(key, now)
-
-    async def _do_claim(
-        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
-    ) -> str:
-        await self._fault(write=True)
-        return await super()._do_claim(key, alloc_id, expires_at, now, replacing)
-
-    async def _do_touch(self, key: bytes, expires_at: int, now: int) -> bool:
-        await self._fault(write=True)
-        return await super()._do_touch(key, expires_at, now)
-
-    async def _do_delete(self, key: bytes, now: int) -> bool:
-        await self._fault(write=True)
-        return await super()._do_delete(key, now)
-
-    async def _do_delete_owner(self, alloc_id: str, now: int) -> int:
-        await self._fault(write=True)
-        return await super()._do_delete_owner(alloc_id, now)
-
-    async def _do_cleanup(self, now: int, batch: int) -> int:
-        await self._fault()
-        return await super()._do_cleanup(now, batch)
-
-    async def _do_gauges(self, now: int) -> tuple[int, int, int | None]:
-        await self._fault()
-        return await super()._do_gauges(now)
-
-    async def _do_ping(self) -> str:
-        await self._fault()
-        return await super()._do_ping()
 
 
 DOWN = StorageError("injected: connection refused", transient=True)
@@ -305,9 +323,9 @@ async def test_outage_writes_are_written_back_in_order(
     assert await store.lookup("before-deleted") is None
     assert await store.lookup("owned-by-gone") is None
     assert await store.lookup("after-gone") == "gone"
-    store._clock.advance(100)  # type: ignore[attr-defined]
+    store.clock.advance(100)  # type: ignore[attr-defined]
     assert await store.lookup("before-touched") == "m1"  # the touch reached the primary
-    assert repo.fallback._rows == {}  # cleared on recovery
+    assert repo.fallback.bindings() == []  # cleared on recovery
     assert (await repo.metrics()).fallback_active is False
 
 
@@ -450,7 +468,7 @@ async def test_an_entry_is_applied_once_even_when_its_batch_partly_fails(
     store.error = DOWN
     assert await repo.delete("ours") is True
     await repo.upsert("fails-once", "m1")
-    original = store._do_upsert
+    original = store.storage.upsert
     failed: list[bytes] = []
 
     async def first_fails(key: bytes, alloc_id: str, expires_at: int) -> None:
@@ -460,7 +478,7 @@ async def test_an_entry_is_applied_once_even_when_its_batch_partly_fails(
         await original(key, alloc_id, expires_at)
 
     deletes = 0
-    original_claim = store._do_claim
+    original_claim = store.storage.claim
 
     async def counting_claim(
         key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
@@ -469,8 +487,8 @@ async def test_an_entry_is_applied_once_even_when_its_batch_partly_fails(
         deletes += alloc_id == "m1" and expires_at == now  # the conditional removal
         return await original_claim(key, alloc_id, expires_at, now, replacing)
 
-    store._do_upsert = first_fails  # type: ignore[method-assign]
-    store._do_claim = counting_claim  # type: ignore[method-assign]
+    store.storage.upsert = first_fails  # type: ignore[method-assign]
+    store.storage.claim = counting_claim  # type: ignore[method-assign]
     store.error = None
     await wait_for(lambda: asyncio.sleep(0, bool(failed)))
     # Between the two tries another instance claims the session this one deleted.
@@ -547,7 +565,7 @@ async def test_a_failed_write_back_keeps_only_what_was_not_written(
         await repo.upsert(f"t{i}", "m2")
 
     # Let the ping pass, then fail every write after the first two, for good.
-    original = store._do_upsert
+    original = store.storage.upsert
     written: list[bytes] = []
 
     async def third_fails(key: bytes, alloc_id: str, expires_at: int) -> None:
@@ -556,13 +574,13 @@ async def test_a_failed_write_back_keeps_only_what_was_not_written(
         written.append(key)
         await original(key, alloc_id, expires_at)
 
-    store._do_upsert = third_fails  # type: ignore[method-assign]
+    store.storage.upsert = third_fails  # type: ignore[method-assign]
     store.error = None
     await asyncio.sleep(0.2)
     assert (await repo.health()).status == "degraded"
     assert len(written) == 2
     assert await journaled(repo) == 3  # the two written left the journal
-    store._do_upsert = original  # type: ignore[method-assign]
+    store.storage.upsert = original  # type: ignore[method-assign]
     await wait_for(lambda: healthy(repo))
     for i in range(5):
         assert await store.lookup(f"t{i}") == "m2"
@@ -602,13 +620,14 @@ async def test_lazy_open_and_idempotent_close(store: BreakableStore) -> None:
     assert await repo.lookup("s") == "m"
     store.error = DOWN
     await repo.upsert("t", "m")
-    probe = repo._probe_task
-    assert probe is not None
+    probes = [t for t in asyncio.all_tasks() if "probe" in t.get_name()]
+    assert len(probes) == 1  # degraded: the primary is being probed
     await repo.close()
     await repo.close()
-    assert probe.done()
-    assert store._closed
-    assert repo.fallback._closed
+    assert probes[0].done()
+    for closed in (store, repo.fallback):
+        with pytest.raises(RepositoryClosed):
+            await closed.lookup("s")
     for call in (repo.lookup("s"), repo.upsert("s", "m"), repo.metrics(), repo.health()):
         with pytest.raises(RepositoryClosed):
             await call
@@ -629,8 +648,11 @@ def test_arguments_are_checked(store: BreakableStore) -> None:
         ResilientSessionRepository(object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="fallback"):
         ResilientSessionRepository(store, NullSessionRepository())
+    with pytest.raises(TypeError, match="fallback"):
+        ResilientSessionRepository(store, store)  # type: ignore[arg-type]
+    memory = MemorySessionRepository()
     with pytest.raises(InvalidInput, match="itself"):
-        ResilientSessionRepository(store, store)
+        ResilientSessionRepository(memory, memory)
     with pytest.raises(InvalidInput, match="retry_count"):
         ResilientSessionRepository(store, retry_count=0)
     with pytest.raises(TypeError, match="retry_delay"):
@@ -642,7 +664,7 @@ def test_arguments_are_checked(store: BreakableStore) -> None:
 async def test_default_fallback_shares_the_primary_clock(fake_clock: FakeClock) -> None:
     primary = BreakableStore(clock=fake_clock, default_ttl=5)
     async with ResilientSessionRepository(primary, **FAST) as repo:
-        assert repo.fallback._clock is fake_clock
+        assert repo.fallback.clock is fake_clock
         primary.error = DOWN
         await repo.upsert("s", "m")  # default ttl: the primary's 5 s
         fake_clock.advance(4.999)
@@ -664,7 +686,7 @@ def test_factory_wraps_stores_that_can_fail(tmp_path: Path) -> None:
     repo = create_session_repository(config)
     assert isinstance(repo, ResilientSessionRepository)
     assert isinstance(repo.primary, SqlSessionRepository)
-    assert (repo._retry_count, repo._retry_delay, repo.fallback._max) == (5, 0.25, 7)
+    assert (repo.retry_count, repo.retry_delay, repo.fallback.max_sessions) == (5, 0.25, 7)
     redis = create_session_repository(SessionStoreConfig(url="redis://127.0.0.1:6379/0"))
     assert isinstance(redis, ResilientSessionRepository)
     assert isinstance(redis.primary, RedisSessionRepository)
@@ -734,15 +756,21 @@ async def test_a_cancelled_call_raises_cancelled_error(
     assert await store.lookup("s") == "m1"
 
 
-class SwallowingStore(BreakableStore):
+class SwallowingStorage(BreakableStorage):
     """A driver that swallows a cancellation while it pings (as redis-py has done)."""
 
-    async def _do_ping(self) -> str:
+    async def ping(self) -> str:
         try:
             await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             return "swallowed"
         return "ok"
+
+
+class SwallowingStore(BreakableStore):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.storage = SwallowingStorage(self)
 
 
 async def test_a_cancellation_swallowed_beneath_is_raised_again(fake_clock: FakeClock) -> None:
@@ -773,4 +801,4 @@ def test_the_reliability_page_example_runs() -> None:
     assert isinstance(repo, ResilientSessionRepository)
     assert isinstance(repo.primary, SqlSessionRepository)
     assert isinstance(repo.fallback, MemorySessionRepository)
-    assert (repo._retry_count, repo._retry_delay) == (3, 0.1)
+    assert (repo.retry_count, repo.retry_delay) == (3, 0.1)

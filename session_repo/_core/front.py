@@ -15,7 +15,6 @@ import contextlib
 import logging
 import math
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
@@ -39,14 +38,17 @@ from session_repo.clock import Clock, SystemClock
 from session_repo.errors import RepositoryClosed, SessionRepoError, StorageError
 from session_repo.metrics import Health, Latency, SessionStoreMetrics
 
-__all__ = ["StoreFront"]
+__all__ = ["Connect", "StoreFront"]
 
 logger = logging.getLogger("session_repo")
 
 T = TypeVar("T")
 
+Connect = Callable[[contextlib.AsyncExitStack], Awaitable[Storage]]
+"""Opens a backend's storage; pushes on the exit stack what closing releases."""
 
-class StoreFront(ABC):
+
+class StoreFront:
     """Lifecycle and bookkeeping around a backend's ``Storage``.
 
     The library's own parts (the resilient wrapper, the CLI, Prometheus) use the
@@ -60,13 +62,17 @@ class StoreFront(ABC):
         cleanup_interval: seconds between background cleanups; 0 turns them off.
         cleanup_batch: the most rows one cleanup batch removes.
         classify: the backend's error table: whether a driver error is transient.
+        connect: opens the storage, pushing on the given exit stack what ``close()``
+            releases; called once, on first use. A backend class may instead
+            implement ``_connect``.
+        backend: the store's name, if the class does not set one.
 
     Raises:
         TypeError: an argument has the wrong type.
         InvalidInput: an argument is out of range.
     """
 
-    backend: str
+    backend: str = "custom"
     """The store's name in health, metrics and logs (``"sqlite"``, ``"redis"``, ...)."""
 
     def __init__(
@@ -77,7 +83,12 @@ class StoreFront(ABC):
         cleanup_interval: float = 0,
         cleanup_batch: int = 5000,
         classify: Classifier = is_transient,
+        connect: Connect | None = None,
+        backend: str | None = None,
     ) -> None:
+        self._connect_storage: Connect = connect if connect is not None else self._connect
+        if backend is not None:
+            self.backend = backend
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._default_ttl_ms = ttl_ms(default_ttl, DEFAULT_TTL_MS)
         self._cleanup_interval = non_negative_seconds("cleanup_interval", cleanup_interval)
@@ -159,12 +170,12 @@ class StoreFront(ABC):
         with self._busy(), self._counting(operation):
             return await work(storage)
 
-    @abstractmethod
     async def _connect(self, resources: contextlib.AsyncExitStack) -> Storage:
         """Open the backend's storage; push on ``resources`` what ``close()`` releases.
 
         Errors raised here are translated like any operation's (as ``"open"``).
         """
+        raise NotImplementedError(f"{type(self).__name__} was given no connect")
 
     async def __aexit__(
         self,
@@ -204,7 +215,7 @@ class StoreFront(ABC):
         resources = contextlib.AsyncExitStack()
         try:
             with storage_errors("open", self._classify):
-                storage = await self._connect(resources)
+                storage = await self._connect_storage(resources)
         except BaseException:
             with contextlib.suppress(Exception):
                 await resources.aclose()

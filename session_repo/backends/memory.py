@@ -62,6 +62,11 @@ class MemorySessionRepository(StoreFront):
     async def _connect(self, resources: contextlib.AsyncExitStack) -> MemoryStorage:
         return self._rows
 
+    @property
+    def max_sessions(self) -> int:
+        """The most bindings kept before the least recently used one is evicted."""
+        return self._rows.max_sessions
+
     def clear(self) -> None:
         """Forget every binding at once (a fallback's after its primary is back)."""
         self._rows.clear()
@@ -82,7 +87,7 @@ class MemoryStorage:
     """
 
     def __init__(self, max_sessions: int) -> None:
-        self._max = max_sessions
+        self.max_sessions = max_sessions
         # digest -> (alloc_id, expires_at ms); order is least recently used first.
         self._rows: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
 
@@ -101,7 +106,7 @@ class MemoryStorage:
         rows = self._rows
         rows[key] = (alloc_id, expires_at)
         rows.move_to_end(key)
-        if len(rows) > self._max:
+        if len(rows) > self.max_sessions:
             rows.popitem(last=False)
 
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
@@ -185,4 +190,4 @@ class MemoryStorage:
         return Gauges(len(self._rows) - expired, expired, None)
 
     async def ping(self) -> str:
-        return f"in-process, {len(self._rows)} of {self._max} rows"
+        return f"in-process, {len(self._rows)} of {self.max_sessions} rows"

@@ -171,6 +171,11 @@ class ResilientSessionRepository:
         return f"ResilientSessionRepository({self._primary!r})"
 
     @property
+    def backend(self) -> str:
+        """The primary's name (``"sqlite"``, ``"redis"``, ...)."""
+        return self._primary.backend
+
+    @property
     def primary(self) -> StoreFront:
         """The store served while healthy."""
         return self._primary
