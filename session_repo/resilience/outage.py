@@ -1,0 +1,106 @@
+"""What the fallback knows while the primary is away: a warm start and the journal.
+
+Every answer the primary gives is kept in a bounded warm cache. Once degraded, a
+session is copied from there into the fallback the first time it is used (it is
+*seeded*), so sessions that were routing keep routing; every outage write that
+changed something is journaled for write-back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from session_repo.backends.memory import MemorySessionRepository
+from session_repo.resilience.journal import Journal, Write
+from session_repo.resilience.warm import WarmCache
+
+__all__ = ["FallbackState"]
+
+logger = logging.getLogger("session_repo.resilience")
+
+
+class FallbackState:
+    """The fallback store, the warm cache, the seeded sessions and the journal.
+
+    Args:
+        fallback: the in-process store served while degraded.
+        journal_max: outage writes kept for write-back (about one per session).
+        warm_sessions: sessions whose last answer is kept.
+        default_ttl_ms: how long an answer without an expiry (a lookup's) is kept.
+        backend: the primary's name, for the logs.
+    """
+
+    def __init__(
+        self,
+        fallback: MemorySessionRepository,
+        *,
+        journal_max: int,
+        warm_sessions: int,
+        default_ttl_ms: int,
+        backend: str,
+    ) -> None:
+        self.fallback = fallback
+        self.journal = Journal(journal_max)
+        self.warm = WarmCache(warm_sessions)
+        self._seeded: set[bytes] = set()  # sessions the fallback holds this outage
+        self._default_ttl_ms = default_ttl_ms
+        self._backend = backend
+        self._dropped_logged = False
+
+    def answered(self, key: bytes, owner: str | None, expires_at: int) -> None:
+        """The primary's answer with its expiry (a write); ``None``: no binding."""
+        self.warm.put(key, owner, expires_at)
+        self._seeded.discard(key)  # while degraded, re-seeded from this answer
+
+    def seen(self, key: bytes, owner: str | None, now: int) -> None:
+        """An answer with no expiry (a lookup, a claim's other winner)."""
+        self.warm.seen(key, owner, now, now + self._default_ttl_ms)
+        self._seeded.discard(key)
+
+    def renewed(self, key: bytes, expires_at: int) -> None:
+        """A touch the primary made: the known owner lives on until ``expires_at``."""
+        self.warm.renew(key, expires_at)
+        self._seeded.discard(key)
+
+    async def owner(self, key: bytes, now: int) -> str | None:
+        """The fallback's owner of ``key``, seeded from the warm cache on first use."""
+        if key not in self._seeded:
+            self._seeded.add(key)
+            row = self.warm.get(key, now)
+            if row is None:
+                await self.fallback.run("delete", lambda s: s.delete(key, now))
+            else:
+                await self.fallback.run("upsert", lambda s: s.upsert(key, *row))
+        return await self.fallback.run("lookup", lambda s: s.lookup(key, now))
+
+    def journaled(
+        self, write: Write, key: bytes, before: str | None, owner: str, expires_at: int
+    ) -> None:
+        """Keep an outage write for write-back (``before``: the owner it found)."""
+        if not self.journal.record(write, key, before, owner, expires_at):
+            self._dropped()
+
+    def journaled_delete_owner(self, alloc_id: str) -> None:
+        """Keep an outage ``delete_owner`` for write-back, in order with the rest."""
+        if not self.journal.record_delete_owner(alloc_id):
+            self._dropped()
+
+    def degraded(self) -> None:
+        """A new outage began: a full journal is logged again."""
+        self._dropped_logged = False
+
+    def recovered(self) -> None:
+        """The primary serves again: the fallback forgets the outage."""
+        self._seeded.clear()
+        self.fallback.clear()
+
+    def _dropped(self) -> None:
+        if not self._dropped_logged:
+            self._dropped_logged = True
+            logger.error(
+                "the outage journal is full (%d sessions): later writes are served from "
+                "the fallback but will not be written back to %s",
+                self.journal.max_entries,
+                self._backend,
+                extra={"backend": self._backend, "operation": "journal", "outcome": "full"},
+            )

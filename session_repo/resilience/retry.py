@@ -1,0 +1,93 @@
+"""How one call to the primary is tried again: tenacity, exponential backoff with jitter.
+
+Only a transient ``StorageError`` is tried again; a permanent one, or a store
+that another call already gave up on, ends the tries at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential,
+    wait_random,
+)
+
+from session_repo._core.counters import Counters
+from session_repo.errors import StorageError
+
+__all__ = ["MAX_RETRY_WAIT", "RetryPolicy"]
+
+T = TypeVar("T")
+
+# The longest wait between two tries of one call, whatever the delay says.
+MAX_RETRY_WAIT = 5.0
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, StorageError) and exc.transient
+
+
+class RetryPolicy:
+    """``count`` tries of a call, the first wait ``delay`` seconds, doubling, with jitter.
+
+    Args:
+        count: tries in all (1: no retry).
+        delay: the first wait between tries, in seconds.
+        counters: where errors met and retries made are counted.
+        give_up: says when to stop trying at once (the store degraded or closed).
+    """
+
+    def __init__(
+        self, count: int, delay: float, counters: Counters, give_up: Callable[[], bool]
+    ) -> None:
+        self.count = count
+        self.delay = delay
+        self._counters = counters
+        self._give_up = give_up
+
+    async def call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, tried again on a transient ``StorageError``.
+
+        Args:
+            call: makes one try.
+
+        Raises:
+            StorageError: the last try's error, once the tries are over.
+        """
+        try:  # the first try outside tenacity: the healthy path pays nothing for it
+            return await call()
+        except StorageError as exc:
+            self._counters.errors += 1
+            if not exc.transient or self.count == 1 or self._give_up():
+                raise
+            first: StorageError | None = exc  # tenacity's attempt 1 is this one
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_transient),
+            stop=self._stop,
+            wait=wait_exponential(multiplier=self.delay, max=MAX_RETRY_WAIT)
+            + wait_random(0, self.delay),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if first is not None:
+                    error, first = first, None
+                    raise error
+                try:
+                    return await call()
+                except StorageError:
+                    self._counters.errors += 1
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _stop(self, state: RetryCallState) -> bool:
+        return state.attempt_number >= self.count or self._give_up()
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self._counters.retries += 1
