@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from session_repo._core.front import StoreFront
+from session_repo.backends.base import StoreFront
 from session_repo.backends.memory import MemorySessionRepository
 from session_repo.backends.null import NullSessionRepository
 from session_repo.backends.redis import RedisSessionRepository

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import TextIO
 
 from session_repo.backends.sql.engine import create_engine
-from session_repo.backends.sql.migrate import head_revision, upgrade
+from session_repo.backends.sql.migrate import head_revision, schema_revision, upgrade
 from session_repo.backends.sql.repository import SqlSessionRepository
-from session_repo.cli.store import schema_revision
 from session_repo.errors import ConfigError
 
 __all__ = ["run_demo"]

@@ -21,10 +21,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from session_repo._core.translate import storage_errors
 from session_repo.backends.sql.engine import create_engine, parse_url, sqlite_file
-from session_repo.backends.sql.migrate import MIGRATE_HINT, head_revision
-from session_repo.cli.store import schema_revision
+from session_repo.backends.sql.errors import storage_errors
+from session_repo.backends.sql.migrate import MIGRATE_HINT, head_revision, schema_revision
 from session_repo.config import SessionStoreConfig, store_kind, url_scheme
 from session_repo.errors import SessionRepoError
 
@@ -222,11 +221,12 @@ def _schema_finding(revision: str | None, backend: str) -> Finding:
 async def _redis_checks(config: SessionStoreConfig) -> list[Finding]:
     from redis.asyncio import Redis
 
+    from session_repo._core.translate import storage_errors as translated
     from session_repo.backends.redis.errors import is_transient
 
     client = Redis.from_url(config.url, socket_connect_timeout=config.connect_timeout)
     try:
-        with storage_errors("connect", is_transient):
+        with translated("connect", is_transient):
             seconds, micros = await client.time()
     except SessionRepoError as exc:  # the driver's error, translated by its table
         return [Finding("fail", "connect", str(exc), "check the URL and that Redis runs")]

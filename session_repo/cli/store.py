@@ -11,17 +11,13 @@ import argparse
 import sys
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from session_repo._core.front import StoreFront
-from session_repo._core.translate import storage_errors
-from session_repo.backends.sql.engine import BEGIN_OPTION, create_engine, parse_url, sqlite_file
-from session_repo.backends.sql.migrate import current_revision
+from session_repo.backends.sql.engine import create_engine, parse_url, sqlite_file
+from session_repo.backends.sql.migrate import schema_revision
 from session_repo.cli.output import note
 from session_repo.config import SessionStoreConfig, store_kind, url_scheme
 from session_repo.contract import SessionRepository
 from session_repo.factory import create_session_repository
-from session_repo.resilience import ResilientSessionRepository
+from session_repo.metrics import Instrumented
 
 __all__ = [
     "backend_name",
@@ -30,7 +26,6 @@ __all__ = [
     "no_schema",
     "open_store",
     "read_session_id",
-    "schema_revision",
     "sql_url",
 ]
 
@@ -82,19 +77,16 @@ def open_store(args: argparse.Namespace, *, warn: bool = True) -> SessionReposit
 
 
 def backend_name(repo: SessionRepository) -> str:
-    """The backend's name (``"sqlite"``, ``"redis"``, ...), from its declared ``backend``.
+    """The backend's name (``"sqlite"``, ``"redis"``, ...), as it declares it.
 
     Args:
         repo: a repository; a resilient wrapper is named by its primary.
 
     Returns:
-        The name; the class name for a repository that is not one of the library's.
+        Its ``Instrumented.backend``; the class name for a repository that is not
+        instrumented (not one of the library's).
     """
-    if isinstance(repo, ResilientSessionRepository):
-        return repo.primary.backend
-    if isinstance(repo, StoreFront):
-        return repo.backend
-    return type(repo).__name__
+    return repo.backend if isinstance(repo, Instrumented) else type(repo).__name__
 
 
 def sql_url(config: SessionStoreConfig) -> str | None:
@@ -134,24 +126,6 @@ def read_session_id(value: str) -> str:
         The session id.
     """
     return sys.stdin.readline().rstrip("\r\n") if value == "-" else value
-
-
-async def schema_revision(engine: AsyncEngine) -> str | None:
-    """The Alembic revision the database is at: the one way the CLI reads it.
-
-    Args:
-        engine: the database's engine.
-
-    Returns:
-        The revision, or None when the database has no schema yet.
-
-    Raises:
-        StorageError: the database failed or could not be reached.
-    """
-    with storage_errors("schema check"):
-        async with engine.connect() as conn:
-            await conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
-            return await conn.run_sync(current_revision)
 
 
 async def database_revision(url: str) -> str | None:
