@@ -1,26 +1,23 @@
-"""The front every backend shares: input checks, lifecycle, counters, cleanup loop.
+"""The front every backend shares: the contract on top of a ``Storage``.
 
-A backend subclasses ``StoreFront`` and implements one hook, ``_connect``, which
-opens its ``Storage`` (``session_repo._core.storage``). The front validates each
-call once, hashes the session id, reads the clock, and runs the storage call
-through ``run()``: opened lazily, counted in flight (so ``close()`` waits for
-it), timed, and with any driver error translated once into ``StorageError`` by
-the backend's own error table.
+A backend gives ``StoreFront`` a ``connect`` that opens its ``Storage``
+(``session_repo._core.storage``). The front validates each call once, hashes the
+session id, reads the clock, and runs the storage call opened lazily and counted
+in flight (``session_repo._core.lifecycle``), timed, and with any driver error
+translated once into ``StorageError`` by the backend's own error table.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
-from session_repo._core.cancel import cancel_requests, reraise_swallowed
 from session_repo._core.counters import Counters
 from session_repo._core.inputs import (
     DEFAULT_TTL_MS,
@@ -32,20 +29,18 @@ from session_repo._core.inputs import (
     ttl_ms,
 )
 from session_repo._core.keys import session_key
+from session_repo._core.lifecycle import Connect, Lifecycle
 from session_repo._core.storage import Gauges, Storage
 from session_repo._core.translate import Classifier, is_transient, storage_errors, translate
 from session_repo.clock import Clock, SystemClock
-from session_repo.errors import RepositoryClosed, SessionRepoError, StorageError
+from session_repo.errors import SessionRepoError, StorageError
 from session_repo.metrics import Health, Latency, SessionStoreMetrics
 
-__all__ = ["Connect", "StoreFront"]
+__all__ = ["Connect", "StoreFront"]  # Connect: from the lifecycle
 
 logger = logging.getLogger("session_repo")
 
 T = TypeVar("T")
-
-Connect = Callable[[contextlib.AsyncExitStack], Awaitable[Storage]]
-"""Opens a backend's storage; pushes on the exit stack what closing releases."""
 
 
 class StoreFront:
@@ -63,32 +58,27 @@ class StoreFront:
         cleanup_batch: the most rows one cleanup batch removes.
         classify: the backend's error table: whether a driver error is transient.
         connect: opens the storage, pushing on the given exit stack what ``close()``
-            releases; called once, on first use. A backend class may instead
-            implement ``_connect``.
-        backend: the store's name, if the class does not set one.
+            releases; called once, on first use.
+        backend: the store's name in health, metrics and logs.
 
     Raises:
         TypeError: an argument has the wrong type.
         InvalidInput: an argument is out of range.
     """
 
-    backend: str = "custom"
-    """The store's name in health, metrics and logs (``"sqlite"``, ``"redis"``, ...)."""
-
     def __init__(
         self,
         *,
+        connect: Connect,
+        backend: str,
         clock: Clock | None,
         default_ttl: Ttl,
         cleanup_interval: float = 0,
         cleanup_batch: int = 5000,
         classify: Classifier = is_transient,
-        connect: Connect | None = None,
-        backend: str | None = None,
     ) -> None:
-        self._connect_storage: Connect = connect if connect is not None else self._connect
-        if backend is not None:
-            self.backend = backend
+        self.backend = backend
+        """The store's name in health, metrics and logs (``"sqlite"``, ``"redis"``, ...)."""
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._default_ttl_ms = ttl_ms(default_ttl, DEFAULT_TTL_MS)
         self._cleanup_interval = non_negative_seconds("cleanup_interval", cleanup_interval)
@@ -96,18 +86,16 @@ class StoreFront:
         self._classify = classify
         self._counters = Counters()
         self._gauges = Gauges(0, 0, None)
-        self._storage: Storage | None = None
-        self._opened = False
-        self._closed = False
-        self._open_lock = asyncio.Lock()
-        self._cleanup_task: asyncio.Task[None] | None = None
-        self._closing: asyncio.Task[None] | None = None
-        # Calls past ``_ready()`` and not yet returned: close() waits for them.
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        # The storage work of running cleanup() calls: close() interrupts them.
-        self._cleanups: set[asyncio.Task[int]] = set()
+        self._life = Lifecycle(
+            name=type(self).__name__,
+            backend=backend,
+            connect=connect,
+            classify=classify,
+            cleanup=self.cleanup,
+            cleanup_interval=self._cleanup_interval,
+        )
+        self._ready = self._life.ready
+        self._busy = self._life.busy
 
     # -- lifecycle -------------------------------------------------------
 
@@ -170,13 +158,6 @@ class StoreFront:
         with self._busy(), self._counting(operation):
             return await work(storage)
 
-    async def _connect(self, resources: contextlib.AsyncExitStack) -> Storage:
-        """Open the backend's storage; push on ``resources`` what ``close()`` releases.
-
-        Errors raised here are translated like any operation's (as ``"open"``).
-        """
-        raise NotImplementedError(f"{type(self).__name__} was given no connect")
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -185,70 +166,6 @@ class StoreFront:
     ) -> None:
         await self.close()
 
-    def _refuse(self) -> RepositoryClosed:
-        return RepositoryClosed(f"{type(self).__name__} is closed")
-
-    async def _ready(self) -> Storage:
-        """Open on first use; refuse after close (also a call that waited for the open)."""
-        if self._closed:
-            raise self._refuse()
-        storage = self._storage
-        if storage is not None:
-            return storage
-        before = cancel_requests()
-        async with self._open_lock:
-            if self._storage is None:
-                if self._closed:
-                    raise self._refuse()
-                self._storage = await self._open_storage()
-                self._opened = True  # close(), waiting for this lock, closes it
-            reraise_swallowed(before)
-            if self._closed:
-                raise self._refuse()
-            if self._cleanup_interval > 0 and self._cleanup_task is None:
-                self._cleanup_task = asyncio.create_task(
-                    self._cleanup_loop(), name=f"session-repo cleanup ({self.backend})"
-                )
-            return self._storage
-
-    async def _open_storage(self) -> Storage:
-        resources = contextlib.AsyncExitStack()
-        try:
-            with storage_errors("open", self._classify):
-                storage = await self._connect_storage(resources)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await resources.aclose()
-            raise
-        resources.push_async_callback(storage.close)
-        self._resources = resources
-        return storage
-
-    @contextlib.contextmanager
-    def _busy(self) -> Iterator[None]:
-        """Count a call in flight, so close() releases nothing it still uses.
-
-        A cancellation that a driver swallowed on the way (Python 3.11's
-        ``wait_for`` in redis-py loses one that lands as a reply arrives) is raised
-        again here, so a cancelled call never returns as if it had not been.
-        """
-        before = cancel_requests()
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            reraise_swallowed(before, exc)
-            raise
-        else:
-            reraise_swallowed(before)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
-
     async def close(self) -> None:
         """Refuse new calls, interrupt cleanups, let other calls finish, then release.
 
@@ -256,46 +173,7 @@ class StoreFront:
         while waiting here gets its ``CancelledError``; the closing goes on without
         it (shielded), and a later ``close()`` waits for it.
         """
-        if self._closing is None:
-            self._closed = True
-            self._closing = asyncio.create_task(
-                self._close(), name=f"session-repo close ({self.backend})"
-            )
-        await asyncio.shield(self._closing)
-
-    async def _close(self) -> None:
-        for work in self._cleanups:
-            work.cancel()  # its caller gets RepositoryClosed
-        async with self._open_lock:  # an open in progress ends first; its caller is refused
-            task, self._cleanup_task = self._cleanup_task, None
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
-            await self._idle.wait()
-            if self._opened:
-                self._opened = False
-                self._storage = None
-                with storage_errors("close", self._classify):
-                    await self._resources.aclose()
-
-    async def _cleanup_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._cleanup_interval)
-            try:
-                await self.cleanup()
-            except RepositoryClosed:
-                return
-            except StorageError as exc:
-                logger.warning(
-                    "background cleanup failed: %s",
-                    exc,
-                    extra={"backend": self.backend, "operation": "cleanup", "outcome": "error"},
-                )
-            except Exception:  # a bug must not end cleanup for the process's lifetime
-                logger.exception(
-                    "background cleanup failed unexpectedly",
-                    extra={"backend": self.backend, "operation": "cleanup", "outcome": "error"},
-                )
+        await self._life.close()
 
     # -- the contract ----------------------------------------------------
 
@@ -464,7 +342,7 @@ class StoreFront:
         storage = await self._ready()
         now = self._clock.now()
         with self._busy(), self._counting("cleanup"):
-            removed = await self._interruptible(
+            removed = await self._life.interruptible(
                 storage.cleanup(math.floor(now * 1000), self._cleanup_batch)
             )
         self._counters.cleaned += removed
@@ -481,25 +359,6 @@ class StoreFront:
                 },
             )
         return removed
-
-    async def _interruptible(self, work: Coroutine[Any, Any, int]) -> int:
-        """Run ``work`` as a task that close() may cancel: its caller gets RepositoryClosed.
-
-        Cancelling the caller cancels the work too and raises ``CancelledError``
-        as usual; only a cancellation that came from close() becomes
-        ``RepositoryClosed``.
-        """
-        task = asyncio.create_task(work)
-        self._cleanups.add(task)
-        try:
-            return await task
-        except asyncio.CancelledError:
-            caller = asyncio.current_task()
-            if task.cancelled() and self._closed and (caller is None or not caller.cancelling()):
-                raise self._refuse() from None
-            raise
-        finally:
-            self._cleanups.discard(task)
 
     async def metrics(self) -> SessionStoreMetrics:
         """Counters since the repository was created, and gauges read from the store now.

@@ -40,8 +40,6 @@ class MemorySessionRepository(StoreFront):
         InvalidInput: an argument is out of range.
     """
 
-    backend = "memory"
-
     def __init__(
         self,
         *,
@@ -52,6 +50,8 @@ class MemorySessionRepository(StoreFront):
         cleanup_batch: int = 5000,
     ) -> None:
         super().__init__(
+            connect=self._connect,
+            backend="memory",
             clock=clock,
             default_ttl=default_ttl,
             cleanup_interval=cleanup_interval,

@@ -50,10 +50,8 @@ class NullStorage:
 class NullSessionRepository(StoreFront):
     """Stores nothing: lookups miss, claims always win, health says disabled."""
 
-    backend = "null"
-
     def __init__(self) -> None:
-        super().__init__(clock=None, default_ttl=600)
+        super().__init__(connect=self._connect, backend="null", clock=None, default_ttl=600)
 
     async def _connect(self, resources: contextlib.AsyncExitStack) -> NullStorage:
         return NullStorage()

@@ -62,8 +62,6 @@ class RedisSessionRepository(StoreFront):
         InvalidInput: an argument is out of range.
     """
 
-    backend = "redis"
-
     def __init__(
         self,
         url_or_client: str | Any,
@@ -76,6 +74,8 @@ class RedisSessionRepository(StoreFront):
         max_connections: int = 50,
     ) -> None:
         super().__init__(
+            connect=self._connect,
+            backend="redis",
             clock=clock,
             default_ttl=default_ttl,
             cleanup_interval=cleanup_interval,

@@ -92,13 +92,6 @@ class SqlSessionRepository(StoreFront):
         busy_timeout: float = 5,
         sqlite_synchronous: Synchronous = "NORMAL",
     ) -> None:
-        super().__init__(
-            clock=clock,
-            default_ttl=default_ttl,
-            cleanup_interval=cleanup_interval,
-            cleanup_batch=cleanup_batch,
-            classify=is_transient,
-        )
         self._pool_size = positive_int("pool_size", pool_size)
         self._engine: AsyncEngine | None
         if isinstance(url_or_engine, AsyncEngine):
@@ -115,7 +108,15 @@ class SqlSessionRepository(StoreFront):
                 f"not {type(url_or_engine).__name__}"
             )
         dialect = self._url.get_backend_name()
-        self.backend = dialect
+        super().__init__(
+            connect=self._connect,
+            backend=dialect,
+            clock=clock,
+            default_ttl=default_ttl,
+            cleanup_interval=cleanup_interval,
+            cleanup_batch=cleanup_batch,
+            classify=is_transient,
+        )
         self._sql = statements_for(dialect)
         self._auto_migrate = dialect == "sqlite" if auto_migrate is None else auto_migrate
         self._timeouts = {
