@@ -802,3 +802,14 @@ def test_the_reliability_page_example_runs() -> None:
     assert isinstance(repo.primary, SqlSessionRepository)
     assert isinstance(repo.fallback, MemorySessionRepository)
     assert (repo.retry_count, repo.retry_delay) == (3, 0.1)
+
+
+async def test_the_backend_kit_example_runs() -> None:
+    page = Path(__file__).resolve().parent.parent / "docs" / "reference" / "backend-kit.md"
+    code = page.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    async with namespace["repo"] as repo:
+        assert await repo.claim("s", "m1") == "m1"
+        assert await repo.lookup("s") == "m1"
+        assert (await repo.health()).backend == "mine"
