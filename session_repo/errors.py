@@ -9,9 +9,11 @@
      +-- StorageError (.transient: bool)     the store failed
           +-- SchemaOutOfDate                database behind the code's migrations
 
-Driver exceptions never escape a backend: they are translated in one place
-(``session_repo._core.translate``) into ``StorageError`` with ``transient`` telling
-whether trying again can help. Retries look only at that flag.
+Driver exceptions never escape a backend: the store's front translates each one
+once (``session_repo._core.translate.translate``) into ``StorageError``, with
+``transient`` set by the driver's error table, which lives beside the driver
+(``backends/sql/errors.py``, ``backends/redis/errors.py``). Retries look only at
+that flag.
 """
 
 from __future__ import annotations

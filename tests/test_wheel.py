@@ -59,6 +59,9 @@ def test_the_wheel_ships_the_migrations_and_the_plugin(wheel: Path) -> None:
     assert "session_repo/backends/sql/migrations/env.py" in names
     assert any(n.startswith("session_repo/backends/sql/migrations/versions/0001") for n in names)
     assert "session_repo/py.typed" in names
+    scripts = Path(__file__).resolve().parent.parent / "session_repo/backends/redis/scripts"
+    for lua in sorted(scripts.glob("*.lua")):  # the Redis backend's scripts are data files
+        assert f"session_repo/backends/redis/scripts/{lua.name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "session-repo = session_repo.cli:main" in text

@@ -12,6 +12,7 @@ from datetime import timedelta
 from session_repo.errors import InvalidInput
 
 __all__ = [
+    "DEFAULT_TTL",
     "DEFAULT_TTL_MS",
     "Ttl",
     "check_alloc_id",
@@ -24,8 +25,9 @@ __all__ = [
 
 Ttl = int | float | timedelta
 
-DEFAULT_TTL_MS = 600_000
-"""A binding's life when neither the call nor the repository says (600 s)."""
+DEFAULT_TTL = 600
+"""A binding's life in seconds when neither the call nor the repository says."""
+DEFAULT_TTL_MS = DEFAULT_TTL * 1000
 
 MAX_SESSION_ID = 1024
 MAX_ALLOC_ID = 255

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from session_repo._core.front import StoreFront
-from session_repo._core.inputs import Ttl, positive_int
+from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int
 from session_repo._core.storage import Gauges
 from session_repo.clock import Clock
 
@@ -44,7 +44,7 @@ class MemorySessionRepository(StoreFront):
         self,
         *,
         clock: Clock | None = None,
-        default_ttl: Ttl = 600,
+        default_ttl: Ttl = DEFAULT_TTL,
         max_sessions: int = 100_000,
         cleanup_interval: float = 0,
         cleanup_batch: int = 5000,

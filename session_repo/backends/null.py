@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from session_repo._core.front import StoreFront
+from session_repo._core.inputs import DEFAULT_TTL
 from session_repo._core.storage import Gauges
 from session_repo.metrics import Health
 
@@ -51,7 +52,7 @@ class NullSessionRepository(StoreFront):
     """Stores nothing: lookups miss, claims always win, health says disabled."""
 
     def __init__(self) -> None:
-        super().__init__(connect=self._connect, backend="null", clock=None, default_ttl=600)
+        super().__init__(connect=self._connect, backend="null", clock=None, default_ttl=DEFAULT_TTL)
 
     async def _connect(self, resources: contextlib.AsyncExitStack) -> NullStorage:
         return NullStorage()

@@ -26,7 +26,7 @@ import contextlib
 from typing import Any
 
 from session_repo._core.front import StoreFront
-from session_repo._core.inputs import Ttl, positive_int
+from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int
 from session_repo.backends.redis.errors import is_transient
 from session_repo.backends.redis.storage import RedisStorage
 from session_repo.clock import Clock
@@ -67,7 +67,7 @@ class RedisSessionRepository(StoreFront):
         url_or_client: str | Any,
         *,
         clock: Clock | None = None,
-        default_ttl: Ttl = 600,
+        default_ttl: Ttl = DEFAULT_TTL,
         key_prefix: str = "session-repo:",
         cleanup_interval: float = 60,
         cleanup_batch: int = 5000,

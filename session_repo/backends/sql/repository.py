@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_repo._core.front import StoreFront
-from session_repo._core.inputs import Ttl, positive_int, positive_seconds
+from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int, positive_seconds
 from session_repo.backends.sql.engine import create_engine, parse_url, shown_url, sqlite_file
 from session_repo.backends.sql.engine_ops import EngineOps
 from session_repo.backends.sql.errors import is_transient
@@ -82,7 +82,7 @@ class SqlSessionRepository(StoreFront):
         url_or_engine: str | URL | AsyncEngine,
         *,
         clock: Clock | None = None,
-        default_ttl: Ttl = 600,
+        default_ttl: Ttl = DEFAULT_TTL,
         cleanup_interval: float = 60,
         cleanup_batch: int = 5000,
         auto_migrate: bool | None = None,
