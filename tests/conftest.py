@@ -221,7 +221,7 @@ def backend(backend_name: str) -> Backend:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leave out (not skip) expiry tests for backends the fake clock cannot expire.
 
-    Redis expires by its own TTL; tests/test_redis.py covers its expiry in real time.
+    Redis expires by its own TTL; tests/backends/test_redis.py covers its expiry in real time.
     """
 
     def cannot_run(item: pytest.Item) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from session_repo import ResilientSessionRepository, SqlSessionRepository
 from session_repo.fly import FlyReplayMiddleware
-from tests.test_fly_hardening import request
+from tests.fly.test_fly_hardening import request
 
 SID = "4b1e0c9d7a2f48e6b3c5d8a9f0e1c2d3"
 

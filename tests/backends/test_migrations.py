@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from session_repo import SchemaOutOfDate, SqlSessionRepository
 from session_repo.backends.sql.migrate import head_revision
+from tests.paths import PROJECT_ROOT
 from tests.servers import require_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 ALEMBIC = str(Path(sys.executable).with_name("alembic"))
 DB = "session_repo_migrations"
 

@@ -41,9 +41,10 @@ from sqlalchemy.pool import NullPool
 
 from session_repo import SqlSessionRepository
 from session_repo.testing import FlyProxySimulator
+from tests.paths import PROJECT_ROOT
 from tests.servers import clear_sql_table, require_server
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+EXAMPLES = PROJECT_ROOT / "docs" / "examples"
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
 

@@ -20,8 +20,9 @@ import pytest
 from session_repo import MemorySessionRepository, SqlSessionRepository
 from session_repo.fly import FlyReplayMiddleware
 from session_repo.testing import FlyProxySimulator
+from tests.paths import PROJECT_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+EXAMPLES = PROJECT_ROOT / "docs" / "examples"
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 PACKAGE = ROOT / "session_repo"
 DIAGRAM = ROOT / "docs" / "architecture.md"
 

@@ -4,7 +4,7 @@ Each process has its own repository on the shared store and runs a few asyncio t
 every call is recorded with ``time.monotonic_ns()`` (CLOCK_MONOTONIC, one clock for
 every process of the machine) before it is sent and after its answer arrives. A call
 that raised a storage error (or hung past ``OP_TIMEOUT``) is recorded as indeterminate.
-Also home to the planted bugs that tests/test_linearizability.py must catch.
+Also home to the planted bugs that tests/contract/test_linearizability.py must catch.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from session_repo import (
     SystemClock,
 )
 from session_repo.contract import Ttl
-from tests.linearizability import Op
+from tests.contract.linearizability import Op
 
 __all__ = ["Plan", "RacyClaims", "RacyMemoryClaims", "StaleLookups", "record", "run_process"]
 

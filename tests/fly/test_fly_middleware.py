@@ -14,7 +14,6 @@ import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from session_repo import InvalidInput, MemorySessionRepository, SqlSessionReposi
 from session_repo.fly import FlyReplayMiddleware
 from session_repo.fly.replay_state import ReplayStateSigner, session_digest
 from session_repo.testing import FakeClock
+from tests.paths import PROJECT_ROOT
 
 ME, OTHER = "machine-a", "machine-b"
 SECRET = "a-shared-secret"
@@ -747,7 +747,7 @@ async def test_a_websocket_for_a_session_owned_here_is_accepted(
 
 
 def test_docs_fly_md_has_a_valid_fly_toml_and_every_row_of_the_table() -> None:
-    page = (Path(__file__).resolve().parent.parent / "docs" / "fly.md").read_text()
+    page = (PROJECT_ROOT / "docs" / "fly.md").read_text()
     blocks = re.findall(r"```toml\n(.*?)```", page, flags=re.S)
     config = tomllib.loads(blocks[0])
     assert config["deploy"]["release_command"] == "session-repo migrate"

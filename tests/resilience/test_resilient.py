@@ -3,7 +3,7 @@
 The wrapper's logic is driven here through ``BreakableStore``: the real memory
 storage under a ``StoreFront``, whose calls raise a ``StorageError`` while told to (a fault
 injector, as a failing driver would, after translation). Real databases being
-broken for real are in tests/test_faults.py.
+broken for real are in tests/resilience/test_faults.py.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from session_repo.backends.base import Gauges, StoreFront
 from session_repo.backends.memory import MemoryStorage
 from session_repo.resilience.journal import WRITE_BACK_BATCH as BATCH
 from session_repo.testing import FakeClock
+from tests.paths import PROJECT_ROOT
 
 FAST = {"retry_delay": 0.001, "probe_delay": 0.01, "probe_max_delay": 0.05}
 
@@ -793,7 +794,7 @@ async def test_a_cancellation_swallowed_beneath_is_raised_again(fake_clock: Fake
 
 
 def test_the_reliability_page_example_runs() -> None:
-    page = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
+    page = (PROJECT_ROOT / "docs" / "reliability.md").read_text()
     code = page.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict[str, Any] = {}
     exec(code, namespace)  # builds, opens nothing
@@ -805,7 +806,7 @@ def test_the_reliability_page_example_runs() -> None:
 
 
 async def test_the_backend_kit_example_runs() -> None:
-    page = Path(__file__).resolve().parent.parent / "docs" / "reference" / "backend-kit.md"
+    page = PROJECT_ROOT / "docs" / "reference" / "backend-kit.md"
     code = page.read_text().split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict[str, Any] = {}
     exec(code, namespace)

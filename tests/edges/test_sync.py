@@ -30,8 +30,9 @@ from session_repo import (
 )
 from session_repo.sync import SyncSessionRepository
 from session_repo.testing import FakeClock
+from tests.paths import PROJECT_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+EXAMPLES = PROJECT_ROOT / "docs" / "examples"
 
 
 def sqlite_url(tmp_path: Path) -> str:

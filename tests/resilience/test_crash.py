@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from session_repo import SqlSessionRepository
-from tests.test_faults import faults_database
+from tests.resilience.test_faults import faults_database
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """The FastAPI example (``@inject``, ``Provide[Container.repository]``) on Fly machines.
 
-``tests/test_examples.py`` covers the app on its own. Here it runs behind
+``tests/project/test_examples.py`` covers the app on its own. Here it runs behind
 ``FlyReplayMiddleware`` inside ``FlyProxySimulator``: the lifespan reaches the app
 through the middleware, so the container's resources open when the machine starts
 and close when it stops (and a restart gets a fresh container); and the repository
@@ -27,8 +27,9 @@ from session_repo import MemorySessionRepository, RepositoryClosed, SqlSessionRe
 from session_repo.container import Container
 from session_repo.fly import FlyReplayMiddleware
 from session_repo.testing import FakeClock, FlyProxySimulator
+from tests.paths import PROJECT_ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+EXAMPLES = PROJECT_ROOT / "docs" / "examples"
 API, WORKER = "a9a9a9a9a9a9a9", "f0f0f0f0f0f0f0"
 
 

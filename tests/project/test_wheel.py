@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +61,7 @@ def test_the_wheel_ships_the_migrations_and_the_plugin(wheel: Path) -> None:
     assert "session_repo/backends/sql/migrations/env.py" in names
     assert any(n.startswith("session_repo/backends/sql/migrations/versions/0001") for n in names)
     assert "session_repo/py.typed" in names
-    scripts = Path(__file__).resolve().parent.parent / "session_repo/backends/redis/scripts"
+    scripts = PROJECT_ROOT / "session_repo/backends/redis/scripts"
     for lua in sorted(scripts.glob("*.lua")):  # the Redis backend's scripts are data files
         assert f"session_repo/backends/redis/scripts/{lua.name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

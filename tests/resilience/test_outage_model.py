@@ -8,7 +8,7 @@ fallback is warm and the write-back exact, every answer must be the model's, in 
 outage or not; and after each recovery the store itself must hold exactly the model
 (no outage write lost, none applied twice, no replaced binding come back).
 
-The store is ``BreakableStore`` (tests/test_resilient.py): the real memory backend
+The store is ``BreakableStore`` (tests/resilience/test_resilient.py): the real memory backend
 with hooks that fail while told to.
 """
 
@@ -25,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from session_repo import ResilientSessionRepository
 from session_repo.testing import FakeClock
-from tests.test_resilient import DOWN, BreakableStore
+from tests.resilience.test_resilient import DOWN, BreakableStore
 
 T = TypeVar("T")
 

@@ -21,8 +21,9 @@ from session_repo import (
 )
 from session_repo.container import Container
 from session_repo.testing import FakeClock
+from tests.paths import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 EXAMPLES = ROOT / "docs" / "examples"
 
 

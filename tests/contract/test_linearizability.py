@@ -3,7 +3,7 @@
 Three processes of three tasks each call lookup / upsert / claim / claim(replacing=) /
 touch / delete at random on four hot keys of one real store, while the store's
 connections are killed under them (SQLite: the file locked from outside). The recorded
-history is then checked, key by key, with tests/linearizability.py. The checker itself is
+history is then checked, key by key, with tests/contract/linearizability.py. The checker itself is
 shown to reject hand-made violations, and the workload to catch planted bugs.
 """
 
@@ -26,8 +26,8 @@ from sqlalchemy.pool import NullPool
 
 from session_repo import MemorySessionRepository, SqlSessionRepository
 from tests.conftest import backend_params
-from tests.history_worker import Plan, RacyMemoryClaims, record, run_process
-from tests.linearizability import Op, Verdict, check_history, check_key, step
+from tests.contract.history_worker import Plan, RacyMemoryClaims, record, run_process
+from tests.contract.linearizability import Op, Verdict, check_history, check_key, step
 
 PROCESSES = 3
 BUDGET = 2_000_000  # search steps per key; a real run needs a few thousand
