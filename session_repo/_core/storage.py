@@ -35,11 +35,22 @@ class Storage(Protocol):
     """
 
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        """Bind ``key`` to ``alloc_id`` until ``expires_at``, whoever held it."""
+        """Bind ``key`` to ``alloc_id`` until ``expires_at``, whoever held it.
+
+        Args:
+            key: the session's SHA-256 digest.
+            alloc_id: the new owner.
+            expires_at: when the binding dies, in ms of the front's clock.
+        """
         ...
 
     async def lookup(self, key: bytes, now: int) -> str | None:
-        """The owner of ``key``'s live binding, or ``None``; the expiry is not extended."""
+        """The owner of ``key``'s live binding, or ``None``; the expiry is not extended.
+
+        Args:
+            key: the session's SHA-256 digest.
+            now: the front's clock, in ms.
+        """
         ...
 
     async def claim(
@@ -48,27 +59,59 @@ class Storage(Protocol):
         """Atomically: the live owner unless it is ``replacing``; else bind and return ``alloc_id``.
 
         A deadlock or serialization failure is retried here, never raised.
+
+        Args:
+            key: the session's SHA-256 digest.
+            alloc_id: who wants the session.
+            expires_at: when a new binding dies, in ms.
+            now: the front's clock, in ms.
+            replacing: an owner whose live binding this claim may take over.
         """
         ...
 
     async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
-        """Move a live binding's expiry to ``expires_at``; ``False`` if there is none."""
+        """Move a live binding's expiry to ``expires_at``; ``False`` if there is none.
+
+        Args:
+            key: the session's SHA-256 digest.
+            expires_at: the binding's new end, in ms.
+            now: the front's clock, in ms.
+        """
         ...
 
     async def delete(self, key: bytes, now: int) -> bool:
-        """Remove ``key``'s binding; ``True`` only if it was live."""
+        """Remove ``key``'s binding; ``True`` only if it was live.
+
+        Args:
+            key: the session's SHA-256 digest.
+            now: the front's clock, in ms.
+        """
         ...
 
     async def delete_owner(self, alloc_id: str, now: int) -> int:
-        """Remove every binding of ``alloc_id``; how many were live."""
+        """Remove every binding of ``alloc_id``; how many were live.
+
+        Args:
+            alloc_id: the owner that is gone.
+            now: the front's clock, in ms.
+        """
         ...
 
     async def cleanup(self, now: int, batch: int) -> int:
-        """Remove all rows expired at ``now``, at most ``batch`` per transaction; how many."""
+        """Remove all rows expired at ``now``, at most ``batch`` per transaction; how many.
+
+        Args:
+            now: the front's clock, in ms.
+            batch: the most rows one transaction removes (writers wait at most that).
+        """
         ...
 
     async def gauges(self, now: int) -> Gauges:
-        """Live and expired rows, and the storage size where the store can tell."""
+        """Live and expired rows, and the storage size where the store can tell.
+
+        Args:
+            now: the front's clock, in ms.
+        """
         ...
 
     async def ping(self) -> str:

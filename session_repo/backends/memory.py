@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from session_repo._core.front import StoreFront
 from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int
-from session_repo._core.storage import Gauges
+from session_repo._core.storage import Gauges, Storage
 from session_repo.clock import Clock
 
 __all__ = ["MemorySessionRepository", "MemoryStorage"]
@@ -79,7 +79,7 @@ class MemorySessionRepository(StoreFront):
         return self._rows.rows()
 
 
-class MemoryStorage:
+class MemoryStorage(Storage):
     """Rows in an ``OrderedDict``, least recently used first; implements ``Storage``.
 
     Args:
