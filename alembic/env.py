@@ -13,10 +13,10 @@ from logging.config import fileConfig
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from session_repo.config import SessionStoreConfig
 from session_repo.backends.sql.engine import BEGIN_OPTION, create_engine
 from session_repo.backends.sql.migrate import migration_lock
 from session_repo.backends.sql.model import metadata
+from session_repo.config import SessionStoreConfig
 
 config = context.config
 
