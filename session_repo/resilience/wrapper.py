@@ -1,6 +1,8 @@
 """``ResilientSessionRepository``: the store is never the reason a request fails.
 
-Healthy, every call goes to the primary; a transient ``StorageError`` is tried
+Inputs are checked and the session id hashed once, here; healthy, every call
+goes to the primary's storage through its declared ``run()`` (timed and
+translated there, as the primary's own calls are). A transient ``StorageError`` is tried
 again (tenacity: exponential backoff with jitter, an async sleep), and every
 answer is remembered in a bounded warm cache. When the tries run out, or at once
 on a permanent error, the wrapper *degrades*: it serves from an in-process memory
@@ -278,7 +280,7 @@ class ResilientSessionRepository:
 
         async def on_primary() -> None:
             now = self._now_ms()
-            await self._primary.upsert(session_id, owner, ttl)
+            await self._primary.run("upsert", lambda s: s.upsert(key, owner, now + life))
             self._state.answered(key, owner, now + life)
 
         async def on_fallback() -> None:
@@ -308,7 +310,7 @@ class ResilientSessionRepository:
 
         async def on_primary() -> str | None:
             now = self._now_ms()
-            owner = await self._primary.lookup(session_id)
+            owner = await self._primary.run("lookup", lambda s: s.lookup(key, now))
             self._state.seen(key, owner, now)
             return owner
 
@@ -355,7 +357,9 @@ class ResilientSessionRepository:
 
         async def on_primary() -> str:
             now = self._now_ms()
-            winner = await self._primary.claim(session_id, owner, ttl, replacing=replacing)
+            winner = await self._primary.run(
+                "claim", lambda s: s.claim(key, owner, now + life, now, replacing)
+            )
             known = self._state.warm.get(key, now)
             if winner != owner or (known and known[0] == owner and replacing != owner):
                 self._state.seen(key, winner, now)  # lost, or already ours: nothing changed
@@ -397,7 +401,7 @@ class ResilientSessionRepository:
 
         async def on_primary() -> bool:
             now = self._now_ms()
-            touched = await self._primary.touch(session_id, ttl)
+            touched = await self._primary.run("touch", lambda s: s.touch(key, now + life, now))
             if touched:
                 self._state.renewed(key, now + life)
             else:
@@ -434,7 +438,7 @@ class ResilientSessionRepository:
 
         async def on_primary() -> bool:
             now = self._now_ms()
-            deleted = await self._primary.delete(session_id)
+            deleted = await self._primary.run("delete", lambda s: s.delete(key, now))
             self._state.answered(key, None, now)
             return deleted
 
@@ -468,7 +472,8 @@ class ResilientSessionRepository:
         owner = check_alloc_id(alloc_id)
 
         async def on_primary() -> int:
-            removed = await self._primary.delete_owner(owner)
+            now = self._now_ms()
+            removed = await self._primary.run("delete_owner", lambda s: s.delete_owner(owner, now))
             self._state.warm.forget_owner(owner)
             return removed
 
