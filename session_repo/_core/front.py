@@ -9,6 +9,7 @@ translated once into ``StorageError`` by the backend's own error table.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self, TypeVar
 
+from session_repo._core.cancel import reraise_swallowed
 from session_repo._core.counters import Counters
 from session_repo._core.inputs import (
     DEFAULT_TTL_MS,
@@ -154,9 +156,35 @@ class StoreFront:
             RepositoryClosed: the repository was closed.
             StorageError: the store failed.
         """
-        storage = await self._ready()
-        with self._busy(), self._counting(operation):
-            return await work(storage)
+        life = self._life
+        storage = life.storage
+        if storage is None or life.closed:
+            storage = await life.ready()
+        # Inline, not context managers: this is every call's path (see _busy, _counting).
+        before = life.enter()
+        started = time.perf_counter()
+        try:
+            result = await work(storage)
+        except asyncio.CancelledError:
+            raise
+        except SessionRepoError as exc:
+            if isinstance(exc, StorageError):
+                self._failed(operation, started, exc)
+            reraise_swallowed(before, exc)
+            raise
+        except Exception as exc:  # total: no driver error reaches the caller untranslated
+            error = translate(exc, operation, self._classify)
+            self._failed(operation, started, error)
+            reraise_swallowed(before, error)
+            raise error from exc
+        except BaseException as exc:
+            reraise_swallowed(before, exc)
+            raise
+        finally:
+            life.leave()
+        self._counters.observe(operation, time.perf_counter() - started)
+        reraise_swallowed(before)
+        return result
 
     async def __aexit__(
         self,
@@ -194,9 +222,8 @@ class StoreFront:
         key = session_key(check_session_id(session_id))
         owner = check_alloc_id(alloc_id)
         life = ttl_ms(ttl, self._default_ttl_ms)
-        storage = await self._ready()
-        with self._busy(), self._counting("upsert"):
-            await storage.upsert(key, owner, self.now_ms() + life)
+        expires_at = self.now_ms() + life
+        await self.run("upsert", lambda s: s.upsert(key, owner, expires_at))
         self._counters.upserts += 1
 
     async def lookup(self, session_id: str) -> str | None:
@@ -215,9 +242,8 @@ class StoreFront:
             StorageError: the store failed.
         """
         key = session_key(check_session_id(session_id))
-        storage = await self._ready()
-        with self._busy(), self._counting("lookup"):
-            owner = await storage.lookup(key, self.now_ms())
+        now = self.now_ms()
+        owner = await self.run("lookup", lambda s: s.lookup(key, now))
         self._counters.looked_up(owner)
         return owner
 
@@ -252,10 +278,8 @@ class StoreFront:
         if replacing is not None:
             check_alloc_id(replacing, "replacing")
         life = ttl_ms(ttl, self._default_ttl_ms)
-        storage = await self._ready()
         now = self.now_ms()
-        with self._busy(), self._counting("claim"):
-            winner = await storage.claim(key, owner, now + life, now, replacing)
+        winner = await self.run("claim", lambda s: s.claim(key, owner, now + life, now, replacing))
         self._counters.claims += 1
         return winner
 
@@ -277,10 +301,8 @@ class StoreFront:
         """
         key = session_key(check_session_id(session_id))
         life = ttl_ms(ttl, self._default_ttl_ms)
-        storage = await self._ready()
         now = self.now_ms()
-        with self._busy(), self._counting("touch"):
-            touched = await storage.touch(key, now + life, now)
+        touched = await self.run("touch", lambda s: s.touch(key, now + life, now))
         self._counters.touches += 1
         return touched
 
@@ -300,9 +322,8 @@ class StoreFront:
             StorageError: the store failed.
         """
         key = session_key(check_session_id(session_id))
-        storage = await self._ready()
-        with self._busy(), self._counting("delete"):
-            deleted = await storage.delete(key, self.now_ms())
+        now = self.now_ms()
+        deleted = await self.run("delete", lambda s: s.delete(key, now))
         if deleted:  # ``deletes`` counts bindings removed, as in ``delete_owner``
             self._counters.deletes += 1
         return deleted
@@ -323,9 +344,8 @@ class StoreFront:
             StorageError: the store failed.
         """
         owner = check_alloc_id(alloc_id)
-        storage = await self._ready()
-        with self._busy(), self._counting("delete_owner"):
-            removed = await storage.delete_owner(owner, self.now_ms())
+        now = self.now_ms()
+        removed = await self.run("delete_owner", lambda s: s.delete_owner(owner, now))
         self._counters.deletes += removed
         return removed
 
@@ -370,9 +390,8 @@ class StoreFront:
             RepositoryClosed: the repository was closed.
             StorageError: the store failed.
         """
-        storage = await self._ready()
-        with self._busy(), self._counting("metrics"):
-            self._gauges = await storage.gauges(self.now_ms())
+        now = self.now_ms()
+        self._gauges = await self.run("metrics", lambda s: s.gauges(now))
         return self.counters()
 
     def counters(self) -> SessionStoreMetrics:
@@ -413,23 +432,27 @@ class StoreFront:
             except Exception as exc:  # total: no driver error reaches the caller untranslated
                 raise translate(exc, operation, self._classify) from exc
         except StorageError as exc:
-            elapsed = time.perf_counter() - started
-            self._counters.errors += 1
-            self._counters.observe(operation, elapsed, failed=True)
-            logger.debug(
-                "%s failed: %s",
-                operation,
-                exc,
-                extra={
-                    "backend": self.backend,
-                    "operation": operation,
-                    "outcome": "error",
-                    "transient": exc.transient,
-                    "duration": elapsed,
-                },
-            )
+            self._failed(operation, started, exc)
             raise
         self._counters.observe(operation, time.perf_counter() - started)
+
+    def _failed(self, operation: str, started: float, exc: StorageError) -> None:
+        """Count and time a failed operation, and say so at debug level."""
+        elapsed = time.perf_counter() - started
+        self._counters.errors += 1
+        self._counters.observe(operation, elapsed, failed=True)
+        logger.debug(
+            "%s failed: %s",
+            operation,
+            exc,
+            extra={
+                "backend": self.backend,
+                "operation": operation,
+                "outcome": "error",
+                "transient": exc.transient,
+                "duration": elapsed,
+            },
+        )
 
     def latencies(self) -> dict[str, Latency]:
         """Per-operation latency histograms since open (copies; for metrics exporters).

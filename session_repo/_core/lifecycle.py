@@ -55,7 +55,8 @@ class Lifecycle:
         self._classify = classify
         self._cleanup = cleanup
         self._cleanup_interval = cleanup_interval
-        self._storage: Storage | None = None
+        self.storage: Storage | None = None
+        """The open storage (``None`` before the first call and after close)."""
         self._resources: contextlib.AsyncExitStack | None = None
         self.closed = False
         self._open_lock = asyncio.Lock()
@@ -80,15 +81,15 @@ class Lifecycle:
         """
         if self.closed:
             raise self.refuse()
-        storage = self._storage
+        storage = self.storage
         if storage is not None:
             return storage
         before = cancel_requests()
         async with self._open_lock:
-            if self._storage is None:
+            if self.storage is None:
                 if self.closed:
                     raise self.refuse()
-                self._storage = await self._open()  # close(), waiting for this lock, closes it
+                self.storage = await self._open()  # close(), waiting for this lock, closes it
             reraise_swallowed(before)
             if self.closed:
                 raise self.refuse()
@@ -96,7 +97,7 @@ class Lifecycle:
                 self._cleanup_task = asyncio.create_task(
                     self._cleanup_loop(), name=f"session-repo cleanup ({self._backend})"
                 )
-            return self._storage
+            return self.storage
 
     async def _open(self) -> Storage:
         resources = contextlib.AsyncExitStack()
@@ -119,9 +120,7 @@ class Lifecycle:
         ``wait_for`` in redis-py loses one that lands as a reply arrives) is raised
         again here, so a cancelled call never returns as if it had not been.
         """
-        before = cancel_requests()
-        self._in_flight += 1
-        self._idle.clear()
+        before = self.enter()
         try:
             yield
         except asyncio.CancelledError:
@@ -132,9 +131,19 @@ class Lifecycle:
         else:
             reraise_swallowed(before)
         finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+            self.leave()
+
+    def enter(self) -> int:
+        """Count a call in flight; the task's cancellation requests now, for the check after."""
+        self._in_flight += 1
+        self._idle.clear()
+        return cancel_requests()
+
+    def leave(self) -> None:
+        """The call counted by ``enter()`` is over."""
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
 
     async def interruptible(self, work: Coroutine[Any, Any, int]) -> int:
         """Run ``work`` as a task that close() may cancel: its caller gets RepositoryClosed.
@@ -174,7 +183,7 @@ class Lifecycle:
                 await asyncio.wait([task])
             await self._idle.wait()
             resources, self._resources = self._resources, None
-            self._storage = None
+            self.storage = None
             if resources is not None:
                 with storage_errors("close", self._classify):
                     await resources.aclose()
