@@ -47,6 +47,34 @@ class Batcher:
         self._pending: Waiting = []
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
+        self._direct = 0  # calls running alone, in their callers' tasks
+
+    async def call(self, request: Any) -> Any:
+        """``request``'s outcome, alone and at once when nothing else is queued or running.
+
+        One request needs no batch: it runs in the caller's own task, with no hand-off
+        to a batch task and back (what a request made one at a time pays for nothing).
+        Otherwise it joins the next batch, as ``submit``.
+
+        Args:
+            request: what ``run`` is given for this caller.
+
+        Raises:
+            BaseException: what ``run`` raised, or the outcome it gave for this request.
+        """
+        if self._pending or self._running or self._direct:
+            return await self.submit(request)
+        self._direct += 1
+        try:
+            (outcome,) = await self._run([request])
+        finally:
+            self._direct -= 1
+            if self._pending and not self._scheduled:  # those that came meanwhile go next
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def submit(self, request: Any) -> asyncio.Future[Any]:
         """Queue ``request`` for a batch soon.
@@ -60,7 +88,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((request, future))
-        if not self._scheduled and (self._overlap or not self._running):
+        if not self._scheduled and (self._overlap or not (self._running or self._direct)):
             self._scheduled = True
             loop.call_soon(self._flush)  # the rest of this tick's requests join the batch
         return future
@@ -104,6 +132,10 @@ class Batcher:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    def idle(self) -> bool:
+        """Whether no request is queued and none is running."""
+        return not (self._pending or self._running or self._direct)
 
     async def drain(self) -> None:
         """Wait until every queued and running batch has finished."""

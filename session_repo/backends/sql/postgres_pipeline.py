@@ -120,11 +120,11 @@ class PostgresPipeline(SqlPath):
     # -- operations ----------------------------------------------------------
 
     async def lookup(self, key: bytes, now: int) -> str | None:
-        owner: str | None = await self._reads.submit((key, now))
+        owner: str | None = await self._reads.call((key, now))
         return owner
 
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        await self._upserts.submit(self._upsert.args(key=key, alloc=alloc_id, expires=expires_at))
+        await self._upserts.call(self._upsert.args(key=key, alloc=alloc_id, expires=expires_at))
 
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
