@@ -113,12 +113,14 @@ async def test_an_acknowledged_write_is_committed(repo: SessionRepository) -> No
 async def test_a_caller_cancelled_before_its_batch_runs_writes_nothing(
     repo: SessionRepository,
 ) -> None:
-    await repo.lookup("warm-up")  # opened, so the call below reaches the queue at once
+    await repo.lookup("warm-up")  # opened, so the calls below reach the store at once
+    first = asyncio.create_task(repo.upsert("first", "machine-a"))  # runs at once, alone
     task = asyncio.create_task(repo.upsert("cancelled", "machine-a"))
     await asyncio.sleep(0)  # the task is now waiting in the queue; its batch has not started
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    await first
     await repo.upsert("after", "machine-b")
     assert await repo.lookup("cancelled") is None
     assert await repo.lookup("after") == "machine-b"
@@ -130,8 +132,12 @@ async def test_cancelling_waiting_lookups_leaves_the_others_answered(
 ) -> None:
     for n in range(50):
         await repo.upsert(f"s{n}", f"machine-{n}")
+    # A read in progress first: the lookups wait for the next batch (on SQLite a
+    # lookup that finds the reader idle is answered at once, on the loop's thread).
+    reading = asyncio.create_task(repo.metrics())
     tasks = [asyncio.create_task(repo.lookup(f"s{n}")) for n in range(50)]
     await asyncio.sleep(0)
+    assert not any(task.done() for task in tasks)
     for task in tasks[::3]:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -141,6 +147,7 @@ async def test_cancelling_waiting_lookups_leaves_the_others_answered(
         else:
             assert result == f"machine-{n}"
     assert await repo.lookup("s0") == "machine-0"  # the pipeline is still healthy
+    await reading
 
 
 @batched
@@ -222,14 +229,16 @@ async def test_the_fast_path_connections_use_wal_normal_sync_and_a_busy_timeout(
             )
 
     url = f"sqlite+aiosqlite:///{tmp_path}/pragmas.sqlite"
-    async with SqlSessionRepository(url, cleanup_interval=0, busy_timeout=2.5) as repo:
-        event.listen(Pool, "checkout", pragmas)
-        try:
-            await repo.lookup("s")  # the reader connects on first use
-            await repo.upsert("s", "machine-a")  # and the writer
-        finally:
-            event.remove(Pool, "checkout", pragmas)
-    assert seen == [("wal", 1, 2500), ("wal", 1, 2500)]
+    event.listen(Pool, "checkout", pragmas)
+    try:
+        async with SqlSessionRepository(url, cleanup_interval=0, busy_timeout=2.5) as repo:
+            await repo.lookup("s")  # the reader (and the loop's own reader) connect at open
+            await repo.upsert("s", "machine-a")  # the writer on first use
+    finally:
+        event.remove(Pool, "checkout", pragmas)
+    # The open's own connection (it sets WAL), then the reader, the loop's reader, the writer.
+    assert seen.count(("wal", 1, 2500)) >= 3
+    assert {(sync, busy) for _, sync, busy in seen} == {(1, 2500)}
 
 
 async def test_a_cancelled_batch_fails_its_waiting_callers_instead_of_hanging(
@@ -237,12 +246,18 @@ async def test_a_cancelled_batch_fails_its_waiting_callers_instead_of_hanging(
 ) -> None:
     path = tmp_path / "held.sqlite"
     url = f"sqlite+aiosqlite:///{path}"
-    async with SqlSessionRepository(url, cleanup_interval=0, busy_timeout=3) as repo:
+    async with SqlSessionRepository(url, cleanup_interval=0, busy_timeout=1) as repo:
         await repo.upsert("before", "machine-a")
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")  # the write group waits in SQLite's busy handler
         try:
+            # The first write runs alone and waits out the busy timeout; the three that
+            # came meanwhile then go as one batch, which also waits, and is cancelled.
+            alone = asyncio.create_task(repo.upsert("alone", "machine-a"))
+            await asyncio.sleep(0)
             waiting = [asyncio.create_task(repo.upsert(f"s{n}", "machine-a")) for n in range(3)]
+            with pytest.raises(StorageError):
+                await alone
             await asyncio.sleep(0.1)
             (running,) = [task for task in asyncio.all_tasks() if task.get_name() == BATCH]
             running.cancel()

@@ -124,13 +124,15 @@ async def test_a_sqlite_driver_error_becomes_a_storage_error(tmp_path: Path) -> 
     def deny(action: int, *_args: Any) -> int:
         return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_READ else sqlite3.SQLITE_OK
 
-    repo = SqlSessionRepository(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", cleanup_interval=0)
+    path = tmp_path / "s.sqlite"
+    async with SqlSessionRepository(f"sqlite+aiosqlite:///{path}", cleanup_interval=0):
+        pass  # the file and its schema exist now
+    repo = SqlSessionRepository(f"sqlite+aiosqlite:///{path}", cleanup_interval=0)
+    # The pipeline's readers connect as it opens: each is refused every read.
+    with on_sqlite_checkout(lambda conn: conn.set_authorizer(deny)):
+        await repo.open()
     async with repo:
-        # The pipeline connects on first use: its reader is refused every read.
-        with (
-            on_sqlite_checkout(lambda conn: conn.set_authorizer(deny)),
-            pytest.raises(StorageError) as info,
-        ):
+        with pytest.raises(StorageError) as info:
             await repo.lookup("s-denied")
         assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
         assert str(info.value).startswith("lookup failed: ")
@@ -211,16 +213,20 @@ async def test_new_sqlite_files_are_owner_only(tmp_path: Path, mask: int, given:
 
 
 async def _synchronous_everywhere(repo: SqlSessionRepository) -> set[int]:
-    """``synchronous`` on the engine's connections and on the pipeline's (reader, writer)."""
+    """``synchronous`` on the engine's connections and on the pipeline's.
+
+    Opens ``repo`` (the readers connect as it opens) and closes it.
+    """
     pipeline: list[int] = []
     with on_sqlite_checkout(
         lambda conn: pipeline.append(conn.execute("PRAGMA synchronous").fetchone()[0])
     ):
-        await repo.lookup("s-sync")  # the pipeline connects on first use
-        await repo.upsert("s-sync", "a")
-    assert len(pipeline) == 2
-    async with repo.engine.connect() as conn:
-        seen = {(await conn.exec_driver_sql("PRAGMA synchronous")).scalar()}
+        async with repo:
+            await repo.lookup("s-sync")
+            await repo.upsert("s-sync", "a")  # the writer connects on first use
+            async with repo.engine.connect() as conn:
+                seen = {(await conn.exec_driver_sql("PRAGMA synchronous")).scalar()}
+    assert len(pipeline) >= 3  # the reader, the loop's own reader, the writer
     return {int(value) for value in [*seen, *pipeline] if value is not None}
 
 
@@ -236,8 +242,7 @@ async def test_sqlite_synchronous_on_every_connection(
         cleanup_interval=0,
         sqlite_synchronous=mode,  # type: ignore[arg-type]
     )
-    async with repo:
-        assert await _synchronous_everywhere(repo) == {number}
+    assert await _synchronous_everywhere(repo) == {number}
     if engine is not None:
         await engine.dispose()
 
@@ -252,8 +257,7 @@ async def test_sqlite_synchronous_env_reaches_the_repository(tmp_path: Path) -> 
     )
     repo = create_session_repository(config)
     assert isinstance(repo, SqlSessionRepository)
-    async with repo:
-        assert await _synchronous_everywhere(repo) == {2}
+    assert await _synchronous_everywhere(repo) == {2}
 
 
 @pytest.mark.parametrize("value", ["OFF", "full", "EXTRA", 2])

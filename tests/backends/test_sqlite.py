@@ -8,6 +8,7 @@ import os
 import random
 import sqlite3
 import stat
+import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from sqlalchemy import text
 
 from session_repo import InvalidInput, SchemaOutOfDate, SqlSessionRepository, StorageError
 from session_repo.backends.sql.migrate import head_revision
+from session_repo.backends.sql.sqlite_engine import sync_engine_for
+from session_repo.backends.sql.sqlite_inline import InlineReader
 from session_repo.testing import FakeClock
 
 
@@ -287,3 +290,51 @@ async def test_an_existing_file_is_never_opened_behind_sqlites_back(
         monkeypatch.undo()
         assert str(path) not in opened
         assert await first.lookup("s") == "machine-a"
+
+
+async def test_a_lookup_on_an_idle_reader_is_answered_on_the_loops_thread(
+    db_path: Path, fake_clock: FakeClock
+) -> None:
+    url = f"sqlite+aiosqlite:///{db_path}"
+    async with SqlSessionRepository(url, clock=fake_clock, cleanup_interval=0) as repo:
+        await repo.upsert("s", "machine-a")
+        lookup = asyncio.create_task(repo.lookup("s"))
+        await asyncio.sleep(0)  # one step of the task: no thread hop to wait for
+        assert lookup.done()
+        assert lookup.result() == "machine-a"
+        # What another connection commits is read at once (no snapshot is kept).
+        other = sqlite3.connect(db_path)
+        try:
+            with other:
+                other.execute("UPDATE session_bindings SET alloc_id = 'machine-b'")
+        finally:
+            other.close()
+        assert await repo.lookup("s") == "machine-b"
+        fake_clock.advance(601)
+        assert await repo.lookup("s") is None  # expiry by the injected clock, as ever
+
+
+def test_an_inline_read_that_would_wait_for_a_lock_answers_none_at_once(db_path: Path) -> None:
+    """The loop's own reader never waits for a lock: the pipeline then uses its thread.
+
+    A rollback-journal file, where a writer's exclusive lock shuts readers out (in WAL
+    mode, what the library runs, readers wait for no one but a WAL being recovered).
+    """
+    locker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        locker.execute("CREATE TABLE t (x)")
+        engine = sync_engine_for(db_path, busy_timeout=5, synchronous="NORMAL")
+        reader = InlineReader(engine)
+        assert reader.rows("SELECT x FROM t", []) is None  # not open yet: the thread's turn
+        reader.connect()  # as the reader thread does
+        assert reader.rows("SELECT x FROM t", []) == []
+        locker.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        assert reader.rows("SELECT x FROM t", []) is None
+        assert time.monotonic() - started < 0.5  # not the 5 s busy timeout
+        locker.execute("ROLLBACK")
+        assert reader.rows("SELECT x FROM t", []) == []
+        reader.close()
+        engine.dispose()
+    finally:
+        locker.close()

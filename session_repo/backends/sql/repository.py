@@ -165,16 +165,22 @@ class SqlSessionRepository(StoreFront):
                 await asyncio.to_thread(prepare_sqlite_file, path)
                 await asyncio.to_thread(ensure_wal, path, self._busy_timeout, self._synchronous)
         await ensure_schema(self._engine, auto_migrate=self._auto_migrate)
-        chosen = self._fast_path(self._engine)
+        chosen = await self._fast_path(self._engine)
         chosen.detail = f"{self.backend}: {shown_url(self._url)}"
         return chosen
 
-    def _fast_path(self, engine: AsyncEngine) -> SqlPath:
+    async def _fast_path(self, engine: AsyncEngine) -> SqlPath:
         path = sqlite_file(self._url)
         if path is not None:
-            return SqlitePipeline(
+            pipeline = SqlitePipeline(
                 path, self._sql, busy_timeout=self._busy_timeout, synchronous=self._synchronous
             )
+            try:
+                await pipeline.start()
+            except BaseException:
+                await pipeline.close()
+                raise
+            return pipeline
         if engine.dialect.driver == "asyncpg":
             return PostgresPipeline(engine, self._sql, connections=self._pool_size * 2)
         # MariaDB/MySQL, or an in-memory SQLite database that lives in one connection.

@@ -20,6 +20,7 @@ compiled once for the sqlite dialect.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import file_is_bad
 from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.sqlite_engine import Synchronous, sync_engine_for
+from session_repo.backends.sql.sqlite_inline import InlineReader
 from session_repo.backends.sql.sqlite_worker import Job, SqliteWorker
 from session_repo.backends.sql.statements import Statements
 
@@ -101,6 +103,7 @@ class SqlitePipeline(SqlPath):
         self._engine = sync_engine_for(path, busy_timeout=busy_timeout, synchronous=synchronous)
         self._reader = SqliteWorker(self._engine, "reader", read_only=True)
         self._writer = SqliteWorker(self._engine, "writer", read_only=False)
+        self._inline = InlineReader(self._engine)
         self._reads = Batcher(self._read_batch, max_batch=MAX_BATCH, overlap=False)
         self._writes = Batcher(self._write_batch, max_batch=MAX_BATCH, overlap=False)
         self._rows = Compiled.of(statements.rows, _DIALECT)
@@ -116,9 +119,14 @@ class SqlitePipeline(SqlPath):
         self._cleanup = compile_(statements.cleanup_batch)
         self._gauges = compile_(statements.gauges)
 
+    async def start(self) -> None:
+        """Open the loop's own reader, on the reader thread (opening may wait for a lock)."""
+        await self._reader.run(lambda conn: self._inline.connect())
+
     async def close(self) -> None:
         await self._reads.drain()
         await self._writes.drain()
+        self._inline.close()
         try:
             await self._reader.close()
         finally:
@@ -135,6 +143,8 @@ class SqlitePipeline(SqlPath):
 
     def _run_reads(self, conn: sqlite3.Connection, requests: list[Lookup | Job]) -> list[Any]:
         """Key lookups as one IN query; other read jobs one by one."""
+        with contextlib.suppress(sqlite3.Error):  # the loop's own reader, (re)opened here
+            self._inline.connect()
         keys = list({request[0] for request in requests if isinstance(request, tuple)})
         rows: dict[bytes, tuple[str, int]] = {}
         if keys:
@@ -156,17 +166,21 @@ class SqlitePipeline(SqlPath):
 
     async def read(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` on the reader connection, in the next read batch."""
-        result: T = await self._reads.submit(job)
+        result: T = await self._reads.call(job)
         return result
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` on the writer connection, inside the next write group's transaction."""
-        result: T = await self._writes.submit(job)
+        result: T = await self._writes.call(job)
         return result
 
     # -- operations ----------------------------------------------------------
 
     async def lookup(self, key: bytes, now: int) -> str | None:
+        if self._reads.idle():  # nothing to join: read here, without the thread hop
+            rows = self._inline.rows(self._rows.sql, [key])
+            if rows is not None:
+                return rows[0][1] if rows and rows[0][2] > now else None
         owner: str | None = await self._reads.submit((key, now))
         return owner
 
