@@ -23,6 +23,7 @@ __all__ = ["RATIO_PAIRS", "Ratio", "Report", "Result", "compute_ratios", "render
 RATIO_PAIRS = (
     ("repo-sqlite", "aiosqlite"),
     ("repo-sqlite", "sqlite3"),
+    ("repo-resilient", "repo-sqlite"),
     ("repo-pg", "asyncpg"),
     ("repo-redis", "redis-py"),
     ("repo-redis", "litestar-redis"),

@@ -12,6 +12,7 @@ from benchmarks.subjects.raw_sqlite3 import RawSqlite3
 from benchmarks.subjects.repo_memory import RepoMemory
 from benchmarks.subjects.repo_postgres import RepoPostgres
 from benchmarks.subjects.repo_redis import RepoRedis
+from benchmarks.subjects.repo_resilient import RepoResilient
 from benchmarks.subjects.repo_sqlite import RepoSqlite
 from benchmarks.subjects.ttl_cache import TtlCacheReference
 
@@ -20,6 +21,7 @@ __all__ = ["NAMES", "SUBJECTS", "UNAVAILABLE", "Setup", "Subject", "server_of"]
 # Every stack, in report order; SUBJECTS holds those this environment can run.
 NAMES = (
     "repo-sqlite",
+    "repo-resilient",
     "aiosqlite",
     "sqlite3",
     "repo-pg",
@@ -34,6 +36,7 @@ NAMES = (
 
 _FOUND: dict[str, Callable[[], Subject]] = {
     "repo-sqlite": RepoSqlite,
+    "repo-resilient": RepoResilient,
     "aiosqlite": RawAiosqlite,
     "sqlite3": RawSqlite3,
     "repo-pg": RepoPostgres,
