@@ -21,6 +21,9 @@ def cancel_requests() -> int:
 
 
 def reraise_swallowed(before: int, cause: BaseException | None = None) -> None:
-    """Raise ``CancelledError`` if a cancellation arrived since ``before`` and was lost."""
-    if cancel_requests() > before:
+    """Raise ``CancelledError`` if a cancellation arrived since ``before`` and was lost.
+
+    ``before`` below 0 means "not watched" (a store whose calls cannot swallow one).
+    """
+    if before >= 0 and cancel_requests() > before:
         raise asyncio.CancelledError from cause

@@ -62,6 +62,10 @@ class StoreFront:
         connect: opens the storage, pushing on the given exit stack what ``close()``
             releases; called once, on first use.
         backend: the store's name in health, metrics and logs.
+        guard_cancellation: watch each call for a cancellation a driver swallowed
+            (redis-py has done it) and raise it again; ``False`` for a storage whose
+            calls cannot swallow one (no driver beneath), which saves two lookups of
+            the current task per call.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -78,6 +82,7 @@ class StoreFront:
         cleanup_interval: float = 0,
         cleanup_batch: int = 5000,
         classify: Classifier = is_transient,
+        guard_cancellation: bool = True,
     ) -> None:
         self.backend = backend
         """The store's name in health, metrics and logs (``"sqlite"``, ``"redis"``, ...)."""
@@ -95,6 +100,7 @@ class StoreFront:
             classify=classify,
             cleanup=self.cleanup,
             cleanup_interval=self._cleanup_interval,
+            guard_cancellation=guard_cancellation,
         )
         self._ready = self._life.ready
         self._busy = self._life.busy

@@ -37,6 +37,7 @@ class Lifecycle:
         classify: the backend's error table, for errors of opening and closing.
         cleanup: one background cleanup (the front's ``cleanup``).
         cleanup_interval: seconds between background cleanups; 0: none.
+        guard_cancellation: watch each call for a cancellation swallowed beneath it.
     """
 
     def __init__(
@@ -48,7 +49,9 @@ class Lifecycle:
         classify: Classifier,
         cleanup: Callable[[], Awaitable[int]],
         cleanup_interval: float,
+        guard_cancellation: bool = True,
     ) -> None:
+        self._guard = guard_cancellation
         self._name = name
         self._backend = backend
         self._connect = connect
@@ -137,7 +140,7 @@ class Lifecycle:
         """Count a call in flight; the task's cancellation requests now, for the check after."""
         self._in_flight += 1
         self._idle.clear()
-        return cancel_requests()
+        return cancel_requests() if self._guard else -1
 
     def leave(self) -> None:
         """The call counted by ``enter()`` is over."""

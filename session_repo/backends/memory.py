@@ -52,6 +52,7 @@ class MemorySessionRepository(StoreFront):
         super().__init__(
             connect=self._connect,
             backend="memory",
+            guard_cancellation=False,  # no driver beneath: nothing can swallow one
             clock=clock,
             default_ttl=default_ttl,
             cleanup_interval=cleanup_interval,

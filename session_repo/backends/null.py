@@ -52,7 +52,13 @@ class NullSessionRepository(StoreFront):
     """Stores nothing: lookups miss, claims always win, health says disabled."""
 
     def __init__(self) -> None:
-        super().__init__(connect=self._connect, backend="null", clock=None, default_ttl=DEFAULT_TTL)
+        super().__init__(
+            connect=self._connect,
+            backend="null",
+            clock=None,
+            default_ttl=DEFAULT_TTL,
+            guard_cancellation=False,
+        )
 
     async def _connect(self, resources: contextlib.AsyncExitStack) -> NullStorage:
         return NullStorage()
