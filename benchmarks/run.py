@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.callbacks import CallbackClock, LongestCallback
+from benchmarks.chart import write_chart
 from benchmarks.cleanup import measure_cleanup
 from benchmarks.database import SqliteTemplate
 from benchmarks.machine import cpu_snapshot, cpu_usage, describe_machine, load_average
@@ -397,6 +398,14 @@ def _parser() -> argparse.ArgumentParser:
     add("--redis-url", help=f"Redis URL; its database is flushed (default {REDIS_URL})")
     add("--json", type=Path, metavar="PATH", help="also write results as JSON")
     add("--markdown", type=Path, metavar="PATH", help="also write the tables as Markdown")
+    add(
+        "--chart",
+        type=Path,
+        metavar="PATH",
+        default=Path("benchmark-ratios.png"),
+        help="the ratio chart, a PNG (default benchmark-ratios.png; needs matplotlib)",
+    )
+    add("--no-chart", dest="chart", action="store_const", const=None, help="no chart")
     add("--workdir", type=Path, help="where SQLite files go (default: temp dir)")
     return parser
 
@@ -444,6 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown is not None:
         args.markdown.write_text(render(report, markdown=True) + "\n")
         print(f"tables written to {args.markdown}", file=sys.stderr)
+    if args.chart is not None:
+        missing = write_chart(report, args.chart)
+        if missing is None:
+            print(f"chart written to {args.chart}", file=sys.stderr)
+        else:
+            print(f"no chart: {missing}", file=sys.stderr)
     return 0
 
 

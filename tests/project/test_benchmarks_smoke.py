@@ -283,8 +283,9 @@ def test_command_line_writes_json_and_markdown(tmp_path: Path) -> None:
     argv = ["--sessions", "100", "--max-ops", "20", "--repeat", "1", "--concurrency", "1"]
     argv += ["--subjects", "sqlite3,ttlcache", "--json", str(out), "--markdown", str(md)]
     argv += ["--scale-sizes", "100,300", "--no-cleanup", "--no-footprint"]
-    argv += ["--workdir", str(tmp_path)]
+    argv += ["--workdir", str(tmp_path), "--chart", str(tmp_path / "none.png")]
     assert main(argv) == 0
+    assert not (tmp_path / "none.png").exists()  # no ratio, no chart
 
     data = json.loads(out.read_text())
     assert {r["subject"] for r in data["results"]} == {"sqlite3", "ttlcache"}
@@ -307,3 +308,14 @@ async def test_the_write_back_benchmark_runs() -> None:
     assert 0 < sample.journal_entries <= sample.outage_writes
     assert sample.writes_during > 0
     assert "worst" in report(sample)
+
+
+def test_the_run_draws_its_ratios(tmp_path: Path) -> None:
+    chart = tmp_path / "ratios.png"
+    argv = ["--sessions", "100", "--max-ops", "20", "--repeat", "1", "--concurrency", "1"]
+    argv += ["--subjects", "repo-memory,ttlcache", "--ops", "lookup", "--no-scale"]
+    argv += ["--no-cleanup", "--no-footprint", "--callback-seconds", "0"]
+    argv += ["--workdir", str(tmp_path), "--chart", str(chart)]
+    assert main(argv) == 0
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert chart.stat().st_size > 5_000  # a drawn figure, not an empty canvas
