@@ -71,7 +71,7 @@ class RedisStorage:
         return value.decode() if isinstance(value, bytes) else str(value)
 
     async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts.submit((script, keys, args))
+        return await self._scripts.call((script, keys, args))
 
     async def _script_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
         """The writes of one event-loop tick as one pipeline (each script still atomic)."""
