@@ -62,10 +62,22 @@ class RetryPolicy:
         try:  # the first try outside tenacity: the healthy path pays nothing for it
             return await call()
         except StorageError as exc:
-            self._counters.errors += 1
-            if not exc.transient or self.count == 1 or self._give_up():
-                raise
-            first: StorageError | None = exc  # tenacity's attempt 1 is this one
+            return await self.again(call, exc)
+
+    async def again(self, call: Callable[[], Awaitable[T]], failed: StorageError) -> T:
+        """``call()`` tried again after its first try failed with ``failed``.
+
+        Args:
+            call: makes one try.
+            failed: the first try's error (counted here).
+
+        Raises:
+            StorageError: ``failed`` if it is not worth another try, else the last try's.
+        """
+        self._counters.errors += 1
+        if not failed.transient or self.count == 1 or self._give_up():
+            raise failed
+        first: StorageError | None = failed  # tenacity's attempt 1 is this one
         retrying = AsyncRetrying(
             retry=retry_if_exception(_transient),
             stop=self._stop,

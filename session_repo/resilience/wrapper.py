@@ -605,7 +605,10 @@ class ResilientSessionRepository:
                 if not self._write_back.serves_primary(key):
                     return await on_fallback()
             try:
-                return await self._retry.call(on_primary)
+                try:  # the first try here, not in the retry policy: one frame less per call
+                    return await on_primary()
+                except StorageError as failed:
+                    return await self._retry.again(on_primary, failed)
             except StorageError as exc:
                 await self._degrade(operation, exc)
 
