@@ -59,20 +59,30 @@ class HeldConnections:
         self._all.add(conn)
         return conn, raw.driver_connection
 
-    async def release(self, held: tuple[AsyncConnection, Any]) -> None:
-        """Take back what ``acquire`` lent; a connection that is closed is invalidated."""
+    async def release(self, held: tuple[AsyncConnection, Any], *, broken: bool = False) -> None:
+        """Take back what ``acquire`` lent; a closed or broken connection is invalidated.
+
+        Args:
+            held: what ``acquire`` returned.
+            broken: its last statement was cut off (cancelled, failed mid-protocol), so
+                the connection may still be busy: it is dropped, never lent again.
+        """
         conn, driver = held
         try:
-            if driver.is_closed():  # the server or the network dropped it
+            if broken or driver.is_closed():  # cut off, or the server or network dropped it
                 self._all.discard(conn)
-                try:
-                    await conn.invalidate()
-                finally:
-                    await conn.close()
+                await asyncio.shield(self._drop(conn))  # a cancelled caller still drops it
             else:
                 self._idle.append(held)
         finally:
             self._free.release()
+
+    @staticmethod
+    async def _drop(conn: AsyncConnection) -> None:
+        try:
+            await conn.invalidate()
+        finally:
+            await conn.close()
 
     async def close(self) -> None:
         """Give every connection back to the engine's pool (callers have finished)."""

@@ -71,9 +71,14 @@ class PostgresPipeline(SqlPath):
     async def _on_connection(self, work: Callable[[Any], Awaitable[T]]) -> T:
         held = await self._connections.acquire()
         try:
-            return await work(held[1])
-        finally:
-            await self._connections.release(held)
+            result = await work(held[1])
+        except BaseException:
+            # Cut off mid-protocol (a cancellation, a dropped connection, a timeout): the
+            # connection may still be busy with the statement, so it is never lent again.
+            await self._connections.release(held, broken=True)
+            raise
+        await self._connections.release(held)
+        return result
 
     async def _retrying(self, work: Callable[[Any], Awaitable[T]]) -> T:
         async for attempt in conflict_retry():
