@@ -77,3 +77,45 @@ async def test_claim_replacing_never_answers_the_replaced_owner() -> None:
     claims, violations = await _race(url)
     assert claims > 100, "the race did not run long enough to mean anything"
     assert violations == 0, f"{violations} of {claims} claims answered a replaced owner"
+
+
+@pytest.mark.server
+async def test_a_call_cancelled_mid_statement_leaves_no_busy_connection_behind() -> None:
+    """A caller cancelled while its statement waits on the server breaks no later call.
+
+    Lone calls run in the caller's task, so the cancellation reaches the statement;
+    the connection it was on is dropped (asyncpg would also recover it by itself
+    here; a connection cut off by the server, as in tests/resilience/test_faults.py,
+    is the case it could not).
+    """
+    import hashlib
+
+    import asyncpg
+
+    url = migrated_url("postgresql")
+    async with SqlSessionRepository(url, cleanup_interval=0, pool_size=1) as repo:
+        await repo.upsert("held", "machine-a")
+        raw_url = url.replace("postgresql+asyncpg://", "postgresql://")
+        locker = await asyncpg.connect(raw_url)
+        try:
+            digest = hashlib.sha256(b"held").digest()
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute(
+                "SELECT 1 FROM session_bindings WHERE session_key = $1 FOR UPDATE", digest
+            )
+            blocked = asyncio.create_task(repo.upsert("held", "machine-b"))
+            await asyncio.sleep(0.3)  # the upsert waits for the row lock, on the server
+            assert not blocked.done()
+            blocked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await blocked
+            # The lock still held, so the cut-off statement is still running on its
+            # connection: each of these would meet that connection first.
+            for n in range(20):
+                await repo.upsert(f"after-{n}", "machine-a")
+                assert await repo.lookup(f"after-{n}") == "machine-a"
+            await lock.rollback()
+        finally:
+            await locker.close()
+        assert await repo.lookup("held") in {"machine-a", "machine-b"}
