@@ -10,11 +10,10 @@ translated once into ``StorageError`` by the backend's own error table.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self, TypeVar
@@ -166,7 +165,7 @@ class StoreFront:
         storage = life.storage
         if storage is None or life.closed:
             storage = await life.ready()
-        # Inline, not context managers: this is every call's path (see _busy, _counting).
+        # Inline, not context managers: this is every call's path.
         before = life.enter()
         started = time.perf_counter()
         try:
@@ -365,12 +364,13 @@ class StoreFront:
             RepositoryClosed: the repository was closed, also while this call ran.
             StorageError: the store failed.
         """
-        storage = await self._ready()
         now = self._clock.now()
-        with self._busy(), self._counting("cleanup"):
-            removed = await self._life.interruptible(
-                storage.cleanup(math.floor(now * 1000), self._cleanup_batch)
-            )
+        removed = await self.run(
+            "cleanup",
+            lambda s: self._life.interruptible(
+                s.cleanup(math.floor(now * 1000), self._cleanup_batch)
+            ),
+        )
         self._counters.cleaned += removed
         self._counters.last_cleanup_at = datetime.fromtimestamp(now, UTC)
         if removed:
@@ -425,22 +425,6 @@ class StoreFront:
         except StorageError as exc:
             return Health("down", self.backend, str(exc))
         return Health("ok", self.backend, detail)
-
-    @contextlib.contextmanager
-    def _counting(self, operation: str) -> Iterator[None]:
-        """Time the operation; translate a driver error (once, here) and count it."""
-        started = time.perf_counter()
-        try:
-            try:
-                yield
-            except SessionRepoError:
-                raise
-            except Exception as exc:  # total: no driver error reaches the caller untranslated
-                raise translate(exc, operation, self._classify) from exc
-        except StorageError as exc:
-            self._failed(operation, started, exc)
-            raise
-        self._counters.observe(operation, time.perf_counter() - started)
 
     def _failed(self, operation: str, started: float, exc: StorageError) -> None:
         """Count and time a failed operation, and say so at debug level."""

@@ -35,6 +35,9 @@ def _transient(exc: BaseException) -> bool:
 class RetryPolicy:
     """``count`` tries of a call, the first wait ``delay`` seconds, doubling, with jitter.
 
+    The first try is the caller's own (nothing between it and the store on the
+    healthy path); ``again`` takes over once it has failed.
+
     Args:
         count: tries in all (1: no retry).
         delay: the first wait between tries, in seconds.
@@ -49,20 +52,6 @@ class RetryPolicy:
         self.delay = delay
         self._counters = counters
         self._give_up = give_up
-
-    async def call(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, tried again on a transient ``StorageError``.
-
-        Args:
-            call: makes one try.
-
-        Raises:
-            StorageError: the last try's error, once the tries are over.
-        """
-        try:  # the first try outside tenacity: the healthy path pays nothing for it
-            return await call()
-        except StorageError as exc:
-            return await self.again(call, exc)
 
     async def again(self, call: Callable[[], Awaitable[T]], failed: StorageError) -> T:
         """``call()`` tried again after its first try failed with ``failed``.

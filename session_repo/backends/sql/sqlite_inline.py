@@ -58,13 +58,9 @@ class InlineReader:
             return None  # not open (yet, or again): the reader thread's turn
         try:
             return conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             if getattr(exc, "sqlite_errorcode", None) in _BUSY:
                 return None
-            if file_is_bad(exc):
-                self.close(invalidate=True)
-            raise
-        except sqlite3.Error as exc:
             if file_is_bad(exc):
                 self.close(invalidate=True)
             raise
