@@ -1,4 +1,4 @@
-"""The fast paths' batching (SQLite and PostgreSQL): what coalescing must never change.
+"""The fast paths' batching (SQLite, PostgreSQL, MariaDB): what coalescing must never change.
 
 Lookups waiting together share one query, writes waiting together share one
 transaction; a cancelled caller, a failing statement or a failing commit touches
@@ -24,7 +24,7 @@ from tests.conftest import RepoFactory, backend_params
 
 BATCH = "session-repo batch"  # the name of every batch's task (a documented constant)
 
-batched = pytest.mark.parametrize("backend_name", backend_params("sqlite", "postgresql"))
+batched = pytest.mark.parametrize("backend_name", backend_params("sqlite", "postgresql", "mariadb"))
 
 PG_POISON = """
 CREATE OR REPLACE FUNCTION session_repo_poison() RETURNS trigger AS $$
@@ -43,6 +43,14 @@ async def poisoned(repo: SessionRepository) -> AsyncIterator[None]:
         statements = [
             f"CREATE TRIGGER poison_{event.lower()} BEFORE {event} ON session_bindings "
             "WHEN NEW.alloc_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+            for event in ("INSERT", "UPDATE")
+        ]
+        undo = ["DROP TRIGGER poison_insert", "DROP TRIGGER poison_update"]
+    elif repo.backend == "mysql":
+        statements = [
+            f"CREATE TRIGGER poison_{event.lower()} BEFORE {event} ON session_bindings "
+            "FOR EACH ROW BEGIN IF NEW.alloc_id = 'poison' THEN "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poisoned'; END IF; END"
             for event in ("INSERT", "UPDATE")
         ]
         undo = ["DROP TRIGGER poison_insert", "DROP TRIGGER poison_update"]

@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 from session_repo import SchemaOutOfDate, SqlSessionRepository, StorageError
 from session_repo.backends.redis.errors import is_transient as redis_is_transient
 from session_repo.backends.sql.errors import is_transient as sql_is_transient
-from session_repo.backends.sql.errors import storage_errors
+from session_repo.backends.sql.errors import refused_by_server, storage_errors
 from tests.servers import migrated_url, require_server, server_url
 
 Make = Callable[[Path], Awaitable[BaseException]]
@@ -515,3 +515,69 @@ async def test_storage_errors_chains_the_driver_error(tmp_path: Path) -> None:
     assert info.value.transient is True
     assert info.value.__cause__ is cause
     assert str(info.value).startswith("upsert failed: database is locked")
+
+
+# -- a refused statement against a lost answer (the fast paths' raw connections) -----
+
+
+async def _raw_mariadb() -> Any:
+    import asyncmy
+    from sqlalchemy.engine import make_url
+
+    url = make_url(require_server("mariadb"))
+    return await asyncmy.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        db=url.database,
+        autocommit=True,
+    )
+
+
+async def _raw_postgresql() -> Any:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(require_server("postgresql")).set(drivername="postgresql")
+    return await asyncpg.connect(url.render_as_string(hide_password=False))
+
+
+@pytest.mark.server
+async def test_a_statement_the_server_refused_wrote_nothing_and_may_be_sent_again() -> None:
+    mariadb = await _raw_mariadb()
+    try:
+        async with mariadb.cursor() as cursor:
+            error = await raised(lambda: cursor.execute("SIGNAL SQLSTATE '45000'"))
+    finally:
+        mariadb.close()
+    assert refused_by_server(error), repr(error)
+    postgresql = await _raw_postgresql()
+    try:
+        error = await raised(lambda: postgresql.fetchval("SELECT 1 / 0"))
+    finally:
+        await postgresql.close()
+    assert refused_by_server(error), repr(error)
+
+
+@pytest.mark.server
+async def test_a_statement_whose_answer_was_lost_is_never_taken_as_refused() -> None:
+    victim, killer = await _raw_mariadb(), await _raw_mariadb()
+    try:
+        async with victim.cursor() as cursor, killer.cursor() as kill:
+            await cursor.execute("SELECT CONNECTION_ID()")
+            (thread,) = await cursor.fetchone()
+            running = asyncio.ensure_future(cursor.execute("SELECT SLEEP(5)"))
+            await asyncio.sleep(0.2)
+            await kill.execute(f"KILL {int(thread)}")
+            error = await raised(lambda: asyncio.wait_for(running, 10))
+    finally:
+        victim.close()
+        killer.close()
+    assert not refused_by_server(error), repr(error)
+    postgresql = await _raw_postgresql()
+    running = asyncio.ensure_future(postgresql.fetchval("SELECT pg_sleep(5)"))
+    await asyncio.sleep(0.2)
+    postgresql.terminate()  # the socket closes under the running statement
+    error = await raised(lambda: asyncio.wait_for(running, 10))
+    assert not refused_by_server(error), repr(error)

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from session_repo import (
@@ -499,30 +499,52 @@ async def test_postgresql_stopped_and_started() -> None:
     await assert_survived(run, server_primary(url), fault="postgresql: stopped and started")
 
 
+async def _kill_connections(conn: AsyncConnection, server: str) -> int:
+    """Terminate every other connection to the faults database; how many."""
+    if server == "postgresql":
+        kill = text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = :db AND pid <> pg_backend_pid()"
+        )
+        return int(await conn.scalar(kill, {"db": FAULTS_DB}) or 0)
+    ids = await conn.scalars(
+        text(
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = :db AND id <> CONNECTION_ID() AND command <> 'Daemon'"
+        ),
+        {"db": FAULTS_DB},
+    )
+    killed = 0
+    for conn_id in ids.all():
+        try:
+            await conn.execute(text(f"KILL {int(conn_id)}"))
+            killed += 1
+        except Exception:  # it may have ended by itself meanwhile
+            continue
+    return killed
+
+
 @pytest.mark.server
-async def test_postgresql_connections_killed() -> None:
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
+async def test_connections_killed(server: str) -> None:
     """Every connection of this database terminated server-side, ten times in a row.
 
     The pool replaces a terminated connection, and a statement cut off mid-way is
     tried again on a fresh one, so this need not degrade at all; the test asserts
     nothing reached a caller and nothing was lost, whichever way it went.
     """
-    url = await faults_database("postgresql")
-    killer = create_async_engine(server_url("postgresql"), poolclass=NullPool)
-    kill = text(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = :db AND pid <> pg_backend_pid()"
-    )
+    url = await faults_database(server)
+    killer = create_async_engine(server_url(server), poolclass=NullPool)
     killed = 0
     repo = ResilientSessionRepository(server_primary(url), **TUNING)
     async with repo:
-        load = Load(repo, "pg-kill")
+        load = Load(repo, f"{server}-kill")
         load.start()
         try:
             await asyncio.sleep(0.3)
             for _ in range(10):
                 async with killer.connect() as conn:
-                    killed += int(await conn.scalar(kill, {"db": FAULTS_DB}) or 0)
+                    killed += await _kill_connections(conn, server)
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
         finally:
@@ -542,7 +564,7 @@ async def test_postgresql_connections_killed() -> None:
         "FAULT",
         json.dumps(
             {
-                "fault": "postgresql: connections terminated (x10)",
+                "fault": f"{server}: connections terminated (x10)",
                 "ops": load.ops,
                 "caller_errors": 0,
                 "acknowledged": len(load.acked),

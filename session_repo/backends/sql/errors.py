@@ -36,6 +36,7 @@ __all__ = [
     "file_is_bad",
     "is_conflict",
     "is_transient",
+    "refused_by_server",
     "sqlite_open_error",
     "storage_errors",
 ]
@@ -66,7 +67,8 @@ _ASYNCPG_TRANSIENT = {
     "InternalClientError",  # a pooled connection left mid-protocol when the server cut it
 }
 
-# MySQL / MariaDB error numbers.
+# MySQL / MariaDB error numbers; from 2000 on they are the client's own (CR_*).
+_MYSQL_CLIENT_ERRORS = 2000
 _MYSQL_CONFLICT = {1213}  # deadlock (a lock wait timeout is transient, not retried inside)
 _MYSQL_TRANSIENT = {
     1040,  # too many connections
@@ -140,6 +142,26 @@ def is_conflict(exc: BaseException) -> bool:
     )
 
 
+def refused_by_server(exc: BaseException) -> bool:
+    """The server answered the statement with an error: none of it was written.
+
+    Otherwise (the connection dropped, a client-side timeout) the statement may have
+    committed before its answer was lost, and must not be sent again as new.
+
+    Args:
+        exc: what a statement on a raw asyncpg or asyncmy connection raised.
+    """
+    if type(exc).__module__.startswith("asyncpg"):
+        import asyncpg  # loaded already: it raised this
+
+        # Its client-side errors carry no SQLSTATE or class 08 (connection exception,
+        # asyncpg's own "connection was closed in the middle of operation" among them).
+        connection_lost = isinstance(exc, asyncpg.PostgresConnectionError)
+        return isinstance(exc, asyncpg.PostgresError) and not connection_lost
+    number = _mysql_errno(exc)
+    return number is not None and number < _MYSQL_CLIENT_ERRORS
+
+
 def is_transient(exc: BaseException) -> bool:
     """The SQL backend's classifier: whether trying the operation again may succeed.
 
@@ -154,7 +176,7 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.Error) or _sqlstate(exc) is not None:
         return _driver_error_is_transient(exc)
-    if type(exc).__module__.startswith("asyncpg"):
+    if type(exc).__module__.startswith(("asyncpg", "asyncmy")):
         return _driver_error_is_transient(exc)
     return generic_is_transient(exc)
 

@@ -7,11 +7,13 @@ own), and two kinds of work travel together:
 
 - the lookups made in one event-loop tick go as one ``= ANY($1)`` query;
 - the upserts made in one tick go as one pipelined ``executemany`` in one
-  transaction, keys sorted so that two instances never deadlock; if that fails,
-  each upsert is tried alone, so one bad row fails only its own caller.
+  transaction, keys sorted so that two instances never deadlock; if the server
+  refuses it, each upsert is tried alone, so one bad row fails only its own caller
+  (a batch whose answer was lost fails all of them: it may have been written, and
+  is never sent again as new).
 
 Every caller is resolved only after its statement committed. The connections are
-the engine's own (``pg_connections.HeldConnections``), made exactly as SQLAlchemy
+the engine's own (``held_connections.HeldConnections``), made exactly as SQLAlchemy
 makes them for the URL; errors reach the front as asyncpg raised them.
 """
 
@@ -26,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from session_repo._core.batching import Batcher
 from session_repo._core.storage import Gauges
 from session_repo.backends.sql.compiled import Compiled
-from session_repo.backends.sql.errors import conflict_retry
+from session_repo.backends.sql.errors import conflict_retry, refused_by_server
+from session_repo.backends.sql.held_connections import HeldConnections
 from session_repo.backends.sql.path import SqlPath
-from session_repo.backends.sql.pg_connections import HeldConnections
 from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
 
@@ -48,7 +50,9 @@ class PostgresPipeline(SqlPath):
     """
 
     def __init__(self, engine: AsyncEngine, statements: Statements, *, connections: int) -> None:
-        self._connections = HeldConnections(engine, connections)
+        self._connections = HeldConnections(
+            engine, connections, is_closed=lambda driver: bool(driver.is_closed())
+        )
         self._reads = Batcher(self._lookup_batch)
         self._upserts = Batcher(self._upsert_batch)
         compile_ = Compiled.of
@@ -111,8 +115,10 @@ class PostgresPipeline(SqlPath):
         rows = sorted(requests, key=lambda args: args[0])  # one lock order for every instance
         try:
             await self._retrying(lambda c: c.executemany(self._upsert.sql, rows))
-        except Exception:  # find the bad one(s): each upsert alone, each its own outcome
-            outcomes: list[Any] = []
+        except Exception as exc:
+            if not refused_by_server(exc):
+                raise  # it may have been written: no caller's upsert is sent again as new
+            outcomes: list[Any] = []  # find the bad one(s): each alone, each its own outcome
             for args in requests:
                 try:
                     await self._upsert_one(args)

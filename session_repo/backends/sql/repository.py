@@ -3,8 +3,9 @@
 One engine per repository owns the schema (Alembic, on open). Operations take the
 fastest path the database has: a SQLite file goes through ``SqlitePipeline``
 (batched, two connections of a sync SQLAlchemy engine on their own threads),
-PostgreSQL on asyncpg through ``PostgresPipeline`` (the engine's own connections,
-one round trip per operation, lookups and upserts batched), anything else through
+PostgreSQL on asyncpg through ``PostgresPipeline`` and MariaDB on asyncmy through
+``MariadbPipeline`` (the engine's own connections, one round trip per operation,
+lookups and upserts batched), anything else through
 ``EngineOps`` (SQLAlchemy's async engine, one short transaction per operation). All
 run statements built in ``statements`` and compiled by SQLAlchemy; the front
 translates their errors with this backend's table (``errors.is_transient``).
@@ -23,6 +24,7 @@ from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int, positive_s
 from session_repo.backends.sql.engine import create_engine, parse_url, shown_url, sqlite_file
 from session_repo.backends.sql.engine_ops import EngineOps
 from session_repo.backends.sql.errors import is_transient
+from session_repo.backends.sql.mariadb_pipeline import MariadbPipeline, has_fast_path
 from session_repo.backends.sql.migrate import ensure_schema
 from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.postgres_pipeline import PostgresPipeline
@@ -183,7 +185,9 @@ class SqlSessionRepository(StoreFront):
             return pipeline
         if engine.dialect.driver == "asyncpg":
             return PostgresPipeline(engine, self._sql, connections=self._pool_size * 2)
-        # MariaDB/MySQL, or an in-memory SQLite database that lives in one connection.
+        if has_fast_path(engine):
+            return MariadbPipeline(engine, self._sql, connections=self._pool_size * 2)
+        # MySQL, or an in-memory SQLite database that lives in one connection.
         return EngineOps(engine, self._sql, sized=self.backend != "sqlite")
 
     async def _dispose(self) -> None:

@@ -38,7 +38,7 @@ from sqlalchemy.sql.dml import Insert, ReturningInsert
 
 from session_repo.backends.sql.model import bindings
 
-__all__ = ["Statements", "statements_for"]
+__all__ = ["Statements", "rows_of_keys", "statements_for"]
 
 _key = bindings.c.session_key
 _alloc = bindings.c.alloc_id
@@ -60,6 +60,9 @@ _STORAGE_SIZE = {
 class Statements:
     """Parameters: key, keys, alloc, expires, now, replacing, batch.
 
+    ``claim_returning`` (MariaDB 10.5 and later only, None elsewhere) is ``claim``
+    returning the row's owner as the statement left it: one round trip.
+
     ``rows`` and ``rows_many`` read rows whatever their expiry (the batched
     lookups compare each caller's ``now`` themselves): ``rows_many`` takes an
     expanding ``keys`` list (SQLite, MariaDB) or one array (PostgreSQL's ``= ANY``).
@@ -73,6 +76,7 @@ class Statements:
     upsert: Insert
     claim: ReturningInsert[str] | TextClause
     claim_returns_owner: bool
+    claim_returning: TextClause | None
     touch: Update
     delete: Delete
     delete_owner: Delete
@@ -97,6 +101,7 @@ def statements_for(dialect: str) -> Statements:
     claimable = or_(_expires <= bindparam("now"), _alloc == bindparam("replacing"))
     expired_keys = select(_key).where(_expires <= bindparam("now")).limit(bindparam("batch"))
     claim: ReturningInsert[str] | TextClause
+    claim_returning: TextClause | None = None
     cleanup_batch: Delete | TextClause
     if dialect in ("sqlite", "postgresql"):
         insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(bindings)
@@ -127,13 +132,17 @@ def statements_for(dialect: str) -> Statements:
         upsert = insert_my.on_duplicate_key_update(
             alloc_id=insert_my.inserted.alloc_id, expires_at=insert_my.inserted.expires_at
         )
-        claim = text(
+        claim_sql = (
             "INSERT INTO session_bindings (session_key, alloc_id, expires_at) "
             "VALUES (:key, :alloc, :expires) ON DUPLICATE KEY UPDATE "
             "alloc_id = IF(@session_repo_take := (expires_at <= :now OR alloc_id = :replacing), "
             "VALUES(alloc_id), alloc_id), "
             "expires_at = IF(@session_repo_take, VALUES(expires_at), expires_at)"
         )
+        claim = text(claim_sql)
+        # MariaDB's RETURNING gives the row as the statement left it (the row stays
+        # locked until the statement ends): the owner, with no second read.
+        claim_returning = text(claim_sql + " RETURNING alloc_id")
         claim_returns_owner = False
         cleanup_batch = text(
             "DELETE FROM session_bindings WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch"
@@ -155,6 +164,7 @@ def statements_for(dialect: str) -> Statements:
         upsert=upsert,
         claim=claim,
         claim_returns_owner=claim_returns_owner,
+        claim_returning=claim_returning,
         touch=update(bindings)
         .where(_key == bindparam("key"), live)
         .values(expires_at=bindparam("expires")),
@@ -166,3 +176,16 @@ def statements_for(dialect: str) -> Statements:
             func.sum(case((live, 0), else_=1)),
         ),
     )
+
+
+def rows_of_keys(count: int) -> Select[bytes, str, int]:
+    """``rows`` for ``count`` keys, one bound parameter each (``key0``, ``key1``, ..).
+
+    For a fast path that compiles a statement once per size, where an expanding
+    ``keys`` list would need SQLAlchemy's execution step to render.
+
+    Args:
+        count: how many keys the statement takes.
+    """
+    keys = [bindparam(f"key{i}", type_=LargeBinary) for i in range(count)]
+    return select(_key, _alloc, _expires).where(_key.in_(keys))
