@@ -21,6 +21,7 @@ PACKAGES = (
     "sqlalchemy",
     "aiosqlite",
     "asyncpg",
+    "asyncmy",
     "redis",
     "cachetools",
     "litestar",

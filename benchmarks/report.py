@@ -25,6 +25,8 @@ RATIO_PAIRS = (
     ("repo-sqlite", "sqlite3"),
     ("repo-resilient", "repo-sqlite"),
     ("repo-pg", "asyncpg"),
+    ("repo-mariadb", "asyncmy"),
+    ("repo-redis", "redis-py-lua"),
     ("repo-redis", "redis-py"),
     ("repo-redis", "litestar-redis"),
     ("repo-memory", "ttlcache"),
@@ -317,7 +319,8 @@ def render(report: Report, *, markdown: bool = False) -> str:
         lines += [*heading("Scale"), *_scale(scale, report.footprint, table), ""]
     if report.cleanup:
         lines += [*heading("Cleanup under load (SQLite)"), *_cleanup(report.cleanup, table), ""]
-    if report.targets:
-        lines += [*heading("Issue 4 targets"), *_targets(report.targets, table), ""]
+    for issue in dict.fromkeys(t.issue for t in report.targets):
+        chosen = [t for t in report.targets if t.issue == issue]
+        lines += [*heading(f"Issue {issue} targets"), *_targets(chosen, table), ""]
     lines.append(f"wall time {report.wall_seconds:.0f} s")
     return "\n".join(lines)

@@ -3,10 +3,10 @@
 One run measures every subject on the same data, repetitions interleaved
 (every subject once, then again), so the ratios compare like with like even on
 a busy machine. Each SQL subject starts every repetition from the same
-preloaded rows (a fresh SQLite copy; the PostgreSQL table reloaded). Then the
-memory per session, SQLite lookups at two store sizes, and cleanup under load.
-Subjects whose server (PostgreSQL, Redis) does not answer, or whose package
-is not installed, are skipped, and the report says so.
+preloaded rows (a fresh SQLite copy; the PostgreSQL and MariaDB tables
+reloaded). Then the memory per session, SQLite lookups at two store sizes, and
+cleanup under load. Subjects whose server (PostgreSQL, MariaDB, Redis) does not
+answer, or whose package is not installed, are skipped, and the report says so.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from benchmarks.chart import write_chart
 from benchmarks.cleanup import measure_cleanup
 from benchmarks.database import SqliteTemplate
 from benchmarks.machine import cpu_snapshot, cpu_usage, describe_machine, load_average
+from benchmarks.mariadb import DEFAULT_ADMIN_URL as MYSQL_ADMIN_URL
+from benchmarks.mariadb import DEFAULT_DATABASE as MYSQL_DATABASE
+from benchmarks.mariadb import MariadbTemplate
 from benchmarks.measure import Result, Sample, StallTicker, run_scenario
 from benchmarks.postgres import DEFAULT_ADMIN_URL as PG_ADMIN_URL
 from benchmarks.postgres import DEFAULT_DATABASE as PG_DATABASE
@@ -62,6 +65,8 @@ class Settings:
     callback_seconds: float = 1.0  # per scenario of the callback-timing pass; 0 skips it
     pg_admin_url: str = PG_ADMIN_URL  # a maintenance connection: creates pg_database
     pg_database: str = PG_DATABASE
+    mysql_admin_url: str = MYSQL_ADMIN_URL  # a maintenance connection: creates the database
+    mysql_database: str = MYSQL_DATABASE
     redis_url: str = REDIS_URL  # its database is flushed: the benchmark's own
 
 
@@ -77,8 +82,19 @@ QUICK = Settings(
     callback_seconds=0.1,
 )
 
-# The library's stacks, and the raw SQLite drivers for reference, in the callback-timing pass.
-CALLBACK_SUBJECTS = ("repo-sqlite", "aiosqlite", "sqlite3", "repo-pg", "repo-redis", "repo-memory")
+# The library's stacks and the raw drivers they are judged by, in the callback-timing pass.
+CALLBACK_SUBJECTS = (
+    "repo-sqlite",
+    "aiosqlite",
+    "sqlite3",
+    "repo-pg",
+    "asyncpg",
+    "repo-mariadb",
+    "asyncmy",
+    "repo-redis",
+    "redis-py-lua",
+    "repo-memory",
+)
 
 CHECKS: dict[str, Callable[[tuple[str, ...], Any], bool]] = {
     "lookup": lambda _args, owner: owner in ALLOC_IDS,  # every looked-up key is live
@@ -238,10 +254,10 @@ async def _callback_pass(
 
 async def _servers(
     settings: Settings, dataset: Dataset, machine: dict[str, str]
-) -> tuple[PostgresTemplate | None, RedisTemplate | None, dict[str, str]]:
+) -> tuple[PostgresTemplate | None, MariadbTemplate | None, RedisTemplate | None, dict[str, str]]:
     """The servers the chosen subjects need; subjects whose server is down are skipped."""
     wanted = {server_of(name) for name in settings.subjects}
-    postgres = redis = None
+    postgres = mariadb = redis = None
     down: dict[str, str] = {}
     if "postgresql" in wanted:
         postgres = PostgresTemplate(settings.pg_admin_url, settings.pg_database, dataset)
@@ -250,6 +266,13 @@ async def _servers(
             machine["postgresql server"] = await postgres.server_version()
         else:
             postgres, down["postgresql"] = None, reason
+    if "mariadb" in wanted:
+        mariadb = MariadbTemplate(settings.mysql_admin_url, settings.mysql_database, dataset)
+        reason = await mariadb.unreachable()
+        if reason is None:
+            machine["mariadb server"] = await mariadb.server_version()
+        else:
+            mariadb, down["mariadb"] = None, reason
     if "redis" in wanted:
         redis = RedisTemplate(settings.redis_url)
         reason = await redis.unreachable()
@@ -262,7 +285,7 @@ async def _servers(
         for name in settings.subjects
         if (server := server_of(name)) is not None and server in down
     }
-    return postgres, redis, skipped
+    return postgres, mariadb, redis, skipped
 
 
 async def run_benchmarks(
@@ -284,7 +307,7 @@ async def run_benchmarks(
     machine = describe_machine()
     idle = await _idle_stall(settings.idle_stall_s)
     dataset = make_dataset(settings.sessions, settings.seed)
-    postgres, redis, skipped = await _servers(settings, dataset, machine)
+    postgres, mariadb, redis, skipped = await _servers(settings, dataset, machine)
     skipped.update({n: UNAVAILABLE[n] for n in settings.subjects if n in UNAVAILABLE})
     for name, why in skipped.items():
         progress(f"skipping {name}: {why}")
@@ -298,7 +321,9 @@ async def run_benchmarks(
     with tempfile.TemporaryDirectory(prefix="session-repo-bench-", dir=workdir) as tmp:
         folder = Path(tmp)
         template = SqliteTemplate(folder, dataset)
-        setup = Setup(dataset=dataset, sqlite=template, postgres=postgres, redis=redis)
+        setup = Setup(
+            dataset=dataset, sqlite=template, postgres=postgres, redis=redis, mariadb=mariadb
+        )
         failures: list[str] = []
         longest: list[LongestCallback] = []
         try:
@@ -309,6 +334,8 @@ async def run_benchmarks(
         finally:
             if postgres is not None:
                 await postgres.empty()
+            if mariadb is not None:
+                await mariadb.empty()
             if redis is not None:
                 await redis.finish()
         footprint = {}
@@ -379,7 +406,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.run", description=__doc__.split("\n\n")[1]
     )
     add = parser.add_argument
-    add("--quick", action="store_true", help="a smaller run (about 30 s)")
+    add("--quick", action="store_true", help="a smaller run (about a minute)")
     add("--repeat", type=int, help="repetitions (default 3); medians reported")
     add("--sessions", type=int, help="preloaded sessions (default 100000)")
     add("--seconds", type=float, help="time box per scenario (default 2)")
@@ -395,6 +422,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--footprint", action=argparse.BooleanOptionalAction, help="memory per session (on)")
     add("--pg-url", help=f"PostgreSQL maintenance URL (default {PG_ADMIN_URL})")
     add("--pg-database", help=f"the benchmark's own database (default {PG_DATABASE})")
+    add("--mysql-url", help=f"MariaDB maintenance URL (default {MYSQL_ADMIN_URL})")
+    add("--mysql-database", help=f"the benchmark's own database (default {MYSQL_DATABASE})")
     add("--redis-url", help=f"Redis URL; its database is flushed (default {REDIS_URL})")
     add("--json", type=Path, metavar="PATH", help="also write results as JSON")
     add("--markdown", type=Path, metavar="PATH", help="also write the tables as Markdown")
@@ -426,6 +455,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "callback_seconds": args.callback_seconds,
         "pg_admin_url": args.pg_url,
         "pg_database": args.pg_database,
+        "mysql_admin_url": args.mysql_url,
+        "mysql_database": args.mysql_database,
         "redis_url": args.redis_url,
     }
     if args.scale is False:

@@ -1,4 +1,8 @@
-"""Issue 4's targets, judged from one run's medians: met, not met, or not measured."""
+"""Issue 4's and issue 12's targets, judged from one run's medians: met, not met, or not measured.
+
+Issue 12 judges every backend against the raw driver running the same statements
+(``repo-redis`` against ``redis-py-lua``, not plain ``redis-py``) and its peers.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class Target:
     goal: str
     measured: str
     met: bool | None  # None: not measured in this run, or only to be reported
+    issue: int = 4  # the issue that set it: the report prints one table per issue
 
 
 class _Grid:
@@ -197,6 +202,132 @@ def _scale(scale: Scale | None) -> list[Target]:
     return targets
 
 
+# Issue 12: (area, the library's stack, the raw driver running the same statements).
+RAW_DRIVERS = (
+    ("SQLite", "repo-sqlite", "aiosqlite"),
+    ("PostgreSQL", "repo-pg", "asyncpg"),
+    ("MariaDB", "repo-mariadb", "asyncmy"),
+    ("Redis", "repo-redis", "redis-py-lua"),
+)
+PEERS = (
+    ("Redis", "repo-redis", "litestar-redis", "Litestar RedisStore"),
+    ("Memory", "repo-memory", "litestar-memory", "Litestar MemoryStore"),
+)
+_OPS = ("lookup", "upsert", "claim")
+Scenario = tuple[str, int]
+
+
+def _each(
+    grid: _Grid,
+    area: str,
+    what: str,
+    a: str,
+    b: str,
+    scenarios: list[Scenario],
+    goal: str,
+    ok: Callable[[float], bool],
+    metric: str = "ops_per_s",
+) -> Target:
+    """One issue-12 target: ``a``'s ``metric`` over ``b``'s must pass ``ok`` in every scenario.
+
+    Up to three scenarios are listed one by one (p99 as both figures), more as
+    the lowest of them; a scenario either side lacks leaves the verdict open.
+    """
+    ratios = [(op, conc, grid.ratio(a, b, op, conc, metric)) for op, conc in scenarios]
+    found = [(op, conc, r) for op, conc, r in ratios if r is not None]
+    if not found:
+        return Target(area, what, goal, "not measured", None, issue=12)
+    one_conc = len({conc for _, conc in scenarios}) == 1
+
+    def where(op: str, conc: int) -> str:
+        return op if one_conc else f"{op} c{conc}"
+
+    def value(op: str, conc: int, ratio: float | None) -> str:
+        if ratio is None:
+            return "-"
+        if metric != "p99_ms":
+            return _x(ratio)
+        mine, theirs = grid.get(a, op, conc, metric) or 0, grid.get(b, op, conc, metric) or 0
+        return f"{_ms(mine)} vs {_ms(theirs)} ms"
+
+    if len(scenarios) <= 3:
+        text = ", ".join(f"{where(op, conc)} {value(op, conc, r)}" for op, conc, r in ratios)
+    else:  # throughput over many scenarios: the lowest ratio says it
+        op, conc, r = min(found, key=lambda item: item[2])
+        text = f"lowest {_x(r)} ({where(op, conc)})"
+        missing = [where(op, conc) for op, conc, r in ratios if r is None]
+        if missing:
+            text += f"; not measured: {', '.join(missing)}"
+    met = None if len(found) < len(ratios) else all(ok(r) for _, _, r in found)
+    return Target(area, what, goal, text, met, issue=12)
+
+
+def _callbacks_vs(area: str, a: str, b: str, found: list[LongestCallback]) -> Target:
+    """The library's longest callback in the pass, CPU and wall, at or below the raw driver's."""
+    what = f"longest callback (CPU and wall, any scenario) vs raw {b}'s"
+    mine = [f for f in found if f.subject == a]
+    theirs = [f for f in found if f.subject == b]
+    if not mine or not theirs:
+        return Target(area, what, "<= raw", "not measured", None, issue=12)
+    cpu_a, cpu_b = max(mine, key=lambda f: f.cpu_ms), max(theirs, key=lambda f: f.cpu_ms)
+    wall_a, wall_b = max(f.wall_ms for f in mine), max(f.wall_ms for f in theirs)
+    text = (
+        f"CPU {_ms(cpu_a.cpu_ms)} ms ({cpu_a.op} c{cpu_a.concurrency}) vs {_ms(cpu_b.cpu_ms)} ms; "
+        f"wall {_ms(wall_a)} ms vs {_ms(wall_b)} ms"
+    )
+    met = cpu_a.cpu_ms <= cpu_b.cpu_ms and wall_a <= wall_b
+    return Target(area, what, "<= raw", text, met, issue=12)
+
+
+def _issue_12(grid: _Grid, longest_callbacks: list[LongestCallback]) -> list[Target]:
+    def at_least(floor: float) -> Callable[[float], bool]:
+        return lambda r: r >= floor
+
+    c1 = [(op, 1) for op in _OPS]
+    c64 = [(op, 64) for op in _OPS]
+    both = [(op, conc) for op in _OPS for conc in (1, 64)]
+    peers = {area: (a, b, label) for area, a, b, label in PEERS}
+
+    def ahead_of_peer(area: str) -> Target:
+        mine, peer, label = peers[area]
+        what = f"1 task, every op: throughput vs {label} (peer)"
+        return _each(grid, area, what, mine, peer, c1, "> 1x (ahead)", lambda r: r > 1)
+
+    targets = []
+    for area, a, b in RAW_DRIVERS:
+        raw = f"raw {b}"
+        what = f"1 task, every op: throughput vs {raw}"
+        targets.append(_each(grid, area, what, a, b, c1, ">= 0.9x", at_least(0.9)))
+        if area == "MariaDB":  # its own bar at 64 tasks
+            what = f"64 tasks, every op: throughput vs {raw}"
+            targets.append(_each(grid, area, what, a, b, c64, ">= 1x", at_least(1)))
+        else:
+            what = f"64 tasks, lookup and upsert: throughput vs {raw}"
+            targets.append(_each(grid, area, what, a, b, c64[:2], ">= 1.5x", at_least(1.5)))
+            what = f"64 tasks, claim: throughput vs {raw}"
+            targets.append(_each(grid, area, what, a, b, c64[2:], ">= 1x", at_least(1)))
+        what = f"64 tasks, every op: p99 vs {raw}'s"
+        no_worse = "<= 1x (no worse)"
+        targets.append(_each(grid, area, what, a, b, c64, no_worse, lambda r: r <= 1, "p99_ms"))
+        if area == "SQLite":
+            what = "1 task, lookup: throughput vs raw sqlite3"
+            targets.append(_each(grid, area, what, a, "sqlite3", c1[:1], ">= 0.5x", at_least(0.5)))
+            what = "every op and concurrency: throughput vs repo-sqlite (bare)"
+            wrapper = "repo-resilient"
+            targets.append(
+                _each(grid, "Resilient", what, wrapper, a, both, ">= 0.95x", at_least(0.95))
+            )
+        if area in peers:
+            targets.append(ahead_of_peer(area))
+        targets.append(_callbacks_vs(area, a, b, longest_callbacks))
+    what = "every op and concurrency: throughput vs cachetools.TTLCache"
+    targets.append(
+        _each(grid, "Memory", what, "repo-memory", "ttlcache", both, ">= 0.9x", at_least(0.9))
+    )
+    targets.append(ahead_of_peer("Memory"))
+    return targets
+
+
 def evaluate(
     results: Iterable[Result],
     *,
@@ -214,4 +345,5 @@ def evaluate(
     if "repo-memory" in footprint:
         text = f"{footprint['repo-memory']:.0f} B (MemorySessionRepository)"
         targets.append(Target("Scale", "bytes per session in memory", "reported", text, None))
+    targets += _issue_12(grid, longest_callbacks or [])
     return targets

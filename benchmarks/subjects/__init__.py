@@ -6,9 +6,12 @@ from collections.abc import Callable
 
 from benchmarks.subjects.base import Setup, Subject
 from benchmarks.subjects.raw_aiosqlite import RawAiosqlite
+from benchmarks.subjects.raw_asyncmy import RawAsyncmy
 from benchmarks.subjects.raw_asyncpg import RawAsyncpg
 from benchmarks.subjects.raw_redis import RawRedis
+from benchmarks.subjects.raw_redis_lua import RawRedisLua
 from benchmarks.subjects.raw_sqlite3 import RawSqlite3
+from benchmarks.subjects.repo_mariadb import RepoMariadb
 from benchmarks.subjects.repo_memory import RepoMemory
 from benchmarks.subjects.repo_postgres import RepoPostgres
 from benchmarks.subjects.repo_redis import RepoRedis
@@ -26,7 +29,10 @@ NAMES = (
     "sqlite3",
     "repo-pg",
     "asyncpg",
+    "repo-mariadb",
+    "asyncmy",
     "repo-redis",
+    "redis-py-lua",
     "redis-py",
     "litestar-redis",
     "repo-memory",
@@ -41,7 +47,10 @@ _FOUND: dict[str, Callable[[], Subject]] = {
     "sqlite3": RawSqlite3,
     "repo-pg": RepoPostgres,
     "asyncpg": RawAsyncpg,
+    "repo-mariadb": RepoMariadb,
+    "asyncmy": RawAsyncmy,
     "repo-redis": RepoRedis,
+    "redis-py-lua": RawRedisLua,
     "redis-py": RawRedis,
     "repo-memory": RepoMemory,
     "ttlcache": TtlCacheReference,
@@ -62,7 +71,7 @@ SUBJECTS: dict[str, Callable[[], Subject]] = {n: _FOUND[n] for n in NAMES if n i
 
 
 def server_of(name: str) -> str | None:
-    """The server a subject needs ("postgresql", "redis"), or None."""
+    """The server a subject needs ("postgresql", "mariadb", "redis"), or None."""
     if name not in SUBJECTS:
         return None
     server: str | None = getattr(SUBJECTS[name], "server", None)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from benchmarks.database import SqliteTemplate
+from benchmarks.mariadb import MariadbTemplate
 from benchmarks.postgres import PostgresTemplate
 from benchmarks.redis_db import RedisTemplate
 from benchmarks.workload import Dataset
@@ -21,6 +22,7 @@ class Setup:
     sqlite: SqliteTemplate | None = None
     postgres: PostgresTemplate | None = None
     redis: RedisTemplate | None = None
+    mariadb: MariadbTemplate | None = None
 
     def need_sqlite(self) -> SqliteTemplate:
         if self.sqlite is None:
@@ -31,6 +33,11 @@ class Setup:
         if self.postgres is None:
             raise RuntimeError("this subject needs PostgreSQL, and the run has none")
         return self.postgres
+
+    def need_mariadb(self) -> MariadbTemplate:
+        if self.mariadb is None:
+            raise RuntimeError("this subject needs MariaDB, and the run has none")
+        return self.mariadb
 
     def need_redis(self) -> RedisTemplate:
         if self.redis is None:
@@ -43,7 +50,7 @@ class Subject(Protocol):
 
     name: str
     description: str
-    server: str | None  # "postgresql" or "redis" when it needs that server, else None
+    server: str | None  # "postgresql", "mariadb" or "redis" when it needs that server, else None
 
     async def open(self, setup: Setup) -> None:
         """Get ready with the dataset's sessions preloaded (not measured)."""

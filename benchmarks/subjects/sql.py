@@ -1,8 +1,8 @@
 """The SQL the raw-driver baselines run: what the library's statements compile to.
 
-SQLite (``?`` parameters) and PostgreSQL (asyncpg's ``$n``, with the casts
-SQLAlchemy's asyncpg dialect adds). Times are integer milliseconds, as the
-library stores them.
+SQLite (``?`` parameters), PostgreSQL (asyncpg's ``$n``, with the casts
+SQLAlchemy's asyncpg dialect adds) and MariaDB (asyncmy's ``%s``). Times are
+integer milliseconds, as the library stores them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from benchmarks.workload import TTL_S, digest
 __all__ = [
     "CLAIM",
     "LOOKUP",
+    "MY_CLAIM",
+    "MY_LOOKUP",
+    "MY_UPSERT",
     "OWNER",
     "PG_CLAIM",
     "PG_LOOKUP",
@@ -57,6 +60,25 @@ PG_UPSERT = (
 PG_CLAIM = (
     PG_UPSERT + " WHERE session_bindings.expires_at <= $4::BIGINT "
     "OR session_bindings.alloc_id = $5::VARCHAR RETURNING session_bindings.alloc_id"
+)
+
+MY_LOOKUP = (
+    "SELECT session_bindings.alloc_id FROM session_bindings "
+    "WHERE session_bindings.session_key = %s AND session_bindings.expires_at > %s"
+)
+MY_UPSERT = (
+    "INSERT INTO session_bindings (session_key, alloc_id, expires_at) VALUES (%s, %s, %s) "
+    "ON DUPLICATE KEY UPDATE alloc_id = VALUES(alloc_id), expires_at = VALUES(expires_at)"
+)
+# The library's claim (the condition evaluated once into a session variable), with
+# RETURNING appended: MariaDB >= 10.5 returns the row as the statement left it, so the
+# owner comes back in the same round trip. Parameters: key, alloc, expires, now, replacing.
+MY_CLAIM = (
+    "INSERT INTO session_bindings (session_key, alloc_id, expires_at) VALUES (%s, %s, %s) "
+    "ON DUPLICATE KEY UPDATE "
+    "alloc_id = IF(@session_repo_take := (expires_at <= %s OR alloc_id = %s), "
+    "VALUES(alloc_id), alloc_id), "
+    "expires_at = IF(@session_repo_take, VALUES(expires_at), expires_at) RETURNING alloc_id"
 )
 
 

@@ -1,7 +1,7 @@
 """The benchmark harness, run in-process with tiny numbers, so it cannot rot unnoticed.
 
 The server subjects run against the real servers (skipped locally without them,
-failing in CI), each in a database of their own: PostgreSQL database
+failing in CI), each in a database of their own: PostgreSQL and MariaDB database
 ``session_repo_bench_smoke`` and Redis db 14, never the benchmark's.
 """
 
@@ -15,11 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncmy
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from benchmarks.callbacks import CallbackClock
+from benchmarks.mariadb import MariadbTemplate
 from benchmarks.measure import Result, Sample
 from benchmarks.postgres import PostgresTemplate
 from benchmarks.report import RATIO_PAIRS, render
@@ -116,6 +118,7 @@ async def test_harness_measures_every_local_subject_and_the_extras(tmp_path: Pat
 
     table = render(report)
     headings = ("== Operations", "== Event loop", "== Scale", "== Cleanup", "== Issue 4 targets")
+    headings += ("== Issue 12 targets",)
     for heading in headings:
         assert heading in table
     assert "repo-memory / ttlcache" in table
@@ -150,10 +153,38 @@ async def test_postgres_subjects_in_their_own_database(tmp_path: Path) -> None:
 
 
 @pytest.mark.server
+async def test_mariadb_subjects_in_their_own_database(tmp_path: Path) -> None:
+    admin = require_server("mariadb")
+    settings = replace(
+        SERVERS_ONLY,
+        subjects=("repo-mariadb", "asyncmy"),
+        mysql_admin_url=admin,
+        mysql_database="session_repo_bench_smoke",
+    )
+    report = await run_benchmarks(settings, workdir=tmp_path)
+
+    assert report.skipped == {}
+    assert report.failures == []
+    _check_grid(report.results, ("repo-mariadb", "asyncmy"))
+    assert {(q.numerator, q.denominator) for q in report.ratios} == {("repo-mariadb", "asyncmy")}
+    assert report.machine["mariadb server"].startswith("MariaDB")
+    # The run empties its table when done; the database stays for the next run.
+    template = MariadbTemplate(admin, "session_repo_bench_smoke", make_dataset(1))
+    conn = await asyncmy.connect(**template.connect_args)
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT count(*) FROM session_bindings")
+            assert await cursor.fetchone() == (0,)
+    finally:
+        await conn.ensure_closed()
+
+
+@pytest.mark.server
 async def test_redis_subjects_in_their_own_database(tmp_path: Path) -> None:
     parts = urlsplit(require_server("redis"))
     url = urlunsplit(parts._replace(path="/14"))
-    subjects = tuple(n for n in ("repo-redis", "redis-py", "litestar-redis") if n in SUBJECTS)
+    names = ("repo-redis", "redis-py-lua", "redis-py", "litestar-redis")
+    subjects = tuple(n for n in names if n in SUBJECTS)
     settings = replace(SERVERS_ONLY, subjects=subjects, redis_url=url)
     report = await run_benchmarks(settings, workdir=tmp_path)
 
@@ -177,14 +208,16 @@ async def test_unreachable_servers_and_missing_packages_skip_their_subjects(
     monkeypatch.setitem(UNAVAILABLE, "sqlite3", "sqlite3 is not installed")
     settings = replace(
         SERVERS_ONLY,
-        subjects=("repo-pg", "repo-redis", "sqlite3", "ttlcache"),
+        subjects=("repo-pg", "asyncmy", "repo-redis", "sqlite3", "ttlcache"),
         pg_admin_url="postgresql+asyncpg://postgres@127.0.0.1:9/test",
+        mysql_admin_url="mysql+asyncmy://root@127.0.0.1:9/test",
         redis_url="redis://127.0.0.1:9/14",
     )
     report = await run_benchmarks(settings, workdir=tmp_path)
 
-    assert set(report.skipped) == {"repo-pg", "repo-redis", "sqlite3"}
+    assert set(report.skipped) == {"repo-pg", "asyncmy", "repo-redis", "sqlite3"}
     assert "PostgreSQL not reachable" in report.skipped["repo-pg"]
+    assert "MariaDB not reachable" in report.skipped["asyncmy"]
     assert report.skipped["sqlite3"] == "sqlite3 is not installed"
     assert {r.subject for r in report.results} == {"ttlcache"}
     assert "skipped repo-redis: Redis not reachable" in render(report)
@@ -276,6 +309,39 @@ def test_targets_are_judged_from_the_medians() -> None:
     assert targets["longest loop stall (ticker) in any scenario"].met is True  # 0.5 ms
     held = "longest CPU time one callback holds the loop, any scenario"
     assert targets[held].measured == "not measured"
+
+
+def test_issue_12_targets_are_judged_against_the_raw_driver_running_the_same_statements() -> None:
+    results = [
+        _result("repo-redis", op, conc, ops, 1.0, p99)
+        for op, conc, ops, p99 in (
+            ("lookup", 1, 950, 1.0),
+            ("upsert", 1, 950, 1.0),
+            ("claim", 1, 850, 1.0),  # 0.85x: the 1-task target is not met
+            ("lookup", 64, 3_000, 2.0),
+            ("upsert", 64, 1_600, 2.0),
+            ("claim", 64, 1_000, 5.0),  # p99 worse than the driver's
+        )
+    ]
+    results += [
+        _result("redis-py-lua", op, conc, 1_000, 1.0, 4.0)
+        for op in ("lookup", "upsert", "claim")
+        for conc in (1, 64)
+    ]
+    judged = evaluate(results, scale=None, cleanup=[], footprint={}, idle_stall_ms=0.1)
+    targets = {(t.area, t.what): t for t in judged if t.issue == 12}
+
+    one = targets[("Redis", "1 task, every op: throughput vs raw redis-py-lua")]
+    assert (one.met, one.measured) == (False, "lookup 0.95x, upsert 0.95x, claim 0.85x")
+    assert targets[("Redis", "64 tasks, lookup and upsert: throughput vs raw redis-py-lua")].met
+    assert targets[("Redis", "64 tasks, claim: throughput vs raw redis-py-lua")].met is True
+    p99 = targets[("Redis", "64 tasks, every op: p99 vs raw redis-py-lua's")]
+    assert p99.met is False
+    assert "claim 5.00 vs 4.00 ms" in p99.measured
+    assert targets[("MariaDB", "1 task, every op: throughput vs raw asyncmy")].met is None
+    peer = targets[("Redis", "1 task, every op: throughput vs Litestar RedisStore (peer)")]
+    assert peer.measured == "not measured"
+    assert {t.area for t in targets.values()} >= {"SQLite", "PostgreSQL", "MariaDB", "Memory"}
 
 
 def test_command_line_writes_json_and_markdown(tmp_path: Path) -> None:
