@@ -260,3 +260,34 @@ async def test_rebinding_unknown_to_this_instance_moves_the_index_entry(
         for owner in "abcd":
             assert await client.zrange(f"{PREFIX}o:machine-{owner}", 0, -1) == []
         assert await client.zcard(f"{PREFIX}e") == 0
+
+
+async def test_a_burst_beyond_max_connections_waits_its_turn(client: Any) -> None:
+    """64 callers of every kind on 2 connections: none fails, no third connection opens."""
+    name = "session-repo-burst"
+    url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}client_name={name}"
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def count_connections() -> None:
+        while not stop.is_set():
+            clients = await client.client_list()
+            seen.append(sum(1 for c in clients if c.get("name") == name))
+            await asyncio.sleep(0.001)
+
+    async with RedisSessionRepository(
+        url, key_prefix=PREFIX, cleanup_interval=0, max_connections=2
+    ) as repo:
+        counting = asyncio.create_task(count_connections())
+        calls = []
+        for n in range(64):
+            calls += [repo.upsert(f"b{n}", f"m{n % 3}"), repo.lookup(f"b{n}")]
+            calls += [repo.claim(f"c{n}", "m0"), repo.touch(f"b{n}")]
+        calls += [repo.cleanup(), repo.delete_owner("m1"), repo.metrics(), repo.health()]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        stop.set()
+        await counting
+    errors = [result for result in results if isinstance(result, BaseException)]
+    assert errors == []
+    assert seen
+    assert max(seen) <= 2

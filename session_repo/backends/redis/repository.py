@@ -53,7 +53,8 @@ class RedisSessionRepository(StoreFront):
             (``"{sessions}:"``) keeps them in one Redis Cluster slot.
         cleanup_interval: seconds between background cleanups; 0 turns them off.
         cleanup_batch: the most index entries one cleanup batch handles.
-        max_connections: the size of the blocking connection pool built from a URL.
+        max_connections: the most commands in flight at once (a burst waits for a
+            turn), and the size of the connection pool built from a URL.
 
     Raises:
         ConfigError: the ``[redis]`` extra is not installed, or the URL is not a
@@ -108,11 +109,11 @@ class RedisSessionRepository(StoreFront):
         client = self._client
         if client is None:
             assert self._url is not None
-            # A blocking pool: a burst waits for a connection instead of failing.
-            pool = aioredis.BlockingConnectionPool.from_url(
+            # Not a blocking pool (its lock and timer cost every command): the storage
+            # lets at most max_connections commands run at once, a burst waits its turn.
+            pool = aioredis.ConnectionPool.from_url(
                 self._url,
                 max_connections=self._max_connections,
-                timeout=10,
                 decode_responses=True,
                 socket_timeout=10,
                 socket_connect_timeout=10,
@@ -120,6 +121,12 @@ class RedisSessionRepository(StoreFront):
             )
             client = aioredis.Redis(connection_pool=pool)
             resources.push_async_callback(client.aclose)
-        storage = RedisStorage(client, self._prefix, batch=self.cleanup_batch, now_ms=self.now_ms)
+        storage = RedisStorage(
+            client,
+            self._prefix,
+            batch=self.cleanup_batch,
+            now_ms=self.now_ms,
+            slots=self._max_connections,
+        )
         await storage.ping()
         return storage

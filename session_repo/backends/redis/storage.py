@@ -6,10 +6,9 @@ binding and its indexes is one script, so they cannot drift.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
-
-from cachetools import LRUCache
 
 from session_repo._core.batching import TickBatcher
 from session_repo._core.cancel import cancel_requests, reraise_swallowed
@@ -19,7 +18,8 @@ from session_repo.errors import StorageError
 
 __all__ = ["RedisStorage"]
 
-# Owners remembered per digest, to name the right index on the first try.
+# Owners remembered per digest, to name the right index on the first try; when full,
+# forgotten at once (a missing hint costs one more try of a write, nothing else).
 _HINTS = 10_000
 # Tries of a write whose binding keeps changing owner under it.
 _TRIES = 5
@@ -33,14 +33,25 @@ class RedisStorage:
         prefix: starts every key.
         batch: the most index entries one cleanup or ``delete_owner`` step handles.
         now_ms: the front's clock, in milliseconds (to turn an expiry into a ttl).
+        slots: the most commands in flight at once; a burst waits for a slot (the
+            client's own pool need not block, which costs every command).
     """
 
-    def __init__(self, client: Any, prefix: str, *, batch: int, now_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        prefix: str,
+        *,
+        batch: int,
+        now_ms: Callable[[], int],
+        slots: int,
+    ) -> None:
         self._client = client
         self._prefix = prefix
         self._batch = batch
         self._now_ms = now_ms
-        self._owners: LRUCache[bytes, str] = LRUCache(_HINTS)
+        self._slots = asyncio.Semaphore(slots)
+        self._owners: dict[bytes, str] = {}
         self._lookups = TickBatcher(self._lookup_batch)
         self._scripts = TickBatcher(self._script_batch)
         self._upsert = client.register_script(load("upsert"))
@@ -50,6 +61,11 @@ class RedisStorage:
         self._drop_owned = client.register_script(load("drop_owned"))
         self._prune = client.register_script(load("prune"))
         self._forget = client.register_script(load("forget"))
+
+    def _hint(self, key: bytes, owner: str) -> None:
+        if len(self._owners) >= _HINTS:
+            self._owners.clear()
+        self._owners[key] = owner
 
     def _key(self, key: bytes) -> str:
         return f"{self._prefix}s:{key.hex()}"
@@ -75,13 +91,14 @@ class RedisStorage:
 
     async def _script_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
         """The writes of one event-loop tick as one pipeline (each script still atomic)."""
-        if len(requests) == 1:
-            script, keys, args = requests[0]
-            return [await script(keys=keys, args=args)]
-        async with self._client.pipeline(transaction=False) as pipe:  # reset even if cut off
-            for script, keys, args in requests:
-                await script(keys=keys, args=args, client=pipe)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+        async with self._slots:
+            if len(requests) == 1:
+                script, keys, args = requests[0]
+                return [await script(keys=keys, args=args)]
+            async with self._client.pipeline(transaction=False) as pipe:  # reset if cut off
+                for script, keys, args in requests:
+                    await script(keys=keys, args=args, client=pipe)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
     async def _write(self, script: Any, key: bytes, new_owner: str, args: list[Any]) -> int:
@@ -96,7 +113,7 @@ class RedisStorage:
             status = int(reply[0])
             if status != -1:
                 if status == 1 and script is not self._delete:
-                    self._owners[key] = self._text(reply[1])
+                    self._hint(key, self._text(reply[1]))
                 else:
                     self._owners.pop(key, None)
                 return status
@@ -111,16 +128,17 @@ class RedisStorage:
         owner: str | None = await self._lookups.call(self._key(key))
         if owner is None:
             self._owners.pop(key, None)
-        else:
-            self._owners[key] = owner
+        elif self._owners.get(key) != owner:
+            self._hint(key, owner)
         return owner
 
     async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
         """The lookups of one event-loop tick as one MGET."""
-        if len(keys) == 1:
-            owners = [await self._client.get(keys[0])]
-        else:
-            owners = await self._client.mget(keys)
+        async with self._slots:
+            if len(keys) == 1:
+                owners = [await self._client.get(keys[0])]
+            else:
+                owners = await self._client.mget(keys)
         return [None if owner is None else self._text(owner) for owner in owners]
 
     async def claim(
@@ -135,7 +153,7 @@ class RedisStorage:
         # At least 1 ms: native TTLs take no less (an expiry of ``now`` is "not live").
         args = [key.hex(), replacing or "", alloc_id, expires_at, max(expires_at - now, 1)]
         owner = self._text(await self._run_script(self._claim, keys, args))
-        self._owners[key] = owner
+        self._hint(key, owner)
         return owner
 
     async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
@@ -150,20 +168,22 @@ class RedisStorage:
         index = self._index(alloc_id)
         removed = 0
         before = cancel_requests()
-        while found := await self._client.zrange(index, 0, self._batch - 1):
-            reraise_swallowed(before)  # a long loop stops at once when cancelled
-            digests = [self._text(digest) for digest in found]
-            keys = [index, self._expiries, *(self._prefix + "s:" + d for d in digests)]
-            removed += int(await self._drop_owned(keys=keys, args=[alloc_id, *digests]))
+        async with self._slots:  # one command at a time: one connection
+            while found := await self._client.zrange(index, 0, self._batch - 1):
+                reraise_swallowed(before)  # a long loop stops at once when cancelled
+                digests = [self._text(digest) for digest in found]
+                keys = [index, self._expiries, *(self._prefix + "s:" + d for d in digests)]
+                removed += int(await self._drop_owned(keys=keys, args=[alloc_id, *digests]))
         return removed
 
     async def cleanup(self, now: int, batch: int) -> int:
         """Forget the expiries of bindings Redis has expired; prune the owner indexes."""
-        forgotten = await self._sweep(self._forget, self._expiries, now, batch)
         owner_prefix = len(self._prefix) + 2
-        async for raw_index in self._client.scan_iter(match=f"{self._prefix}o:*", count=1000):
-            index = self._text(raw_index)
-            await self._sweep(self._prune, index, now, batch, index[owner_prefix:])
+        async with self._slots:  # one command at a time: one connection
+            forgotten = await self._sweep(self._forget, self._expiries, now, batch)
+            async for raw_index in self._client.scan_iter(match=f"{self._prefix}o:*", count=1000):
+                index = self._text(raw_index)
+                await self._sweep(self._prune, index, now, batch, index[owner_prefix:])
         return forgotten
 
     async def _sweep(self, script: Any, zset: str, now: int, batch: int, *lead: str) -> int:
@@ -187,14 +207,15 @@ class RedisStorage:
 
     async def gauges(self, now: int) -> Gauges:
         """Live and expired bindings: two ZCOUNT in one round trip, whatever the count."""
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._slots, self._client.pipeline(transaction=False) as pipe:
             pipe.zcount(self._expiries, f"({now}", "+inf")
             pipe.zcount(self._expiries, "-inf", now)
             sessions, expired = await pipe.execute()
         return Gauges(int(sessions), int(expired), None)
 
     async def ping(self) -> str:
-        await self._client.ping()
+        async with self._slots:
+            await self._client.ping()
         pool = self._client.connection_pool.connection_kwargs
         where = pool.get("path") or f"{pool.get('host', '?')}:{pool.get('port', '?')}"
         return f"redis: {where}/{pool.get('db', 0)} prefix {self._prefix!r}"
