@@ -28,8 +28,13 @@ from sqlalchemy.pool import NullPool
 
 from session_repo import SchemaOutOfDate, SqlSessionRepository, StorageError
 from session_repo.backends.redis.errors import is_transient as redis_is_transient
+from session_repo.backends.sql.errors import (
+    CONFLICT_ATTEMPTS,
+    refused_by_server,
+    retry_conflicts,
+    storage_errors,
+)
 from session_repo.backends.sql.errors import is_transient as sql_is_transient
-from session_repo.backends.sql.errors import refused_by_server, storage_errors
 from tests.servers import migrated_url, require_server, server_url
 
 Make = Callable[[Path], Awaitable[BaseException]]
@@ -581,3 +586,39 @@ async def test_a_statement_whose_answer_was_lost_is_never_taken_as_refused() -> 
     postgresql.terminate()  # the socket closes under the running statement
     error = await raised(lambda: asyncio.wait_for(running, 10))
     assert not refused_by_server(error), repr(error)
+
+
+@pytest.mark.server
+async def test_a_deadlock_is_tried_again_and_nothing_else_is() -> None:
+    """``retry_conflicts`` on real server-raised errors: 1213 (deadlock) and 1644."""
+    conn = await _raw_mariadb()
+    calls: list[str] = []
+
+    def failing(errors: list[str]) -> Callable[[], Awaitable[Any]]:
+        async def attempt() -> Any:
+            calls.append("try")
+            async with conn.cursor() as cursor:
+                if len(calls) <= len(errors):
+                    number, state = errors[len(calls) - 1].split("/")
+                    await cursor.execute(
+                        f"SIGNAL SQLSTATE '{state}' SET MYSQL_ERRNO = {number}, MESSAGE_TEXT = 'x'"
+                    )
+                await cursor.execute("SELECT 7")
+                return (await cursor.fetchone())[0]
+
+        return attempt
+
+    try:
+        assert await retry_conflicts(failing(["1213/40001", "1213/40001"])) == 7
+        assert len(calls) == 3
+        calls.clear()
+        with pytest.raises(Exception, match="x") as info:
+            await retry_conflicts(failing(["1644/45000", "1213/40001"]))
+        assert info.value.args[0] == 1644
+        assert len(calls) == 1
+        calls.clear()
+        with pytest.raises(Exception, match="x"):
+            await retry_conflicts(failing(["1213/40001"] * (CONFLICT_ATTEMPTS + 1)))
+        assert len(calls) == CONFLICT_ATTEMPTS
+    finally:
+        conn.close()

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_repo._core.storage import Gauges
-from session_repo.backends.sql.errors import conflict_retry
+from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.sqlite_engine import BEGIN_OPTION
 from session_repo.backends.sql.statements import Statements
@@ -44,11 +44,11 @@ class EngineOps(SqlPath):
         return None
 
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async for attempt in conflict_retry():
-            with attempt:
-                async with self._writer.begin() as conn:
-                    return await work(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
+        async def attempt() -> T:
+            async with self._writer.begin() as conn:
+                return await work(conn)
+
+        return await retry_conflicts(attempt)
 
     async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self._reader.connect() as conn:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from session_repo._core.batching import Batcher
 from session_repo._core.storage import Gauges
 from session_repo.backends.sql.compiled import Compiled
-from session_repo.backends.sql.errors import conflict_retry, refused_by_server
+from session_repo.backends.sql.errors import refused_by_server, retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
 from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.statements import Statements, rows_of_keys
@@ -119,10 +119,7 @@ class MariadbPipeline(SqlPath):
         return result
 
     async def _retrying(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        async for attempt in conflict_retry():
-            with attempt:
-                return await self._on_cursor(work)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retry_conflicts(lambda: self._on_cursor(work))
 
     @staticmethod
     async def _one(cursor: Any, sql: str, args: tuple[Any, ...] | None) -> Any:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from session_repo._core.batching import Batcher
 from session_repo._core.storage import Gauges
 from session_repo.backends.sql.compiled import Compiled
-from session_repo.backends.sql.errors import conflict_retry, refused_by_server
+from session_repo.backends.sql.errors import refused_by_server, retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
 from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.statements import Statements
@@ -85,10 +85,7 @@ class PostgresPipeline(SqlPath):
         return result
 
     async def _retrying(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        async for attempt in conflict_retry():
-            with attempt:
-                return await self._on_connection(work)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retry_conflicts(lambda: self._on_connection(work))
 
     # -- batches ------------------------------------------------------------
 
