@@ -86,6 +86,8 @@ class StoreFront:
         self.backend = backend
         """The store's name in health, metrics and logs (``"sqlite"``, ``"redis"``, ...)."""
         self._clock: Clock = clock if clock is not None else SystemClock()
+        # The system clock read straight from ``time`` (one Python call less per operation).
+        self._seconds = time.time if type(self._clock) is SystemClock else self._clock.now
         self._default_ttl_ms = ttl_ms(default_ttl, DEFAULT_TTL_MS)
         self._cleanup_interval = non_negative_seconds("cleanup_interval", cleanup_interval)
         self._cleanup_batch = positive_int("cleanup_batch", cleanup_batch)
@@ -134,7 +136,7 @@ class StoreFront:
 
     def now_ms(self) -> int:
         """The clock's now, in whole milliseconds (the unit storage compares)."""
-        return math.floor(self._clock.now() * 1000)
+        return math.floor(self._seconds() * 1000)
 
     async def open(self) -> None:
         """Open now (``async with`` and the first call do it too); idempotent.
@@ -188,7 +190,8 @@ class StoreFront:
         finally:
             life.leave()
         self._counters.observe(operation, time.perf_counter() - started)
-        reraise_swallowed(before)
+        if before >= 0:  # -1: a store whose calls cannot swallow a cancellation
+            reraise_swallowed(before)
         return result
 
     async def __aexit__(

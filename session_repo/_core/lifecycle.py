@@ -67,8 +67,8 @@ class Lifecycle:
         self._closing: asyncio.Task[None] | None = None
         # Calls past ``ready()`` and not yet returned: close() waits for them.
         self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Set when the last call in flight returns; made only while close() waits.
+        self._idle: asyncio.Event | None = None
         # The storage work of running cleanup() calls: close() interrupts them.
         self._cleanups: set[asyncio.Task[int]] = set()
 
@@ -139,13 +139,12 @@ class Lifecycle:
     def enter(self) -> int:
         """Count a call in flight; the task's cancellation requests now, for the check after."""
         self._in_flight += 1
-        self._idle.clear()
         return cancel_requests() if self._guard else -1
 
     def leave(self) -> None:
         """The call counted by ``enter()`` is over."""
         self._in_flight -= 1
-        if not self._in_flight:
+        if not self._in_flight and self._idle is not None:
             self._idle.set()
 
     async def interruptible(self, work: Coroutine[Any, Any, int]) -> int:
@@ -184,7 +183,9 @@ class Lifecycle:
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task])
-            await self._idle.wait()
+            if self._in_flight:
+                self._idle = asyncio.Event()
+                await self._idle.wait()
             resources, self._resources = self._resources, None
             self.storage = None
             if resources is not None:
