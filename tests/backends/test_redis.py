@@ -73,15 +73,35 @@ async def test_native_ttl_expires(repo: RedisSessionRepository) -> None:
     assert await repo.claim("s", "machine-b") == "machine-b"
 
 
-async def test_rebinding_moves_the_index_entry(repo: RedisSessionRepository, client: Any) -> None:
+async def test_a_rebound_session_is_not_taken_down_with_its_old_owner(
+    repo: RedisSessionRepository, client: Any
+) -> None:
     await repo.upsert("s", "machine-a")
     await repo.upsert("s", "machine-b")
-    assert await client.zrange(f"{PREFIX}o:machine-a", 0, -1) == []
     assert await client.zrange(f"{PREFIX}o:machine-b", 0, -1) == [digest("s")]
+    assert await repo.delete_owner("machine-a") == 0  # its stale entry is checked, dropped
+    assert await client.exists(f"{PREFIX}o:machine-a") == 0
+    assert await repo.lookup("s") == "machine-b"
     assert await repo.claim("s", "machine-c", replacing="machine-b") == "machine-c"
-    assert await client.zrange(f"{PREFIX}o:machine-b", 0, -1) == []
+    assert await repo.delete_owner("machine-b") == 0
+    assert await repo.lookup("s") == "machine-c"
     assert await repo.delete("s") is True
-    assert await client.zrange(f"{PREFIX}o:machine-c", 0, -1) == []
+    assert await client.exists(f"{PREFIX}o:machine-c") == 0  # the owner it knew: tidied
+
+
+async def test_cleanup_drops_stale_index_entries_once_past_their_expiry(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    await repo.upsert("keep", "machine-a", ttl=60)
+    await repo.upsert("s", "machine-a", ttl=0.05)
+    await repo.upsert("s", "machine-b", ttl=60)
+    await asyncio.sleep(0.1)
+    index_a = await client.zrange(f"{PREFIX}o:machine-a", 0, -1)
+    assert sorted(index_a) == sorted([digest("s"), digest("keep")])
+    assert await repo.cleanup() == 0  # nothing expired: the binding lives, with machine-b
+    assert await client.zrange(f"{PREFIX}o:machine-a", 0, -1) == [digest("keep")]
+    assert await client.zrange(f"{PREFIX}o:machine-b", 0, -1) == [digest("s")]
+    assert await repo.lookup("s") == "machine-b"
 
 
 async def test_delete_owner_counts_live_bindings_only(
@@ -162,16 +182,17 @@ def test_rejects_a_non_redis_url() -> None:
 async def test_one_failing_write_in_a_pipelined_tick_fails_only_its_caller(
     repo: RedisSessionRepository, client: Any
 ) -> None:
-    # A key of the wrong type makes that one script fail inside Redis.
-    await client.hset(f"{PREFIX}s:{digest('bad')}", "not", "a string")
+    # An owner index of the wrong type makes that one script fail inside Redis.
+    await client.hset(f"{PREFIX}o:machine-bad", "not", "a sorted set")
     calls = [repo.upsert(f"s{n}", "machine-a") for n in range(5)]
-    calls += [repo.upsert("bad", "machine-a"), repo.claim("c", "machine-b")]
+    calls += [repo.upsert("bad", "machine-bad"), repo.claim("c", "machine-b")]
     results = await asyncio.gather(*calls, return_exceptions=True)
     failed = [n for n, result in enumerate(results) if isinstance(result, BaseException)]
     assert failed == [5]
     assert isinstance(results[5], StorageError)
     assert results[6] == "machine-b"
     assert [await repo.lookup(f"s{n}") for n in range(5)] == ["machine-a"] * 5
+    assert await repo.lookup("bad") is None  # the failed script wrote nothing
 
 
 async def test_lookups_of_one_tick_share_one_round_trip(
@@ -244,7 +265,7 @@ async def test_metrics_costs_the_same_few_commands_for_20k_sessions() -> None:
         await counted.aclose()
 
 
-async def test_rebinding_unknown_to_this_instance_moves_the_index_entry(
+async def test_rebinding_unknown_to_this_instance_keeps_every_index_right(
     repo: RedisSessionRepository, client: Any
 ) -> None:
     # Another instance rebinds behind this one's back: its remembered owner is stale.
@@ -252,14 +273,19 @@ async def test_rebinding_unknown_to_this_instance_moves_the_index_entry(
         await repo.upsert("s", "machine-a")
         await other.upsert("s", "machine-b")
         assert await repo.touch("s", ttl=30) is True
+        score = await client.zscore(f"{PREFIX}o:machine-b", digest("s"))
+        assert score < time.time() * 1000 + 31_000  # was 600 s ahead: the touch reached it
         await repo.upsert("s", "machine-c")
-        assert await client.zrange(f"{PREFIX}o:machine-b", 0, -1) == []
         assert await client.zrange(f"{PREFIX}o:machine-c", 0, -1) == [digest("s")]
         await other.upsert("s", "machine-d")
+        for owner in "abc":  # none of them holds it: stale entries, checked and dropped
+            assert await repo.delete_owner(f"machine-{owner}") == 0
+        assert await repo.lookup("s") == "machine-d"
         assert await repo.delete("s") is True
-        for owner in "abcd":
-            assert await client.zrange(f"{PREFIX}o:machine-{owner}", 0, -1) == []
         assert await client.zcard(f"{PREFIX}e") == 0
+        assert await repo.delete_owner("machine-d") == 0
+        for owner in "abcd":
+            assert await client.exists(f"{PREFIX}o:machine-{owner}") == 0
 
 
 async def test_a_burst_beyond_max_connections_waits_its_turn(client: Any) -> None:
@@ -291,3 +317,15 @@ async def test_a_burst_beyond_max_connections_waits_its_turn(client: Any) -> Non
     assert errors == []
     assert seen
     assert max(seen) <= 2
+
+
+async def test_writes_pipelined_after_redis_lost_its_scripts_still_land(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    await repo.upsert("warm", "machine-a")  # the scripts are loaded
+    await client.script_flush()  # as a restart of Redis would leave it
+    calls = [repo.upsert(f"s{n}", "machine-a") for n in range(10)]
+    calls += [repo.claim(f"c{n}", "machine-b") for n in range(10)]
+    assert await asyncio.gather(*calls) == [None] * 10 + ["machine-b"] * 10
+    owners = await asyncio.gather(*(repo.lookup(f"s{n}") for n in range(10)))
+    assert owners == ["machine-a"] * 10

@@ -1,7 +1,11 @@
 """``RedisStorage``: the ``Storage`` of ``RedisSessionRepository``.
 
 The Lua scripts live in ``scripts/*.lua`` (shipped in the wheel); each change to a
-binding and its indexes is one script, so they cannot drift.
+binding and its indexes is one script, so they cannot drift. Every key a script
+touches is passed in KEYS. A write names the index of the owner it writes, so
+upsert, claim and delete take one round trip whoever held the session before; the
+old owner's index keeps a stale entry, which ``delete_owner`` and cleanup check
+against the binding (and drop) before acting on it.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from session_repo.errors import StorageError
 
 __all__ = ["RedisStorage"]
 
-# Owners remembered per digest, to name the right index on the first try; when full,
-# forgotten at once (a missing hint costs one more try of a write, nothing else).
+# Owners remembered per digest, so touch names the right index on the first try and
+# delete tidies it; when full, forgotten at once (a missing hint costs a touch one
+# more round trip, and leaves delete's index entry to cleanup).
 _HINTS = 10_000
-# Tries of a write whose binding keeps changing owner under it.
+# Tries of a touch whose binding keeps changing owner under it.
 _TRIES = 5
 
 
@@ -90,39 +95,36 @@ class RedisStorage:
         return await self._scripts.call((script, keys, args))
 
     async def _script_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
-        """The writes of one event-loop tick as one pipeline (each script still atomic)."""
+        """The writes of one event-loop tick as one pipeline (each script still atomic).
+
+        ``EVALSHA`` by hand: redis-py's pipelined scripts ask ``SCRIPT EXISTS`` first,
+        a round trip more per batch. A script Redis lost (a restart, ``SCRIPT FLUSH``)
+        did not run: that request is sent again alone, which loads it.
+        """
         async with self._slots:
             if len(requests) == 1:
                 script, keys, args = requests[0]
                 return [await script(keys=keys, args=args)]
             async with self._client.pipeline(transaction=False) as pipe:  # reset if cut off
                 for script, keys, args in requests:
-                    await script(keys=keys, args=args, client=pipe)
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
                 results: list[Any] = await pipe.execute(raise_on_error=False)
+            from redis.exceptions import NoScriptError  # loaded: the client is redis-py's
+
+            for n, result in enumerate(results):
+                if isinstance(result, NoScriptError):
+                    script, keys, args = requests[n]
+                    try:
+                        results[n] = await script(keys=keys, args=args)
+                    except Exception as exc:  # its own caller's failure only
+                        results[n] = exc
         return results
 
-    async def _write(self, script: Any, key: bytes, new_owner: str, args: list[Any]) -> int:
-        """Run a write script, again with the real owner while the one believed was wrong.
-
-        Returns the script's status (1 done, 0 no binding); remembers the owner.
-        """
-        believed = self._owners.get(key, new_owner)
-        for _ in range(_TRIES):
-            keys = [self._key(key), self._expiries, self._index(believed), self._index(new_owner)]
-            reply = await self._run_script(script, keys, [key.hex(), believed, *args])
-            status = int(reply[0])
-            if status != -1:
-                if status == 1 and script is not self._delete:
-                    self._hint(key, self._text(reply[1]))
-                else:
-                    self._owners.pop(key, None)
-                return status
-            believed = self._text(reply[1])
-        raise StorageError("the binding kept changing owner; try again", transient=True)
-
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        ttl = expires_at - self._now_ms()
-        await self._write(self._upsert, key, alloc_id, [alloc_id, expires_at, max(ttl, 1)])
+        ttl = max(expires_at - self._now_ms(), 1)
+        keys = [self._key(key), self._expiries, self._index(alloc_id)]
+        await self._run_script(self._upsert, keys, [key.hex(), alloc_id, expires_at, ttl])
+        self._hint(key, alloc_id)
 
     async def lookup(self, key: bytes, now: int) -> str | None:
         owner: str | None = await self._lookups.call(self._key(key))
@@ -144,25 +146,35 @@ class RedisStorage:
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        keys = [
-            self._key(key),
-            self._expiries,
-            self._index(replacing or alloc_id),
-            self._index(alloc_id),
-        ]
+        keys = [self._key(key), self._expiries, self._index(alloc_id)]
         # At least 1 ms: native TTLs take no less (an expiry of ``now`` is "not live").
-        args = [key.hex(), replacing or "", alloc_id, expires_at, max(expires_at - now, 1)]
+        args = [key.hex(), alloc_id, expires_at, max(expires_at - now, 1), replacing or ""]
         owner = self._text(await self._run_script(self._claim, keys, args))
         self._hint(key, owner)
         return owner
 
     async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
-        status = await self._write(self._touch, key, "", [expires_at, max(expires_at - now, 1)])
-        return status == 1
+        """Extend in the owner's index too: named by the owner last seen, again if wrong."""
+        believed = self._owners.get(key, "")
+        for _ in range(_TRIES):
+            keys = [self._key(key), self._expiries, self._index(believed)]
+            args = [key.hex(), believed, expires_at, max(expires_at - now, 1)]
+            reply = await self._run_script(self._touch, keys, args)
+            status = int(reply[0])
+            if status == 1:
+                return True
+            if status == 0:
+                self._owners.pop(key, None)
+                return False
+            believed = self._text(reply[1])
+            self._hint(key, believed)
+        raise StorageError("the binding kept changing owner; try again", transient=True)
 
     async def delete(self, key: bytes, now: int) -> bool:
-        status = await self._write(self._delete, key, "", [])
-        return status == 1
+        believed = self._owners.pop(key, "")
+        keys = [self._key(key), self._expiries, self._index(believed)]
+        reply = await self._run_script(self._delete, keys, [key.hex(), believed])
+        return int(reply[0]) == 1
 
     async def delete_owner(self, alloc_id: str, now: int) -> int:
         index = self._index(alloc_id)

@@ -1,16 +1,15 @@
 -- Shared by the write scripts (upsert, claim, touch, delete), which run after it.
--- KEYS[1] = binding, KEYS[2] = expiries, KEYS[3] = the index of the owner the
--- caller believes holds the binding, KEYS[4] = the new owner's index;
--- ARGV[1] = digest hex, ARGV[2] = that believed owner ("" for none). A reply
--- {-1, owner} means "believed wrong, nothing changed: the owner is this".
+-- KEYS[1] = binding, KEYS[2] = expiries, KEYS[3] = an owner's index; ARGV[1] =
+-- digest hex. An owner's index may keep entries of bindings since rebound or
+-- deleted: whoever reads it (delete_owner, cleanup) checks the binding's owner.
 local function index(idx, expires_at, ttl)
   redis.call('ZADD', idx, expires_at, ARGV[1])
-  local left = redis.call('PTTL', idx)
-  if left == -1 or left < ttl then redis.call('PEXPIRE', idx, ttl) end
+  if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end  -- -1: none yet
 end
-local function bind(current, owner, expires_at, ttl)
-  if current and current ~= owner then redis.call('ZREM', KEYS[3], ARGV[1]) end
-  redis.call('SET', KEYS[1], owner, 'PX', ttl)
+-- The binding is written last: a script that fails (a key of the wrong type) stops
+-- before it, and Redis keeps what a failed script did.
+local function bind(owner, expires_at, ttl)
+  index(KEYS[3], expires_at, ttl)
   redis.call('ZADD', KEYS[2], expires_at, ARGV[1])
-  index(KEYS[4], expires_at, ttl)
+  redis.call('SET', KEYS[1], owner, 'PX', ttl)
 end

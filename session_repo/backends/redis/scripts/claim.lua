@@ -1,5 +1,6 @@
--- As upsert; ARGV[2] = replacing ("" for none), KEYS[3] its index. Returns the owner.
+-- As upsert, unless a live binding of another owner than ARGV[5] (replacing, ""
+-- for none) holds the session. Returns the owner.
 local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[2] then return current end
-bind(current, ARGV[3], ARGV[4], tonumber(ARGV[5]))
-return ARGV[3]
+if current and current ~= ARGV[5] then return current end
+bind(ARGV[2], ARGV[3], tonumber(ARGV[4]))
+return ARGV[2]

@@ -1,4 +1,6 @@
--- Extend a live binding. ARGV[3] = expires_at, ARGV[4] = ttl ms; KEYS[4] unused.
+-- Extend a live binding: KEYS[3] = the index of ARGV[2], the owner the caller
+-- believes holds it. ARGV[3] = expires_at, ARGV[4] = ttl ms. A reply {-1, owner}
+-- means "believed wrong, nothing changed: the owner is this".
 local current = redis.call('GET', KEYS[1])
 if not current then return {0} end
 if current ~= ARGV[2] then return {-1, current} end

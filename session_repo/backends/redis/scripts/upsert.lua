@@ -1,5 +1,4 @@
--- Bind or rebind. ARGV[3] = owner, ARGV[4] = expires_at, ARGV[5] = ttl ms.
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[2] and current ~= ARGV[3] then return {-1, current} end
-bind(current, ARGV[3], ARGV[4], tonumber(ARGV[5]))
-return {1, ARGV[3]}
+-- Bind or rebind: KEYS[3] = the new owner's index. ARGV[2] = owner, ARGV[3] =
+-- expires_at, ARGV[4] = ttl ms. The old owner's index entry is left for its readers.
+bind(ARGV[2], ARGV[3], tonumber(ARGV[4]))
+return 1
