@@ -2,13 +2,10 @@
 
 The same statements as ``RedisSessionRepository``: its ``upsert`` and ``claim``
 scripts (``session_repo.backends.redis.scripts.load``) with the same KEYS and
-ARGV as its ``RedisStorage`` (``<prefix>s:<digest hex>``, ``<prefix>e``,
-``<prefix>o:<owner>``), and lookup a ``GET``. Like the library it remembers the
-last owner seen of 10,000 digests (filled by the preload, as the library's is by
-its own upserts), to name the right owner index first; an upsert that named the
-wrong one is told the real owner and runs again. No
-batching, no checks, no counters: what the library adds is what the ratio shows.
-``redis-py`` (plain ``GET``/``SET``) is what a user without an owner index writes.
+ARGV as its ``RedisStorage`` (``<prefix>s:<digest hex>``, ``<prefix>e``, and
+``<prefix>o:<owner>`` of the owner written), and lookup a ``GET``. No batching, no
+checks, no counters: what the library adds is what the ratio shows. ``redis-py``
+(plain ``GET``/``SET``) is what a user without an owner index writes.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
-from cachetools import LRUCache
 
 from benchmarks.redis_db import in_batches
 from benchmarks.subjects.base import Setup
@@ -27,8 +23,6 @@ from session_repo.backends.redis.scripts import load
 __all__ = ["RawRedisLua"]
 
 TTL_MS = TTL_S * 1000
-HINTS = 10_000  # owners remembered, as RedisStorage does
-TRIES = 5  # runs of a write whose binding keeps changing owner, as RedisStorage
 
 
 class RawRedisLua:
@@ -39,7 +33,6 @@ class RawRedisLua:
     def __init__(self) -> None:
         self._client: Any = None
         self._prefix = ""
-        self._owners: LRUCache[str, str] = LRUCache(HINTS)
         self._upsert: Any = None
         self._claim: Any = None
 
@@ -55,18 +48,15 @@ class RawRedisLua:
                 pipe = client.pipeline(transaction=False)
                 for sid, alloc in batch:
                     hexed = digest(sid).hex()
-                    keys = self._keys(hexed, alloc, alloc)
-                    args = [hexed, alloc, alloc, now_ms() + TTL_MS, TTL_MS]
-                    await self._upsert(keys=keys, args=args, client=pipe)  # queued
+                    args = [hexed, alloc, now_ms() + TTL_MS, TTL_MS]
+                    await self._upsert(keys=self._keys(hexed, alloc), args=args, client=pipe)
                 await pipe.execute()
-                # As the library's preload through its own upsert leaves its hints.
-                self._owners.update((digest(sid).hex(), alloc) for sid, alloc in batch)
 
         await store.preload_once(self.name, preload)
 
-    def _keys(self, hexed: str, believed: str, new_owner: str) -> list[str]:
+    def _keys(self, hexed: str, owner: str) -> list[str]:
         p = self._prefix
-        return [f"{p}s:{hexed}", f"{p}e", f"{p}o:{believed}", f"{p}o:{new_owner}"]
+        return [f"{p}s:{hexed}", f"{p}e", f"{p}o:{owner}"]
 
     def _c(self) -> Any:
         assert self._client is not None, "open() first"
@@ -78,25 +68,13 @@ class RawRedisLua:
 
     async def upsert(self, session_id: str, alloc_id: str) -> None:
         hexed = digest(session_id).hex()
-        believed = self._owners.get(hexed, alloc_id)
-        expires_at = now_ms() + TTL_MS
-        for _ in range(TRIES):
-            keys = self._keys(hexed, believed, alloc_id)
-            args = [hexed, believed, alloc_id, expires_at, TTL_MS]
-            reply = await self._upsert(keys=keys, args=args)
-            if int(reply[0]) != -1:
-                self._owners[hexed] = alloc_id
-                return
-            believed = str(reply[1])  # the owner index named was wrong: here is the real one
-        raise RuntimeError("the binding kept changing owner")
+        args = [hexed, alloc_id, now_ms() + TTL_MS, TTL_MS]
+        await self._upsert(keys=self._keys(hexed, alloc_id), args=args)
 
     async def claim(self, session_id: str, alloc_id: str) -> str:
         hexed = digest(session_id).hex()
-        keys = self._keys(hexed, alloc_id, alloc_id)
-        args = [hexed, "", alloc_id, now_ms() + TTL_MS, TTL_MS]
-        owner = str(await self._claim(keys=keys, args=args))
-        self._owners[hexed] = owner
-        return owner
+        args = [hexed, alloc_id, now_ms() + TTL_MS, TTL_MS, ""]
+        return str(await self._claim(keys=self._keys(hexed, alloc_id), args=args))
 
     async def close(self) -> None:
         if self._client is not None:
