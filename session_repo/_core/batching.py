@@ -26,6 +26,7 @@ __all__ = ["BATCH_TASK_NAME", "Batcher", "TickBatcher"]
 BATCH_TASK_NAME = "session-repo batch"
 
 Run = Callable[[list[Any]], Awaitable[list[Any]]]
+Alone = Callable[[Any], Awaitable[Any]]
 Waiting = list[tuple[Any, "asyncio.Future[Any]"]]
 
 
@@ -38,10 +39,21 @@ class Batcher:
         max_batch: the most requests one batch carries.
         overlap: start each tick's batch at once (True), or one batch at a time,
             the next made of what arrived meanwhile (False).
+        alone: runs one request by itself, for ``call()`` when nothing else is
+            queued or running (a plain statement, no list); ``run`` on a batch of
+            one when not given.
     """
 
-    def __init__(self, run: Run, *, max_batch: int = 1 << 30, overlap: bool = True) -> None:
+    def __init__(
+        self,
+        run: Run,
+        *,
+        max_batch: int = 1 << 30,
+        overlap: bool = True,
+        alone: Alone | None = None,
+    ) -> None:
         self._run = run
+        self._alone = alone
         self._max_batch = max_batch
         self._overlap = overlap
         self._pending: Waiting = []
@@ -66,6 +78,8 @@ class Batcher:
             return await self.submit(request)
         self._direct += 1
         try:
+            if self._alone is not None:
+                return await self._alone(request)
             (outcome,) = await self._run([request])
         finally:
             self._direct -= 1

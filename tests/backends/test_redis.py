@@ -289,7 +289,8 @@ async def test_rebinding_unknown_to_this_instance_keeps_every_index_right(
 
 
 async def test_a_burst_beyond_max_connections_waits_its_turn(client: Any) -> None:
-    """64 callers of every kind on 2 connections: none fails, no third connection opens."""
+    """64 callers of every kind, 2 batches at a time: none fails, at most 4 connections
+    (two more for a lone lookup and a lone write)."""
     name = "session-repo-burst"
     url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}client_name={name}"
     seen: list[int] = []
@@ -316,7 +317,7 @@ async def test_a_burst_beyond_max_connections_waits_its_turn(client: Any) -> Non
     errors = [result for result in results if isinstance(result, BaseException)]
     assert errors == []
     assert seen
-    assert max(seen) <= 2
+    assert max(seen) <= 2 + 2
 
 
 async def test_writes_pipelined_after_redis_lost_its_scripts_still_land(

@@ -53,8 +53,9 @@ class RedisSessionRepository(StoreFront):
             (``"{sessions}:"``) keeps them in one Redis Cluster slot.
         cleanup_interval: seconds between background cleanups; 0 turns them off.
         cleanup_batch: the most index entries one cleanup batch handles.
-        max_connections: the most commands in flight at once (a burst waits for a
-            turn), and the size of the connection pool built from a URL.
+        max_connections: the most batches of commands in flight at once (a burst
+            waits for a turn); the connection pool built from a URL has two more,
+            for a lone lookup and a lone write.
 
     Raises:
         ConfigError: the ``[redis]`` extra is not installed, or the URL is not a
@@ -110,10 +111,11 @@ class RedisSessionRepository(StoreFront):
         if client is None:
             assert self._url is not None
             # Not a blocking pool (its lock and timer cost every command): the storage
-            # lets at most max_connections commands run at once, a burst waits its turn.
+            # lets at most max_connections batches run at once, a burst waits its turn,
+            # and a lone lookup and a lone write take the two connections more.
             pool = aioredis.ConnectionPool.from_url(
                 self._url,
-                max_connections=self._max_connections,
+                max_connections=self._max_connections + 2,
                 decode_responses=True,
                 socket_timeout=10,
                 socket_connect_timeout=10,

@@ -38,8 +38,10 @@ class RedisStorage:
         prefix: starts every key.
         batch: the most index entries one cleanup or ``delete_owner`` step handles.
         now_ms: the front's clock, in milliseconds (to turn an expiry into a ttl).
-        slots: the most commands in flight at once; a burst waits for a slot (the
-            client's own pool need not block, which costs every command).
+        slots: the most batches and maintenance commands in flight at once; a burst
+            waits for a slot (the client's own pool need not block, which costs every
+            command). A lone lookup and a lone write take no slot: with them, at most
+            ``slots + 2`` connections are in use.
     """
 
     def __init__(
@@ -57,8 +59,8 @@ class RedisStorage:
         self._now_ms = now_ms
         self._slots = asyncio.Semaphore(slots)
         self._owners: dict[bytes, str] = {}
-        self._lookups = TickBatcher(self._lookup_batch)
-        self._scripts = TickBatcher(self._script_batch)
+        self._lookups = TickBatcher(self._lookup_batch, alone=self._lookup_alone)
+        self._scripts = TickBatcher(self._script_batch, alone=self._script_alone)
         self._upsert = client.register_script(load("upsert"))
         self._claim = client.register_script(load("claim"))
         self._touch = client.register_script(load("touch"))
@@ -94,6 +96,11 @@ class RedisStorage:
     async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts.call((script, keys, args))
 
+    @staticmethod
+    async def _script_alone(request: tuple[Any, list[str], list[Any]]) -> Any:
+        script, keys, args = request
+        return await script(keys=keys, args=args)
+
     async def _script_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
         """The writes of one event-loop tick as one pipeline (each script still atomic).
 
@@ -102,9 +109,6 @@ class RedisStorage:
         did not run: that request is sent again alone, which loads it.
         """
         async with self._slots:
-            if len(requests) == 1:
-                script, keys, args = requests[0]
-                return [await script(keys=keys, args=args)]
             async with self._client.pipeline(transaction=False) as pipe:  # reset if cut off
                 for script, keys, args in requests:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -134,13 +138,14 @@ class RedisStorage:
             self._hint(key, owner)
         return owner
 
+    async def _lookup_alone(self, key: str) -> str | None:
+        owner = await self._client.get(key)
+        return None if owner is None else self._text(owner)
+
     async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
         """The lookups of one event-loop tick as one MGET."""
         async with self._slots:
-            if len(keys) == 1:
-                owners = [await self._client.get(keys[0])]
-            else:
-                owners = await self._client.mget(keys)
+            owners = await self._client.mget(keys)
         return [None if owner is None else self._text(owner) for owner in owners]
 
     async def claim(
