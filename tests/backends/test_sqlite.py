@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.pool import Pool
 
 from session_repo import InvalidInput, SchemaOutOfDate, SqlSessionRepository, StorageError
 from session_repo.backends.sql.migrate import head_revision
@@ -338,3 +340,128 @@ def test_an_inline_read_that_would_wait_for_a_lock_answers_none_at_once(db_path:
         engine.dispose()
     finally:
         locker.close()
+
+
+# -- write transactions ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def traced() -> Iterator[dict[int, list[str]]]:
+    """Every statement each new sync SQLite connection runs, by connection."""
+    seen: dict[int, list[str]] = {}
+
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            statements = seen.setdefault(id(dbapi_connection), [])
+            dbapi_connection.set_trace_callback(statements.append)
+
+    event.listen(Pool, "connect", trace)
+    try:
+        yield seen
+    finally:
+        event.remove(Pool, "connect", trace)
+
+
+def writer_statements(seen: dict[int, list[str]]) -> list[str]:
+    """What the one connection that wrote (the pipeline's writer) ran, pragmas aside:
+    a statement's first word, or all of BEGIN IMMEDIATE."""
+    (writes,) = [s for s in seen.values() if any(q.startswith("INSERT") for q in s)]
+    return [q if q.startswith("BEGIN") else q.split()[0] for q in writes if "PRAGMA" not in q]
+
+
+def free_to_write(path: Path) -> bool:
+    """Whether another connection can take the write lock at once (no one holds it)."""
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+def stored_owner(path: Path, session_id: str) -> str | None:
+    """The row's owner as a new connection reads it: only what was committed."""
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        key = hashlib.sha256(session_id.encode()).digest()
+        row = other.execute(
+            "SELECT alloc_id FROM session_bindings WHERE session_key = ?", (key,)
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+async def test_a_lone_write_is_one_autocommit_statement_committed_before_its_answer(
+    db_path: Path, fake_clock: FakeClock, traced: dict[int, list[str]]
+) -> None:
+    async with SqlSessionRepository(url(db_path), clock=fake_clock, cleanup_interval=0) as repo:
+        await repo.upsert("s", "machine-a")
+        assert stored_owner(db_path, "s") == "machine-a"
+        assert free_to_write(db_path)  # no transaction left open on the writer
+        assert await repo.claim("c", "machine-a") == "machine-a"  # RETURNING: rows fetched
+        assert stored_owner(db_path, "c") == "machine-a"
+        assert free_to_write(db_path)
+        assert await repo.touch("s")
+        assert await repo.delete("s")
+        assert stored_owner(db_path, "s") is None
+        assert free_to_write(db_path)
+        assert writer_statements(traced) == ["INSERT", "INSERT", "UPDATE", "DELETE"]
+
+
+async def test_a_lone_claim_that_loses_reads_its_owner_in_the_claims_transaction(
+    db_path: Path, fake_clock: FakeClock, traced: dict[int, list[str]]
+) -> None:
+    async with SqlSessionRepository(url(db_path), clock=fake_clock, cleanup_interval=0) as repo:
+        await repo.upsert("s", "machine-a")
+        assert await repo.claim("s", "machine-b") == "machine-a"
+        assert writer_statements(traced)[1:] == [
+            "INSERT",  # alone, in autocommit: it did not take the session
+            "BEGIN IMMEDIATE",
+            "INSERT",  # again, now with the owner's read in one transaction
+            "SELECT",
+            "COMMIT",
+        ]
+        assert free_to_write(db_path)
+        assert await repo.claim("s", "machine-b", replacing="machine-a") == "machine-b"
+
+
+async def test_writes_that_wait_together_share_one_transaction(
+    db_path: Path, fake_clock: FakeClock, traced: dict[int, list[str]]
+) -> None:
+    async with SqlSessionRepository(url(db_path), clock=fake_clock, cleanup_interval=0) as repo:
+        await repo.lookup("open")
+        await asyncio.gather(*(repo.upsert(f"s{n}", "machine-a") for n in range(5)))
+        statements = writer_statements(traced)
+        assert statements[0] == "INSERT"  # the first, alone
+        assert statements[1] == "BEGIN IMMEDIATE"
+        assert statements[-1] == "COMMIT"
+        assert statements.count("INSERT") == 5
+        for n in range(5):
+            assert stored_owner(db_path, f"s{n}") == "machine-a"
+
+
+async def test_a_lone_write_waits_for_another_process_lock_and_answers_after_its_commit(
+    db_path: Path, fake_clock: FakeClock
+) -> None:
+    async with SqlSessionRepository(
+        url(db_path), clock=fake_clock, cleanup_interval=0, busy_timeout=5
+    ) as repo:
+        await repo.upsert("before", "machine-a")
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            for call in (repo.upsert("s", "machine-a"), repo.claim("c", "machine-a")):
+                write = asyncio.ensure_future(call)
+                await asyncio.sleep(0.2)
+                assert not write.done()  # waiting in SQLite's busy handler, off the loop
+                holder.execute("ROLLBACK")
+                await asyncio.wait_for(write, 5)
+                assert free_to_write(db_path)
+                holder.execute("BEGIN IMMEDIATE")
+        finally:
+            if holder.in_transaction:
+                holder.execute("ROLLBACK")
+            holder.close()
+        assert stored_owner(db_path, "s") == "machine-a"
+        assert stored_owner(db_path, "c") == "machine-a"

@@ -7,7 +7,10 @@ layer makes five or more per operation. Here every hand-off carries a batch:
   ``SELECT .. WHERE session_key IN (..)`` on the reader connection;
 - writes: the writes that arrive while the writer is busy go together into one
   ``BEGIN IMMEDIATE .. COMMIT`` on the writer connection (group commit); each caller
-  is resolved only after that commit, so an acknowledged write is durable.
+  is resolved only after that commit, so an acknowledged write is durable. A write
+  alone is one statement in autocommit: SQLite makes it its own transaction,
+  committed before the statement returns (a claim that loses reads its owner in a
+  transaction of its own).
 
 A statement that fails inside a group fails only its own caller (SQLite rolls back
 just that statement); a failed BEGIN or COMMIT fails the whole group. A caller
@@ -20,6 +23,7 @@ compiled once for the sqlite dialect.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import sqlite3
@@ -62,8 +66,27 @@ def _expanded(statement: Select[Any], count: int) -> str:
     return str(compiled)
 
 
+def _in_order(compiled: Compiled, *names: str) -> str:
+    """``compiled``'s SQL, once its parameters are checked to be exactly ``names``, in order.
+
+    Raises:
+        ValueError: the statement takes other parameters (statements changed).
+    """
+    if compiled.order != names:
+        raise ValueError(f"statement parameters {compiled.order}, expected {names}")
+    return compiled.sql
+
+
 def _run_writes(conn: sqlite3.Connection, requests: list[Job]) -> list[Any]:
-    """One transaction for the whole group; each request's statement stands alone."""
+    """One transaction for the whole group; each request's statement stands alone.
+
+    A request alone runs in autocommit: one statement is its own transaction in
+    SQLite, committed before ``execute`` returns (or its rows are all fetched), so
+    the BEGIN IMMEDIATE and COMMIT around it would be two statements for nothing.
+    Its error is raised as the driver raised it.
+    """
+    if len(requests) == 1 and not conn.in_transaction:
+        return [requests[0](conn)]
     conn.execute("BEGIN IMMEDIATE")
     try:
         results: list[Any] = []
@@ -80,6 +103,33 @@ def _run_writes(conn: sqlite3.Connection, requests: list[Job]) -> list[Any]:
             conn.execute("ROLLBACK")
         raise
     return results
+
+
+def _execute(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> None:
+    conn.execute(sql, args)
+
+
+def _claim(conn: sqlite3.Connection, claim: str, owner: str, args: tuple[Any, ...]) -> str:
+    """The claim statement; if it did not take the session, who holds it.
+
+    In a group, the owner is read in the group's transaction. Alone, in autocommit,
+    the claim runs again with the owner's read in one ``BEGIN IMMEDIATE``
+    transaction: the owner answered is the one that held the session as it lost.
+    """
+    taken = conn.execute(claim, args).fetchall()  # to the end: alone, that commits it
+    if taken:
+        return str(taken[0][0])
+    if conn.in_transaction:
+        return str(conn.execute(owner, args[:1]).fetchone()[0])
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        taken = conn.execute(claim, args).fetchall() or conn.execute(owner, args[:1]).fetchall()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return str(taken[0][0])
 
 
 class SqlitePipeline(SqlPath):
@@ -110,14 +160,16 @@ class SqlitePipeline(SqlPath):
         self._rows_many = statements.rows_many
         self._size = str(statements.storage_size)
         compile_ = functools.partial(Compiled.of, dialect=_DIALECT)
-        self._upsert = compile_(statements.upsert)
-        self._claim = compile_(statements.claim)
-        self._owner = compile_(statements.owner)
         self._touch = compile_(statements.touch)
         self._delete = compile_(statements.delete)
         self._delete_owner = compile_(statements.delete_owner)
         self._cleanup = compile_(statements.cleanup_batch)
         self._gauges = compile_(statements.gauges)
+        # The hot statements take their values in the order the callers have them.
+        self._upsert = _in_order(compile_(statements.upsert), "key", "alloc", "expires")
+        claim = compile_(statements.claim)
+        self._claim = _in_order(claim, "key", "alloc", "expires", "now", "replacing")
+        self._owner = _in_order(compile_(statements.owner), "key")
 
     async def start(self) -> None:
         """Open the loop's own reader, on the reader thread (opening may wait for a lock)."""
@@ -135,11 +187,14 @@ class SqlitePipeline(SqlPath):
 
     # -- batches ------------------------------------------------------------
 
-    async def _read_batch(self, requests: list[Lookup | Job]) -> list[Any]:
-        return await self._reader.run(lambda conn: self._run_reads(conn, requests))
+    # Plain functions returning the worker's future: the batcher awaits it, one
+    # coroutine less per call than an ``async def`` around it.
 
-    async def _write_batch(self, requests: list[Job]) -> list[Any]:
-        return await self._writer.run(lambda conn: _run_writes(conn, requests))
+    def _read_batch(self, requests: list[Lookup | Job]) -> asyncio.Future[list[Any]]:
+        return self._reader.run(functools.partial(self._run_reads, requests=requests))
+
+    def _write_batch(self, requests: list[Job]) -> asyncio.Future[list[Any]]:
+        return self._writer.run(functools.partial(_run_writes, requests=requests))
 
     def _run_reads(self, conn: sqlite3.Connection, requests: list[Lookup | Job]) -> list[Any]:
         """Key lookups as one IN query; other read jobs one by one."""
@@ -185,28 +240,16 @@ class SqlitePipeline(SqlPath):
         return owner
 
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        args = self._upsert.args(key=key, alloc=alloc_id, expires=expires_at)
-
-        def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute(self._upsert.sql, args)
-
-        await self.write(upsert)
+        sql, args = self._upsert, (key, alloc_id, expires_at)
+        await self._writes.call(lambda conn: _execute(conn, sql, args))
 
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        args = self._claim.args(
-            key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
-        )
-        owner_args = self._owner.args(key=key)
-
-        def claim(conn: sqlite3.Connection) -> str:
-            taken = conn.execute(self._claim.sql, args).fetchone()
-            if taken is not None:
-                return str(taken[0])
-            return str(conn.execute(self._owner.sql, owner_args).fetchone()[0])
-
-        return await self.write(claim)
+        args = (key, alloc_id, expires_at, now, replacing)
+        claim, owner = self._claim, self._owner
+        result: str = await self._writes.call(lambda conn: _claim(conn, claim, owner, args))
+        return result
 
     async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
         args = self._touch.args(key=key, expires=expires_at, now=now)
