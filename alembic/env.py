@@ -1,8 +1,9 @@
 """Alembic environment for session-repo (async, after alembic's async template).
 
 The URL is ``sqlalchemy.url`` when set, else the library's own resolution of
-``SESSION_STORE_URL`` / ``SESSION_STORE_PATH``. A caller that already holds a
-connection (the library, tests) passes it as ``config.attributes["connection"]``.
+``SESSION_STORE_URL`` / ``SESSION_STORE_URL_FROM`` / ``SESSION_STORE_PATH``. A
+caller that already holds a connection (the library, tests) passes it as
+``config.attributes["connection"]``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from logging.config import fileConfig
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 
 from alembic import context
-from session_repo.backends.sql.engine import BEGIN_OPTION, create_engine
+from session_repo.backends.sql.engine import BEGIN_OPTION, create_engine, parse_url
 from session_repo.backends.sql.migrate import migration_lock
 from session_repo.backends.sql.model import metadata
 from session_repo.config import SessionStoreConfig
@@ -24,8 +25,9 @@ if config.config_file_name is not None and config.attributes.get("connection") i
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or SessionStoreConfig.from_env().url
+def _url() -> URL:
+    """The URL as the library reads it (``postgres://`` from a host: asyncpg)."""
+    return parse_url(config.get_main_option("sqlalchemy.url") or SessionStoreConfig.from_env().url)
 
 
 def run_migrations_offline() -> None:

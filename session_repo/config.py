@@ -31,6 +31,7 @@ StoreKind = Literal["sql", "redis", "memory"]
 _STORE_KINDS: dict[str, StoreKind] = {
     "sqlite": "sql",
     "postgresql": "sql",
+    "postgres": "sql",  # as hosts hand it out; read as postgresql+asyncpg
     "mysql": "sql",
     "mariadb": "sql",
     "redis": "redis",
@@ -127,7 +128,13 @@ class SessionStoreConfig:
             ConfigError: a value is malformed; the message names the variable and the value.
         """
         env = _Env(os.environ if environ is None else environ)
-        url = env.get("SESSION_STORE_URL")
+        url_name = "SESSION_STORE_URL"
+        url = env.get(url_name)
+        source = env.get("SESSION_STORE_URL_FROM")
+        if url is None and source is not None:  # the variable a host sets, as it sets it
+            url_name, url = source, env.get(source)
+            if url is None:
+                raise ConfigError(f"SESSION_STORE_URL_FROM={source!r}: that variable is not set")
         if url is None:
             path = env.get("SESSION_STORE_PATH")
             if path == ":memory:":
@@ -138,7 +145,7 @@ class SessionStoreConfig:
                 url = DEFAULT_URL
         return cls(
             enabled=env.boolean("SESSION_STORE_ENABLED", True),
-            url=env.checked("SESSION_STORE_URL", url, _check_url),
+            url=env.checked(url_name, url, _check_url),
             ttl=env.millis("SESSION_STORE_TTL_MS", DEFAULT_TTL_MS, positive=True),
             cleanup_interval=env.millis("SESSION_STORE_CLEANUP_INTERVAL_MS", 60_000),
             cleanup_batch=env.integer("SESSION_STORE_CLEANUP_BATCH", 5000, minimum=1),

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import Pool
 
@@ -28,6 +29,7 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
+from session_repo.backends.sql.engine import parse_url
 from session_repo.backends.sql.errors import storage_errors
 from session_repo.config import mask_url
 from tests.servers import migrated_url
@@ -77,7 +79,7 @@ async def test_url_options_are_the_fast_paths_connection_settings() -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["no_such_option=1", "sslmode=require", "timeout=soon", "command_timeout=-1"]
+    "query", ["no_such_option=1", "ssl_mode=require", "timeout=soon", "command_timeout=-1"]
 )
 def test_a_wrong_url_option_is_a_config_error(query: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -294,7 +296,7 @@ def _leaks(password: str, texts: list[str]) -> list[str]:
 # URL shapes, each given the password as escaped and as raw text.
 SHAPES = [
     "postgresql+asyncpg://app:{encoded}@db.internal:5432/app",
-    "postgres://app:{encoded}@db.internal/app",  # unsupported scheme
+    "postgres://app:{encoded}@db.internal/app",  # as hosts hand it out
     "ftp://app:{encoded}@db.internal/app",
     "app:{encoded}@db.internal",  # no scheme at all
     "postgresql+asyncpg://app:{raw}@db.internal/app",  # not escaped
@@ -329,3 +331,45 @@ def test_known_shapes_never_show_the_password(url: str) -> None:
     texts = _shown_everywhere(url)
     assert not [t for t in texts if "secret9" in t or "ret9" in t], texts
     assert any("***" in t for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("given", "read_as"),
+    [
+        ("postgres://app@db.internal:5432/app", "postgresql+asyncpg://app@db.internal:5432/app"),
+        ("postgresql://app@db/app?sslmode=require", "postgresql+asyncpg://app@db/app?ssl=require"),
+        (
+            "postgresql+asyncpg://app@db/app?sslmode=disable&ssl=require",
+            "postgresql+asyncpg://app@db/app?ssl=require",
+        ),
+        ("mysql://root@db:3306/app", "mysql+asyncmy://root@db:3306/app"),
+        ("mariadb://root@db/app", "mariadb+asyncmy://root@db/app"),
+        ("sqlite:///data/s.sqlite", "sqlite+aiosqlite:///data/s.sqlite"),
+        ("mysql+asyncmy://root@db/app", "mysql+asyncmy://root@db/app"),
+    ],
+)
+def test_urls_as_hosts_hand_them_out_are_read_with_the_async_driver(
+    given: str, read_as: str
+) -> None:
+    assert parse_url(given).render_as_string(hide_password=False) == read_as
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
+async def test_a_driverless_url_serves_the_contract(server: str) -> None:
+    """``postgres://..?sslmode=disable`` (Fly Postgres's DATABASE_URL) and ``mysql://..``."""
+    url = make_url(migrated_url(server))
+    if server == "postgresql":
+        given = url.set(drivername="postgres").update_query_dict({"sslmode": "disable"})
+    else:
+        given = url.set(drivername="mysql")
+    environ = {
+        "SESSION_STORE_URL_FROM": "DATABASE_URL",
+        "DATABASE_URL": given.render_as_string(hide_password=False),
+    }
+    async with create_session_repository(SessionStoreConfig.from_env(environ)) as repo:
+        await repo.upsert("host-url-session", "machine-a")
+        assert await repo.lookup("host-url-session") == "machine-a"
+        assert await repo.claim("host-url-session", "machine-b") == "machine-a"
+        assert await repo.delete("host-url-session") is True
+        assert (await repo.health()).status == "ok"

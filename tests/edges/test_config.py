@@ -75,6 +75,18 @@ def test_every_variable_is_read() -> None:
         ({"SESSION_STORE_PATH": ":memory:"}, "memory://"),
         ({"SESSION_STORE_PATH": "/x.sqlite", "SESSION_STORE_URL": "memory://"}, "memory://"),
         ({"SESSION_STORE_URL": "  "}, DEFAULT_URL),
+        (
+            {"SESSION_STORE_URL_FROM": "DATABASE_URL", "DATABASE_URL": "postgres://a@db/app"},
+            "postgres://a@db/app",
+        ),
+        (
+            {"SESSION_STORE_URL_FROM": "REDIS_URL", "REDIS_URL": "rediss://h:6380/0"},
+            "rediss://h:6380/0",
+        ),
+        (  # SESSION_STORE_URL wins
+            {"SESSION_STORE_URL": "memory://", "SESSION_STORE_URL_FROM": "DATABASE_URL"},
+            "memory://",
+        ),
     ],
 )
 def test_url_resolution(environ: dict[str, str], url: str) -> None:
@@ -147,3 +159,15 @@ def test_overrides() -> None:
 def test_bad_fields_are_config_errors(name: str, value: object) -> None:
     with pytest.raises(ConfigError, match=name):
         SessionStoreConfig(**{name: value})  # type: ignore[arg-type]
+
+
+def test_url_from_a_variable_that_is_not_set_is_refused() -> None:
+    with pytest.raises(ConfigError, match="SESSION_STORE_URL_FROM='DATABASE_URL'"):
+        SessionStoreConfig.from_env({"SESSION_STORE_URL_FROM": "DATABASE_URL"})
+
+
+def test_a_bad_url_from_another_variable_is_named_by_it_without_its_password() -> None:
+    environ = {"SESSION_STORE_URL_FROM": "DATABASE_URL", "DATABASE_URL": "ftp://u:hunter2@h/x"}
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL=") as info:
+        SessionStoreConfig.from_env(environ)
+    assert "hunter2" not in str(info.value)

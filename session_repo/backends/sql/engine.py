@@ -35,6 +35,7 @@ __all__ = [
     "parse_url",
     "shown_url",
     "sqlite_file",
+    "with_async_driver",
 ]
 
 CONNECT_TIMEOUT_S = 10
@@ -56,7 +57,7 @@ def parse_url(url: str | URL) -> URL:
             PostgreSQL or MariaDB/MySQL, or has an asyncpg option that is not valid.
     """
     try:
-        parsed = make_url(url)
+        parsed = with_async_driver(make_url(url))
     except ArgumentError as exc:
         raise ConfigError(f"not a database URL: {mask_url(str(url))!r}") from exc
     if parsed.get_backend_name() not in SUPPORTED:
@@ -68,6 +69,35 @@ def parse_url(url: str | URL) -> URL:
     if parsed.get_driver_name() == "asyncpg":
         asyncpg_query_options(parsed)  # a wrong option fails here, not on every connect
     return parsed
+
+
+# The URLs hosts hand out (Fly, Heroku, Render, Supabase: often as DATABASE_URL) name
+# no driver, or the old ``postgres`` scheme: each is read with the async driver.
+_ASYNC_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "mysql": "mysql+asyncmy",
+    "mariadb": "mariadb+asyncmy",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def with_async_driver(url: URL) -> URL:
+    """``url`` with the async driver when it names none, and libpq's ``sslmode`` as
+    asyncpg's ``ssl`` (the same values: ``disable`` .. ``verify-full``).
+
+    Args:
+        url: a parsed database URL, e.g. ``postgres://app@db.internal:5432/app``.
+    """
+    driver = _ASYNC_DRIVERS.get(url.drivername)
+    if driver is not None:
+        url = url.set(drivername=driver)
+    mode = url.query.get("sslmode")
+    if url.get_driver_name() == "asyncpg" and mode is not None:
+        url = url.difference_update_query(["sslmode"])
+        if "ssl" not in url.query:
+            url = url.update_query_dict({"ssl": mode})
+    return url
 
 
 def shown_url(url: URL) -> str:
