@@ -703,6 +703,77 @@ async def test_the_warm_cache_is_bounded_by_max_sessions(store: BreakableStore) 
         assert await repo.lookup("newest") == "m1"
 
 
+async def test_the_warm_cache_lets_the_least_recently_changed_session_go_first(
+    fake_clock: FakeClock,
+) -> None:
+    # A lookup that finds what the cache knows does not reorder it (that would cost
+    # every healthy lookup a random memory write); a write, or a new owner, does.
+    async def known_in_outage(
+        *writes: Callable[[ResilientSessionRepository], Awaitable[Any]],
+    ) -> list[str | None]:
+        store = BreakableStore(clock=fake_clock)
+        async with ResilientSessionRepository(store, warm_sessions=2, **FAST) as repo:
+            await repo.upsert("first", "m1")
+            await repo.upsert("second", "m1")
+            for write in writes:
+                await write(repo)
+            await repo.upsert("third", "m1")  # over the bound: the oldest goes
+            store.error = DOWN
+            return [await repo.lookup(s) for s in ("first", "second", "third")]
+
+    assert await known_in_outage(lambda r: r.lookup("first")) == [None, "m1", "m1"]
+    assert await known_in_outage(lambda r: r.upsert("first", "m2")) == ["m2", None, "m1"]
+
+    async def taken_elsewhere(repo: ResilientSessionRepository) -> None:
+        await repo.primary.upsert("first", "m3")  # another instance took it
+        assert await repo.lookup("first") == "m3"  # a new owner: kept as the newest
+
+    assert await known_in_outage(taken_elsewhere) == ["m3", None, "m1"]
+
+
+async def test_a_lookup_keeps_the_expiry_a_write_gave(
+    repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
+) -> None:
+    await repo.upsert("short", "m1", ttl=30)
+    assert await repo.lookup("short") == "m1"  # no expiry in this answer: the write's stays
+    await store.upsert("seen", "m1", ttl=30)
+    assert await repo.lookup("seen") == "m1"  # unknown before: kept for the default ttl
+    fake_clock.advance(31)
+    store.error = DOWN
+    assert await repo.lookup("short") is None
+    assert await repo.lookup("seen") == "m1"
+
+
+async def test_a_claim_of_ones_own_session_keeps_its_expiry_unless_it_replaces_itself(
+    repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
+) -> None:
+    assert await repo.claim("kept", "me", ttl=30) == "me"
+    assert await repo.claim("kept", "me", ttl=600) == "me"  # already ours: nothing changed
+    assert await repo.claim("renewed", "me", ttl=30) == "me"
+    assert await repo.claim("renewed", "me", ttl=600, replacing="me") == "me"
+    fake_clock.advance(31)
+    assert [await store.lookup(s) for s in ("kept", "renewed")] == [None, "me"]
+    store.error = DOWN  # the warm fallback knows the same
+    assert [await repo.lookup(s) for s in ("kept", "renewed")] == [None, "me"]
+
+
+async def test_calls_after_close_raise_and_reach_no_store(store: BreakableStore) -> None:
+    repo = ResilientSessionRepository(store, **FAST)
+    await repo.upsert("s1", "m1")
+    await repo.close()
+    calls = store.calls
+    for call in (
+        repo.lookup("s1"),
+        repo.upsert("s1", "m1"),
+        repo.claim("s1", "m1"),
+        repo.touch("s1"),
+        repo.delete("s1"),
+    ):
+        with pytest.raises(RepositoryClosed):
+            await call
+    assert store.calls == calls
+
+
 def test_factory_leaves_memory_null_and_no_fallback_unwrapped(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
     assert isinstance(
