@@ -42,7 +42,8 @@ class FallbackState:
         self.fallback = fallback
         self.journal = Journal(journal_max)
         self.warm = WarmCache(warm_sessions)
-        self._seeded: set[bytes] = set()  # sessions the fallback holds this outage
+        # Sessions the fallback holds this outage; none while healthy (cleared on recovery).
+        self._seeded: set[bytes] = set()
         self._default_ttl_ms = default_ttl_ms
         self._backend = backend
         self._dropped_logged = False
@@ -55,6 +56,20 @@ class FallbackState:
     def seen(self, key: bytes, owner: str | None, now: int) -> None:
         """An answer with no expiry (a lookup, a claim's other winner)."""
         self.warm.seen(key, owner, now, now + self._default_ttl_ms)
+        self._seeded.discard(key)
+
+    def claimed(
+        self, key: bytes, owner: str, winner: str, now: int, expires_at: int, replacing: str | None
+    ) -> None:
+        """A claim's answer: ``winner`` holds the session.
+
+        A win is kept until ``expires_at``, unless ``owner`` held the session
+        already and the claim did not replace itself (``WarmCache.claimed``).
+        """
+        if winner == owner:
+            self.warm.claimed(key, owner, expires_at, now, replacing == owner)
+        else:
+            self.warm.seen(key, winner, now, now + self._default_ttl_ms)
         self._seeded.discard(key)
 
     def renewed(self, key: bytes, expires_at: int) -> None:
