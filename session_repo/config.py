@@ -36,6 +36,8 @@ _STORE_KINDS: dict[str, StoreKind] = {
     "mariadb": "sql",
     "redis": "redis",
     "rediss": "redis",
+    "valkey": "redis",  # a Valkey server, through valkey-py
+    "valkeys": "redis",
     "memory": "memory",
 }
 
@@ -290,7 +292,7 @@ def store_kind(url: str) -> StoreKind:
 
     Returns:
         ``"sql"`` for SQLite, PostgreSQL and MariaDB/MySQL, ``"redis"`` for
-        ``redis://`` and ``rediss://``, ``"memory"`` for ``memory://``.
+        ``redis://``, ``rediss://``, ``valkey://`` and ``valkeys://``, ``"memory"`` for ``memory://``.
 
     Raises:
         ConfigError: ``url`` is not a URL, or its scheme names no store this library has.

@@ -114,7 +114,7 @@ async def _clear_redis(location: str | None) -> None:
     import redis.asyncio as aioredis
 
     assert location is not None
-    client = aioredis.Redis.from_url(location)
+    client = aioredis.Redis.from_url(location.replace("valkey://", "redis://", 1))
     try:
         async for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
             await client.delete(key)
@@ -186,6 +186,17 @@ BACKENDS: dict[str, Backend] = {
         name="redis",
         health_name="redis",
         location=lambda _: require_server("redis"),
+        build=_build_redis,
+        reset=_clear_redis,
+        stored=_redis_rows,
+        server=True,
+        expires_by_fake_clock=False,
+    ),
+    # valkey-py, the Valkey project's client, against the same server (the protocol is one).
+    "valkey": Backend(
+        name="valkey",
+        health_name="valkey",
+        location=lambda _: require_server("redis").replace("redis://", "valkey://", 1),
         build=_build_redis,
         reset=_clear_redis,
         stored=_redis_rows,

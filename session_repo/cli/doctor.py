@@ -25,7 +25,7 @@ from session_repo.backends.sql.engine import create_engine, parse_url, sqlite_fi
 from session_repo.backends.sql.errors import storage_errors
 from session_repo.backends.sql.migrate import MIGRATE_HINT, head_revision, schema_revision
 from session_repo.config import SessionStoreConfig, store_kind, url_scheme
-from session_repo.errors import SessionRepoError
+from session_repo.errors import ConfigError, SessionRepoError
 
 __all__ = ["Finding", "diagnose"]
 
@@ -219,12 +219,17 @@ def _schema_finding(revision: str | None, backend: str) -> Finding:
 
 
 async def _redis_checks(config: SessionStoreConfig) -> list[Finding]:
-    from redis.asyncio import Redis
-
     from session_repo._core.translate import storage_errors as translated
+    from session_repo.backends.redis.clients import family_of_url
     from session_repo.backends.redis.errors import is_transient
 
-    client = Redis.from_url(config.url, socket_connect_timeout=config.connect_timeout)
+    try:
+        family = family_of_url(config.url)
+    except ConfigError as exc:
+        return [Finding("fail", "url", str(exc), "fix SESSION_STORE_URL")]
+    client = family.client_class().from_url(
+        config.url, socket_connect_timeout=config.connect_timeout
+    )
     try:
         with translated("connect", is_transient):
             seconds, micros = await client.time()

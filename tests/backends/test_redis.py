@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -330,3 +331,67 @@ async def test_writes_pipelined_after_redis_lost_its_scripts_still_land(
     assert await asyncio.gather(*calls) == [None] * 10 + ["machine-b"] * 10
     owners = await asyncio.gather(*(repo.lookup(f"s{n}") for n in range(10)))
     assert owners == ["machine-a"] * 10
+
+
+VALKEY_URL = REDIS_URL.replace("redis://", "valkey://", 1)
+
+
+async def test_valkey_py_and_redis_py_share_one_layout(client: Any) -> None:
+    """A valkey:// repository and a redis:// one on the same server see the same bindings."""
+    import valkey.asyncio as aiovalkey
+
+    async with (
+        RedisSessionRepository(VALKEY_URL, key_prefix=PREFIX, cleanup_interval=0) as valkey,
+        RedisSessionRepository(REDIS_URL, key_prefix=PREFIX, cleanup_interval=0) as redis,
+    ):
+        assert (await valkey.health()).backend == "valkey"
+        await valkey.upsert("s", "machine-a")
+        assert await redis.lookup("s") == "machine-a"
+        assert await redis.claim("s", "machine-b", replacing="machine-a") == "machine-b"
+        assert await valkey.lookup("s") == "machine-b"
+        assert await valkey.delete_owner("machine-b") == 1
+        assert await redis.lookup("s") is None
+    own = aiovalkey.Valkey.from_url(VALKEY_URL, decode_responses=True)
+    try:
+        async with RedisSessionRepository(own, key_prefix=PREFIX, cleanup_interval=0) as given:
+            await given.upsert("t", "machine-c")
+            assert await given.lookup("t") == "machine-c"
+        assert await own.ping()  # a client the caller passed stays open
+    finally:
+        await own.aclose()
+
+
+async def test_valkey_py_errors_are_classified_like_redis_py_ones(client: Any) -> None:
+    import valkey.asyncio as aiovalkey
+
+    from session_repo.backends.redis.errors import is_transient
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    refused = aiovalkey.Valkey.from_url(f"valkey://127.0.0.1:{closed}/0")
+    try:
+        with pytest.raises(Exception) as info:
+            await refused.ping()
+    finally:
+        await refused.aclose()
+    assert is_transient(info.value), repr(info.value)
+    await client.hset(f"{PREFIX}wrong-type", "a", "b")
+    typed = aiovalkey.Valkey.from_url(VALKEY_URL)
+    try:
+        with pytest.raises(Exception) as info:
+            await typed.get(f"{PREFIX}wrong-type")
+    finally:
+        await typed.aclose()
+    assert not is_transient(info.value), repr(info.value)
+
+
+async def test_valkey_pipelined_writes_after_the_server_lost_its_scripts_still_land(
+    client: Any,
+) -> None:
+    async with RedisSessionRepository(VALKEY_URL, key_prefix=PREFIX, cleanup_interval=0) as repo:
+        await repo.upsert("warm", "machine-a")
+        await client.script_flush()
+        calls = [repo.upsert(f"s{n}", "machine-a") for n in range(10)]
+        calls += [repo.claim(f"c{n}", "machine-b") for n in range(10)]
+        assert await asyncio.gather(*calls) == [None] * 10 + ["machine-b"] * 10

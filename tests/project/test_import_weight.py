@@ -64,4 +64,8 @@ def test_a_backend_loads_what_it_needs_on_first_use() -> None:
     assert {"sqlalchemy", "alembic"} <= loaded_after(
         "from session_repo import SqlSessionRepository"
     )
-    assert "redis" in loaded_after("import session_repo; session_repo.RedisSessionRepository")
+    # The client library loads when a repository is made for a URL (nothing connects yet).
+    assert "redis" not in loaded_after("import session_repo; session_repo.RedisSessionRepository")
+    made = "import session_repo; session_repo.RedisSessionRepository('{}://127.0.0.1:1/0')"
+    assert "redis" in loaded_after(made.format("redis"))
+    assert "valkey" in loaded_after(made.format("valkey")) - loaded_after(made.format("redis"))

@@ -1,4 +1,4 @@
-"""``RedisSessionRepository``: bindings as Redis keys with native expiry.
+"""``RedisSessionRepository``: bindings as Redis (or Valkey) keys with native expiry.
 
 Layout under ``key_prefix``: ``s:<digest hex>`` holds the owner with a ``PX``
 ttl; ``o:<alloc id>`` is the owner's index, a sorted set of digests scored by
@@ -6,18 +6,18 @@ expiry (ms), used by ``delete_owner``; ``e`` scores every binding's digest by
 its expiry, so the gauges are two ``ZCOUNT`` (O(log n)), never a scan. Every
 change to a binding and its indexes happens in one Lua script, so they cannot
 drift; an owner index expires itself after its longest binding, and ``cleanup``
-drops the entries whose binding has gone.
+drops the entries whose binding has gone or moved.
 
-Every key a script touches is in its ``KEYS``. A script cannot know beforehand
-whose index a rebinding leaves, so the caller names the owner it believes holds
-the binding (remembered from recent calls); when that is wrong the script changes
-nothing and answers the real owner, and the call runs again with it. Every key
-starts with ``key_prefix``: a prefix with a hash tag (``"{sessions}:"``) puts a
-tenant's keys in one Redis Cluster slot, as its multi-key scripts need.
+Every key a script touches is in its ``KEYS``: a write names the index of the
+owner it writes (the old owner's keeps a stale entry, checked against the binding
+by whoever reads it). Every key starts with ``key_prefix``: a prefix with a hash
+tag (``"{sessions}:"``) puts a tenant's keys in one Redis Cluster slot.
 
 Redis decides expiry by its own clock (a fake clock does not expire bindings);
 the injected clock only scores the indexes. The lookups of one event-loop tick
-go to Redis as one ``MGET``.
+go to Redis as one ``MGET``, the writes as one pipeline. ``valkey://`` and
+``valkeys://`` URLs (or a ``valkey.asyncio.Valkey`` client) use valkey-py, with
+the same scripts and semantics.
 """
 
 from __future__ import annotations
@@ -27,25 +27,21 @@ from typing import Any
 
 from session_repo._core.front import StoreFront
 from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int
+from session_repo.backends.redis.clients import family_of_client, family_of_url
 from session_repo.backends.redis.errors import is_transient
 from session_repo.backends.redis.storage import RedisStorage
 from session_repo.clock import Clock
-from session_repo.errors import ConfigError
 
 __all__ = ["RedisSessionRepository"]
-
-try:
-    import redis.asyncio as aioredis
-except ImportError:  # pragma: no cover - exercised only without the extra
-    aioredis = None  # type: ignore[assignment]
 
 
 class RedisSessionRepository(StoreFront):
     """Bindings in Redis (``redis://`` or ``rediss://``), or a ``redis.asyncio.Redis`` client.
 
     Args:
-        url_or_client: a ``redis://``, ``rediss://`` or ``unix://`` URL, or a
-            ``redis.asyncio.Redis`` client you built (then closing the repository
+        url_or_client: a ``redis://``, ``rediss://`` or ``unix://`` URL (redis-py), a
+            ``valkey://`` or ``valkeys://`` URL (valkey-py), or a ``redis.asyncio.Redis``
+            or ``valkey.asyncio.Valkey`` client you built (then closing the repository
             leaves it open).
         clock: scores the indexes; Redis expires bindings by its own clock.
         default_ttl: the ttl (seconds or ``timedelta``) used when a call passes ``None``.
@@ -58,8 +54,8 @@ class RedisSessionRepository(StoreFront):
             for a lone lookup and a lone write.
 
     Raises:
-        ConfigError: the ``[redis]`` extra is not installed, or the URL is not a
-            Redis URL.
+        ConfigError: the ``[redis]`` (``[valkey]``) extra is not installed, or the
+            URL is not a Redis (Valkey) URL.
         TypeError: an argument has the wrong type.
         InvalidInput: an argument is out of range.
     """
@@ -75,33 +71,33 @@ class RedisSessionRepository(StoreFront):
         cleanup_batch: int = 5000,
         max_connections: int = 50,
     ) -> None:
+        if isinstance(url_or_client, str):
+            family = family_of_url(url_or_client)
+            self._url: str | None = url_or_client
+            self._client: Any = None
+        elif (found := family_of_client(url_or_client)) is not None:
+            family = found
+            self._url = None
+            self._client = url_or_client
+        else:
+            raise TypeError(
+                "url_or_client must be a Redis or Valkey URL or client, "
+                f"not {type(url_or_client).__name__}"
+            )
+        self._family = family
         super().__init__(
             connect=self._connect,
-            backend="redis",
+            backend=family.name,
             clock=clock,
             default_ttl=default_ttl,
             cleanup_interval=cleanup_interval,
             cleanup_batch=cleanup_batch,
             classify=is_transient,
         )
-        if aioredis is None:
-            raise ConfigError("the Redis backend needs: pip install 'session-repo[redis]'")
         if not isinstance(key_prefix, str):
             raise TypeError("key_prefix must be a str")
         self._prefix = key_prefix
         self._max_connections = positive_int("max_connections", max_connections)
-        if isinstance(url_or_client, str):
-            if not url_or_client.startswith(("redis://", "rediss://", "unix://")):
-                raise ConfigError(f"not a Redis URL: {url_or_client.split('@')[-1]!r}")
-            self._url: str | None = url_or_client
-            self._client: Any = None
-        elif isinstance(url_or_client, aioredis.Redis):
-            self._url = None
-            self._client = url_or_client
-        else:
-            raise TypeError(
-                f"url_or_client must be a Redis URL or client, not {type(url_or_client).__name__}"
-            )
 
     def __repr__(self) -> str:
         return f"RedisSessionRepository(prefix={self._prefix!r})"
@@ -113,7 +109,7 @@ class RedisSessionRepository(StoreFront):
             # Not a blocking pool (its lock and timer cost every command): the storage
             # lets at most max_connections batches run at once, a burst waits its turn,
             # and a lone lookup and a lone write take the two connections more.
-            pool = aioredis.ConnectionPool.from_url(
+            pool = self._family.client.ConnectionPool.from_url(
                 self._url,
                 max_connections=self._max_connections + 2,
                 decode_responses=True,
@@ -121,7 +117,7 @@ class RedisSessionRepository(StoreFront):
                 socket_connect_timeout=10,
                 health_check_interval=30,
             )
-            client = aioredis.Redis(connection_pool=pool)
+            client = self._family.client_class()(connection_pool=pool)
             resources.push_async_callback(client.aclose)
         storage = RedisStorage(
             client,
@@ -129,6 +125,7 @@ class RedisSessionRepository(StoreFront):
             batch=self.cleanup_batch,
             now_ms=self.now_ms,
             slots=self._max_connections,
+            no_script=self._family.errors.NoScriptError,
         )
         await storage.ping()
         return storage

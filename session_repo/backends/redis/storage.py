@@ -42,6 +42,7 @@ class RedisStorage:
             waits for a slot (the client's own pool need not block, which costs every
             command). A lone lookup and a lone write take no slot: with them, at most
             ``slots + 2`` connections are in use.
+        no_script: the client library's ``NoScriptError``.
     """
 
     def __init__(
@@ -52,12 +53,14 @@ class RedisStorage:
         batch: int,
         now_ms: Callable[[], int],
         slots: int,
+        no_script: type[Exception],
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._batch = batch
         self._now_ms = now_ms
         self._slots = asyncio.Semaphore(slots)
+        self._no_script = no_script
         self._owners: dict[bytes, str] = {}
         self._lookups = TickBatcher(self._lookup_batch, alone=self._lookup_alone)
         self._scripts = TickBatcher(self._script_batch, alone=self._script_alone)
@@ -113,10 +116,8 @@ class RedisStorage:
                 for script, keys, args in requests:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
                 results: list[Any] = await pipe.execute(raise_on_error=False)
-            from redis.exceptions import NoScriptError  # loaded: the client is redis-py's
-
             for n, result in enumerate(results):
-                if isinstance(result, NoScriptError):
+                if isinstance(result, self._no_script):
                     script, keys, args = requests[n]
                     try:
                         results[n] = await script(keys=keys, args=args)
