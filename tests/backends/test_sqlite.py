@@ -19,6 +19,7 @@ from sqlalchemy import event, text
 from sqlalchemy.pool import Pool
 
 from session_repo import InvalidInput, SchemaOutOfDate, SqlSessionRepository, StorageError
+from session_repo.backends.sql import sqlite_checkpoint
 from session_repo.backends.sql.migrate import head_revision
 from session_repo.backends.sql.sqlite_engine import sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
@@ -465,3 +466,35 @@ async def test_a_lone_write_waits_for_another_process_lock_and_answers_after_its
             holder.close()
         assert stored_owner(db_path, "s") == "machine-a"
         assert stored_owner(db_path, "c") == "machine-a"
+
+
+def wal_restarts(path: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time the WAL
+    starts over from its first frame. (SQLite locks the -shm file, never the -wal.)"""
+    with open(f"{path}-wal", "rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+async def test_checkpoints_run_beside_the_writer_and_the_wal_starts_over(
+    db_path: Path,
+    fake_clock: FakeClock,
+    traced: dict[int, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sqlite_checkpoint, "CHECKPOINT_ROWS", 8)
+    monkeypatch.setattr(sqlite_checkpoint, "RESTART_FRAMES", 40)
+    rows = 300  # 1000 frames and more: the writer's own autocheckpoint would not start yet
+    async with SqlSessionRepository(url(db_path), clock=fake_clock, cleanup_interval=0) as repo:
+        await repo.upsert("first", "machine-a")
+        before = wal_restarts(db_path)
+        for n in range(rows):
+            await repo.upsert(f"s{n}", "machine-a")
+        assert wal_restarts(db_path) > before
+        for n in range(0, rows, 7):
+            assert stored_owner(db_path, f"s{n}") == "machine-a"
+    checkpoint = "PRAGMA wal_checkpoint(PASSIVE)"
+    writer = next(s for s in traced.values() if any(q.startswith("INSERT") for q in s))
+    beside = [s for s in traced.values() if s is not writer and checkpoint in s]
+    assert len(beside) == 1  # one connection of its own
+    assert beside[0].count(checkpoint) > 1
+    assert checkpoint in writer  # what was left, once the WAL was long

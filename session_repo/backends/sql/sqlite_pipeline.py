@@ -10,7 +10,9 @@ layer makes five or more per operation. Here every hand-off carries a batch:
   is resolved only after that commit, so an acknowledged write is durable. A write
   alone is one statement in autocommit: SQLite makes it its own transaction,
   committed before the statement returns (a claim that loses reads its owner in a
-  transaction of its own).
+  transaction of its own);
+- checkpoints: a third connection copies the WAL back into the file on a thread of
+  its own, so the writer seldom waits for a checkpoint's fsyncs (``sqlite_checkpoint``).
 
 A statement that fails inside a group fails only its own caller (SQLite rolls back
 just that statement); a failed BEGIN or COMMIT fails the whole group. A caller
@@ -39,6 +41,7 @@ from session_repo._core.storage import Gauges
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import file_is_bad
 from session_repo.backends.sql.path import SqlPath
+from session_repo.backends.sql.sqlite_checkpoint import WRITER_PRAGMAS, Checkpointer
 from session_repo.backends.sql.sqlite_engine import Synchronous, sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
 from session_repo.backends.sql.sqlite_worker import Job, SqliteWorker
@@ -152,8 +155,9 @@ class SqlitePipeline(SqlPath):
     ) -> None:
         self._engine = sync_engine_for(path, busy_timeout=busy_timeout, synchronous=synchronous)
         self._reader = SqliteWorker(self._engine, "reader", read_only=True)
-        self._writer = SqliteWorker(self._engine, "writer", read_only=False)
+        self._writer = SqliteWorker(self._engine, "writer", read_only=False, pragmas=WRITER_PRAGMAS)
         self._inline = InlineReader(self._engine)
+        self._checkpoints = Checkpointer(self._engine, self._writer)
         self._reads = Batcher(self._read_batch, max_batch=MAX_BATCH, overlap=False)
         self._writes = Batcher(self._write_batch, max_batch=MAX_BATCH, overlap=False)
         self._rows = Compiled.of(statements.rows, _DIALECT)
@@ -180,6 +184,7 @@ class SqlitePipeline(SqlPath):
         await self._writes.drain()
         self._inline.close()
         try:
+            await self._checkpoints.close()
             await self._reader.close()
         finally:
             await self._writer.close()
@@ -194,6 +199,7 @@ class SqlitePipeline(SqlPath):
         return self._reader.run(functools.partial(self._run_reads, requests=requests))
 
     def _write_batch(self, requests: list[Job]) -> asyncio.Future[list[Any]]:
+        self._checkpoints.wrote(len(requests))
         return self._writer.run(functools.partial(_run_writes, requests=requests))
 
     def _run_reads(self, conn: sqlite3.Connection, requests: list[Lookup | Job]) -> list[Any]:

@@ -57,11 +57,14 @@ class SqliteWorker:
         engine: the pipeline's sync engine.
         name: ``"reader"`` or ``"writer"``, for the thread's name.
         read_only: the connection refuses writes (``PRAGMA query_only``).
+        pragmas: statements run on the connection once it is opened.
     """
 
-    def __init__(self, engine: Engine, name: str, *, read_only: bool) -> None:
+    def __init__(
+        self, engine: Engine, name: str, *, read_only: bool, pragmas: tuple[str, ...] = ()
+    ) -> None:
         self._engine = engine
-        self._read_only = read_only
+        self._pragmas = ("PRAGMA query_only = 1", *pragmas) if read_only else pragmas
         self._name = f"session-repo-sqlite-{name}"
         self._jobs: SimpleQueue[_Item | None] = SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -122,8 +125,8 @@ class SqliteWorker:
         conn = held.driver_connection
         assert isinstance(conn, sqlite3.Connection)
         try:
-            if self._read_only:
-                conn.execute("PRAGMA query_only = 1")
+            for pragma in self._pragmas:
+                conn.execute(pragma)
         except BaseException:
             held.invalidate()
             raise
