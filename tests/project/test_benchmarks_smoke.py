@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from benchmarks.callbacks import CallbackClock
+from benchmarks.instructions import main as instructions_main
 from benchmarks.mariadb import MariadbTemplate
 from benchmarks.measure import Result, Sample
 from benchmarks.postgres import PostgresTemplate
@@ -385,3 +387,34 @@ def test_the_run_draws_its_ratios(tmp_path: Path) -> None:
     assert main(argv) == 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert chart.stat().st_size > 5_000  # a drawn figure, not an empty canvas
+
+
+def test_instructions_per_operation_under_callgrind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``benchmarks/instructions.py`` on the cheapest pair, so it cannot rot (about 30 s)."""
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed (apt-get install valgrind); CI has it")
+    out = tmp_path / "instructions.json"
+    argv = ["--subjects", "repo-memory,ttlcache", "--ops", "lookup", "--n1", "10", "--n2", "30"]
+    argv += ["--sessions", "100", "--json", str(out)]
+    assert instructions_main(argv) == 0
+
+    data = json.loads(out.read_text())
+    rows = {row["subject"]: row for row in data["rows"]}
+    assert set(rows) == {"repo-memory", "ttlcache"}
+    for row in rows.values():
+        assert row["skipped"] is None, row
+        assert row["wrong"] == 0
+        n1_total, n2_total = row["collected"]
+        assert n2_total > n1_total > 0
+        # A SHA-256 and a dict lookup in Python: thousands of instructions, not millions.
+        assert 1_000 < row["per_op"] < 1_000_000, row
+    (ratio,) = data["ratios"]
+    assert (ratio["numerator"], ratio["denominator"], ratio["op"]) == (
+        "repo-memory",
+        "ttlcache",
+        "lookup",
+    )
+    assert 0.2 < ratio["value"] < 5
+    assert "repo-memory / ttlcache" in capsys.readouterr().out
