@@ -16,10 +16,10 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import NullPool, Pool
 
 from session_repo import (
     ConfigError,
@@ -373,3 +373,37 @@ async def test_a_driverless_url_serves_the_contract(server: str) -> None:
         assert await repo.claim("host-url-session", "machine-b") == "machine-a"
         assert await repo.delete("host-url-session") is True
         assert (await repo.health()).status == "ok"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
+async def test_closing_after_the_server_dropped_idle_connections_raises_nothing(
+    server: str,
+) -> None:
+    url = migrated_url(server)
+    repo = SqlSessionRepository(url, cleanup_interval=0)
+    await asyncio.gather(*(repo.lookup(f"idle-{n}") for n in range(20)))  # open a few
+    killer = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with killer.connect() as conn:
+            if server == "postgresql":
+                await conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            else:
+                ids = await conn.scalars(
+                    text(
+                        "SELECT id FROM information_schema.processlist "
+                        "WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command = 'Sleep'"
+                    )
+                )
+                for conn_id in ids.all():
+                    with contextlib.suppress(Exception):
+                        await conn.execute(text(f"KILL {int(conn_id)}"))
+    finally:
+        await killer.dispose()
+    await asyncio.sleep(0.2)
+    await repo.close()  # the dropped connections are forgotten, not an error

@@ -612,6 +612,10 @@ async def test_a_deadlock_is_tried_again_and_nothing_else_is() -> None:
         assert await retry_conflicts(failing(["1213/40001", "1213/40001"])) == 7
         assert len(calls) == 3
         calls.clear()
+        attempt = failing(["1213/40001"])
+        assert await retry_conflicts(lambda: attempt()) == 7  # as the fast paths call it
+        assert len(calls) == 2
+        calls.clear()
         with pytest.raises(Exception, match="x") as info:
             await retry_conflicts(failing(["1644/45000", "1213/40001"]))
         assert info.value.args[0] == 1644

@@ -275,7 +275,11 @@ async def retry_conflicts(work: Callable[[], Awaitable[T]]) -> T:
         wait=wait_random_exponential(multiplier=0.005, max=0.1),
         reraise=True,
     )
-    return await retrying(work)
+
+    async def attempt() -> T:  # a coroutine function: tenacity would not await a lambda's
+        return await work()
+
+    return await retrying(attempt)
 
 
 @contextlib.contextmanager

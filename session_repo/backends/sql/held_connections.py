@@ -19,6 +19,7 @@ next caller checks out a fresh one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -107,4 +108,8 @@ class HeldConnections:
         self._idle.clear()
         connections, self._all = self._all, set()
         for conn in connections:
-            await conn.close()
+            try:
+                await conn.close()
+            except Exception:  # the server dropped it while idle: the pool forgets it
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
