@@ -5,20 +5,18 @@ layer makes five or more per operation. Here every hand-off carries a batch:
 
 - reads: the lookups that arrive while the reader is busy go together as one
   ``SELECT .. WHERE session_key IN (..)`` on the reader connection;
-- writes: each loop tick's writes go to the writer as batches of at most
-  ``WRITE_BATCH``; the batches queued while it is busy go together into one
-  ``BEGIN IMMEDIATE .. COMMIT`` on the writer connection (group commit,
-  ``sqlite_writes``); each caller is resolved only after that commit, so an
-  acknowledged write is durable. A write alone is one statement in autocommit:
-  SQLite makes it its own transaction, committed before the statement returns;
+- writes: the writes that arrive while the writer is busy go together into one
+  ``BEGIN IMMEDIATE .. COMMIT`` on the writer connection (group commit); each caller
+  is resolved only after that commit, so an acknowledged write is durable. A write
+  alone is one statement in autocommit: SQLite makes it its own transaction,
+  committed before the statement returns (a claim that loses reads its owner in a
+  transaction of its own);
 - checkpoints: a third connection copies the WAL back into the file on a thread of
   its own, so the writer seldom waits for a checkpoint's fsyncs (``sqlite_checkpoint``).
 
 A statement that fails inside a group fails only its own caller (SQLite rolls back
 just that statement); a failed BEGIN or COMMIT fails the whole group. A caller
-cancelled before its batch starts (a read batch: reaches the reader; a write
-batch: is handed to the writer, the tick after the call) is dropped, and so is a
-batch cancelled before the writer takes it; one cancelled later still runs, like
+cancelled before its batch starts is dropped; one cancelled later still runs, like
 any request that reached the database. Errors reach the callers as the driver
 raised them; the front translates them. The connections come from a SQLAlchemy
 engine (``sqlite_engine.sync_engine_for``) and the statements from ``statements``,
@@ -31,7 +29,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +45,6 @@ from session_repo.backends.sql.sqlite_checkpoint import WRITER_PRAGMAS, Checkpoi
 from session_repo.backends.sql.sqlite_engine import Synchronous, sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
 from session_repo.backends.sql.sqlite_worker import Job, SqliteWorker
-from session_repo.backends.sql.sqlite_writes import Write, claim, execute, rowcount, run_group
 from session_repo.backends.sql.statements import Statements
 
 __all__ = ["SqlitePipeline"]
@@ -57,9 +54,6 @@ Lookup = tuple[bytes, int]
 
 # Most requests one batch carries; SQLite allows 32766 parameters per statement.
 MAX_BATCH = 256
-# Most writes one batch carries: the callers one loop callback resumes. The writer
-# runs the batches queued together as one group commit all the same.
-WRITE_BATCH = 16
 # Expired rows one write group deletes: a few milliseconds, so writers queued behind it
 # wait little while a large cleanup runs.
 CLEANUP_SLICE = 500
@@ -86,8 +80,63 @@ def _in_order(compiled: Compiled, *names: str) -> str:
     return compiled.sql
 
 
+def _run_writes(conn: sqlite3.Connection, requests: list[Job]) -> list[Any]:
+    """One transaction for the whole group; each request's statement stands alone.
+
+    A request alone runs in autocommit: one statement is its own transaction in
+    SQLite, committed before ``execute`` returns (or its rows are all fetched), so
+    the BEGIN IMMEDIATE and COMMIT around it would be two statements for nothing.
+    Its error is raised as the driver raised it.
+    """
+    if len(requests) == 1 and not conn.in_transaction:
+        return [requests[0](conn)]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results: list[Any] = []
+        for request in requests:
+            try:
+                results.append(request(conn))
+            except sqlite3.Error as exc:
+                if file_is_bad(exc) or not conn.in_transaction:  # the group cannot go on
+                    raise
+                results.append(exc)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _execute(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> None:
+    conn.execute(sql, args)
+
+
+def _claim(conn: sqlite3.Connection, claim: str, owner: str, args: tuple[Any, ...]) -> str:
+    """The claim statement; if it did not take the session, who holds it.
+
+    In a group, the owner is read in the group's transaction. Alone, in autocommit,
+    the claim runs again with the owner's read in one ``BEGIN IMMEDIATE``
+    transaction: the owner answered is the one that held the session as it lost.
+    """
+    taken = conn.execute(claim, args).fetchall()  # to the end: alone, that commits it
+    if taken:
+        return str(taken[0][0])
+    if conn.in_transaction:
+        return str(conn.execute(owner, args[:1]).fetchone()[0])
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        taken = conn.execute(claim, args).fetchall() or conn.execute(owner, args[:1]).fetchall()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return str(taken[0][0])
+
+
 class SqlitePipeline(SqlPath):
-    """The contract's operations on one SQLite file, in batches on their threads.
+    """The contract's operations on one SQLite file, in batches on two threads.
 
     Args:
         path: the database file (created and in WAL mode already).
@@ -106,13 +155,11 @@ class SqlitePipeline(SqlPath):
     ) -> None:
         self._engine = sync_engine_for(path, busy_timeout=busy_timeout, synchronous=synchronous)
         self._reader = SqliteWorker(self._engine, "reader", read_only=True)
-        self._writer = SqliteWorker(
-            self._engine, "writer", read_only=False, pragmas=WRITER_PRAGMAS, group=run_group
-        )
+        self._writer = SqliteWorker(self._engine, "writer", read_only=False, pragmas=WRITER_PRAGMAS)
         self._inline = InlineReader(self._engine)
         self._checkpoints = Checkpointer(self._engine, self._writer)
         self._reads = Batcher(self._read_batch, max_batch=MAX_BATCH, overlap=False)
-        self._writes = Batcher(self._write_batch, max_batch=WRITE_BATCH, overlap=True)
+        self._writes = Batcher(self._write_batch, max_batch=MAX_BATCH, overlap=False)
         self._rows = Compiled.of(statements.rows, _DIALECT)
         self._rows_many = statements.rows_many
         self._size = str(statements.storage_size)
@@ -124,9 +171,9 @@ class SqlitePipeline(SqlPath):
         self._gauges = compile_(statements.gauges)
         # The hot statements take their values in the order the callers have them.
         self._upsert = _in_order(compile_(statements.upsert), "key", "alloc", "expires")
-        taking = ("key", "alloc", "expires", "now", "replacing")
-        owner = _in_order(compile_(statements.owner), "key")
-        self._claim = (_in_order(compile_(statements.claim), *taking), owner)
+        claim = compile_(statements.claim)
+        self._claim = _in_order(claim, "key", "alloc", "expires", "now", "replacing")
+        self._owner = _in_order(compile_(statements.owner), "key")
 
     async def start(self) -> None:
         """Open the loop's own reader, on the reader thread (opening may wait for a lock)."""
@@ -151,9 +198,9 @@ class SqlitePipeline(SqlPath):
     def _read_batch(self, requests: list[Lookup | Job]) -> asyncio.Future[list[Any]]:
         return self._reader.run(functools.partial(self._run_reads, requests=requests))
 
-    def _write_batch(self, requests: list[Write]) -> asyncio.Future[list[Any]]:
+    def _write_batch(self, requests: list[Job]) -> asyncio.Future[list[Any]]:
         self._checkpoints.wrote(len(requests))
-        return self._writer.run_group(requests)
+        return self._writer.run(functools.partial(_run_writes, requests=requests))
 
     def _run_reads(self, conn: sqlite3.Connection, requests: list[Lookup | Job]) -> list[Any]:
         """Key lookups as one IN query; other read jobs one by one."""
@@ -183,6 +230,11 @@ class SqlitePipeline(SqlPath):
         result: T = await self._reads.call(job)
         return result
 
+    async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` on the writer connection, inside the next write group's transaction."""
+        result: T = await self._writes.call(job)
+        return result
+
     # -- operations ----------------------------------------------------------
 
     async def lookup(self, key: bytes, now: int) -> str | None:
@@ -193,42 +245,44 @@ class SqlitePipeline(SqlPath):
         owner: str | None = await self._reads.submit((key, now))
         return owner
 
-    # upsert and claim are not ``async``: they hand back the batcher's coroutine, one
-    # coroutine less for every call.
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+        sql, args = self._upsert, (key, alloc_id, expires_at)
+        await self._writes.call(lambda conn: _execute(conn, sql, args))
 
-    def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> Coroutine[Any, Any, None]:
-        return self._writes.call((execute, self._upsert, key, alloc_id, expires_at))
-
-    def claim(
+    async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
-    ) -> Coroutine[Any, Any, str]:
-        request = (claim, self._claim, key, alloc_id, expires_at, now, replacing)
-        return self._writes.call(request)
+    ) -> str:
+        args = (key, alloc_id, expires_at, now, replacing)
+        claim, owner = self._claim, self._owner
+        result: str = await self._writes.call(lambda conn: _claim(conn, claim, owner, args))
+        return result
 
     async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
         args = self._touch.args(key=key, expires=expires_at, now=now)
-        return bool(await self._writes.call((rowcount, self._touch.sql, *args)) > 0)
+        return await self.write(lambda conn: conn.execute(self._touch.sql, args).rowcount > 0)
 
     async def delete(self, key: bytes, now: int) -> bool:
         args = self._delete.args(key=key, now=now)
-        return bool(await self._writes.call((rowcount, self._delete.sql, *args)) > 0)
+        return await self.write(lambda conn: conn.execute(self._delete.sql, args).rowcount > 0)
 
     async def delete_owner(self, alloc_id: str, now: int) -> int:
         args = self._delete_owner.args(alloc=alloc_id, now=now)
-        removed: int = await self._writes.call((rowcount, self._delete_owner.sql, *args))
-        return removed
+        return await self.write(lambda conn: conn.execute(self._delete_owner.sql, args).rowcount)
 
     async def cleanup_batch(self, now: int, batch: int) -> int:
         """Up to ``batch`` expired rows, in slices that each share a commit with writers."""
         removed = 0
         while removed < batch:
             size = min(CLEANUP_SLICE, batch - removed)
-            args = self._cleanup.args(now=now, batch=size)
-            count: int = await self._writes.call((rowcount, self._cleanup.sql, *args))
+            count = await self.write(self._cleanup_job(now, size))
             removed += count
             if count < size:
                 break
         return removed
+
+    def _cleanup_job(self, now: int, size: int) -> Callable[[sqlite3.Connection], int]:
+        args = self._cleanup.args(now=now, batch=size)
+        return lambda conn: conn.execute(self._cleanup.sql, args).rowcount
 
     async def gauges(self, now: int) -> Gauges:
         args = self._gauges.args(now=now)
