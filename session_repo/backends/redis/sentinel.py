@@ -1,0 +1,229 @@
+"""Redis Sentinel: a master client that asks the sentinels where the master is.
+
+``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]`` names
+the sentinels, not the master. ``rediss+sentinel://`` speaks TLS to the sentinels and
+the master; ``valkey+sentinel://`` and ``valkeys+sentinel://`` do the same with
+valkey-py. The URL's user and password are the master's (and its replicas');
+sentinels that have their own ``requirepass`` take ``?sentinel_password=...`` (and
+``sentinel_username=...``); a sentinel port defaults to 26379, a db to 0.
+
+The client is the library's ``Sentinel(...).master_for(service_name)``: its
+``SentinelConnectionPool`` asks the sentinels for the master's address on every new
+connection and drops idle connections when the address changes. A failover shows up
+as a dropped connection (the sentinels kill clients of the nodes they reconfigure),
+a ``ReadOnlyError`` on a demoted master (which the pool turns into a
+``ConnectionError`` after disconnecting), or a ``MasterNotFoundError`` (a
+``ConnectionError``) while no master is agreed on: all transient, all retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from session_repo.backends.redis.clients import ClientFamily
+from session_repo.errors import ConfigError
+
+__all__ = ["SentinelUrl", "is_sentinel_url", "parse_sentinel_url", "sentinel_client"]
+
+# scheme -> (client library, TLS)
+_SCHEMES = {
+    "redis+sentinel": ("redis", False),
+    "rediss+sentinel": ("redis", True),
+    "valkey+sentinel": ("valkey", False),
+    "valkeys+sentinel": ("valkey", True),
+}
+_DEFAULT_PORT = 26379
+_OPTIONS = ("sentinel_username", "sentinel_password")
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """What a sentinel URL says, its secrets kept out of ``repr``."""
+
+    library: str
+    ssl: bool
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether ``url`` names sentinels (``redis+sentinel://`` and its kin).
+
+    Args:
+        url: any store URL.
+    """
+    scheme, sep, _ = url.partition("://")
+    return bool(sep) and scheme in _SCHEMES
+
+
+def _address(part: str, scheme: str) -> tuple[str, int]:
+    if part.startswith("["):  # [::1]:26379
+        host, bracket, rest = part[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{scheme} URL: bad sentinel address {part!r}")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, _, port_text = part.partition(":")
+    if not host:
+        raise ConfigError(f"{scheme} URL: a sentinel address has no host: {part!r}")
+    if not port_text:
+        return host, _DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(
+            f"{scheme} URL: bad port {port_text!r} for sentinel {host!r} (want 1-65535)"
+        )
+    return host, int(port_text)
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Split a sentinel URL into its parts.
+
+    Args:
+        url: ``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]``
+            (or ``rediss+``, ``valkey+``, ``valkeys+sentinel://``), optionally with
+            ``?sentinel_username=...&sentinel_password=...``.
+
+    Raises:
+        ConfigError: not a sentinel URL, no sentinel hosts, a bad port, no service
+            name, a bad db or an unknown option. The message never shows a password.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SCHEMES:
+        raise ConfigError(f"not a sentinel URL (want one of {', '.join(_SCHEMES)}://)")
+    library, ssl = _SCHEMES[scheme]
+    rest, _, query = rest.partition("?")
+    rest = rest.partition("#")[0]
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user_text, colon, password_text = userinfo.partition(":")
+        username = unquote(user_text) or None
+        password = unquote(password_text) if colon else None
+    parts = [part for part in hosts.split(",") if part.strip()]
+    if not parts:
+        raise ConfigError(f"{scheme} URL names no sentinel hosts (want host:port[,host:port])")
+    sentinels = tuple(_address(part.strip(), scheme) for part in parts)
+
+    segments = path.split("/") if path else []
+    if segments and segments[-1] == "":  # a trailing slash
+        segments.pop()
+    if not segments or not segments[0]:
+        raise ConfigError(f"{scheme} URL names no service (want .../service_name[/db])")
+    if len(segments) > 2:
+        raise ConfigError(f"{scheme} URL: too many path parts (want /service_name[/db])")
+    service_name = unquote(segments[0])
+    db = 0
+    if len(segments) == 2:
+        if not segments[1].isdigit():
+            raise ConfigError(
+                f"{scheme} URL: bad db {segments[1]!r} (want a number >= 0 after the service)"
+            )
+        db = int(segments[1])
+
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in _OPTIONS:
+            raise ConfigError(
+                f"{scheme} URL: unknown option {key!r} (known: {', '.join(_OPTIONS)})"
+            )
+        options[key] = value
+    return SentinelUrl(
+        library=library,
+        ssl=ssl,
+        sentinels=sentinels,
+        service_name=service_name,
+        db=db,
+        username=username,
+        password=password,
+        sentinel_username=options.get("sentinel_username") or None,
+        sentinel_password=options.get("sentinel_password") or None,
+    )
+
+
+_MASTER_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def _master_class(base: type[Any]) -> type[Any]:
+    if (made := _MASTER_CLASSES.get(base)) is not None:
+        return made
+
+    class SentinelMaster(base):  # type: ignore[misc]
+        """The master client; closing its pool closes the sentinels' clients too.
+
+        ``Sentinel`` keeps one client per sentinel and ``master_for`` leaves them to
+        the caller; this ties their lifetime to the client the repository closes.
+        """
+
+        _sentinel: Any = None
+
+        async def aclose(self, close_connection_pool: bool | None = None) -> None:
+            closes_pool = close_connection_pool or (
+                close_connection_pool is None and self.auto_close_connection_pool
+            )
+            try:
+                await super().aclose(close_connection_pool)
+            finally:
+                if closes_pool and self._sentinel is not None:
+                    # One client per sentinel (valkey-py's Sentinel has no aclose()).
+                    await asyncio.gather(*(node.aclose() for node in self._sentinel.sentinels))
+
+    SentinelMaster.__name__ = SentinelMaster.__qualname__ = f"Sentinel{base.__name__}"
+    _MASTER_CLASSES[base] = SentinelMaster
+    return SentinelMaster
+
+
+def sentinel_client(url: str, family: ClientFamily, **connection_kwargs: Any) -> Any:
+    """A client of the master the sentinels name, following it through failovers.
+
+    Nothing is connected yet: the first command asks the sentinels.
+
+    Args:
+        url: a sentinel URL (see :func:`parse_sentinel_url`).
+        family: the client library (redis-py or valkey-py) the URL's scheme names.
+        **connection_kwargs: for the master's connection pool (``max_connections``,
+            ``decode_responses``, ``socket_timeout``, ...); the ``socket_*`` ones serve
+            the sentinels too.
+
+    Raises:
+        ConfigError: a bad URL, or one whose library is not ``family``.
+    """
+    parsed = parse_sentinel_url(url)
+    if parsed.library != family.name:
+        raise ConfigError(
+            f"a {parsed.library}+sentinel URL needs the {parsed.library} client, not {family.name}"
+        )
+    sentinel_module = import_module(f"{family.name}.asyncio.sentinel")
+    sentinel_kwargs: dict[str, Any] = {
+        key: value for key, value in connection_kwargs.items() if key.startswith("socket_")
+    }
+    if parsed.sentinel_username is not None:
+        sentinel_kwargs["username"] = parsed.sentinel_username
+    if parsed.sentinel_password is not None:
+        sentinel_kwargs["password"] = parsed.sentinel_password
+    master_kwargs = dict(connection_kwargs, db=parsed.db)
+    if parsed.username is not None:
+        master_kwargs["username"] = parsed.username
+    if parsed.password is not None:
+        master_kwargs["password"] = parsed.password
+    if parsed.ssl:
+        sentinel_kwargs["ssl"] = True
+        master_kwargs["ssl"] = True
+    sentinel = sentinel_module.Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
+    class_option = f"{family.name}_class"  # redis_class / valkey_class
+    master = sentinel.master_for(
+        parsed.service_name,
+        **{class_option: _master_class(family.client_class())},
+        **master_kwargs,
+    )
+    master._sentinel = sentinel
+    return master
