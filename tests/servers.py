@@ -54,6 +54,13 @@ SERVERS: dict[str, Server] = {
         "MariaDB", "SESSION_REPO_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test", 3306
     ),
     "redis": Server("Redis", "SESSION_REPO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", 6379),
+    # .ci/redis-sentinel start: a primary, a replica and these three sentinels.
+    "redis-sentinel": Server(
+        "Redis Sentinel",
+        "SESSION_REPO_TEST_REDIS_SENTINEL_URL",
+        "redis+sentinel://127.0.0.1:26390,127.0.0.1:26391,127.0.0.1:26392/sessionrepo/0",
+        26379,
+    ),
 }
 
 
@@ -84,6 +91,8 @@ def require_server(name: str) -> str:
     server = SERVERS[name]
     url = server_url(name)
     parts = urlsplit(url)
+    # A URL of several hosts (h:p,h:p, as Sentinel's) is probed at its first.
+    parts = parts._replace(netloc=parts.netloc.split(",")[0])
     host = parts.hostname or "127.0.0.1"
     port = parts.port or server.default_port
     if not _reachable(host, port):
