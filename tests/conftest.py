@@ -26,6 +26,7 @@ from session_repo import (
 from session_repo.backends.sql.model import bindings
 from session_repo.clock import Clock
 from session_repo.testing import FakeClock
+from tests.redis_sentinel import build_sentinel, clear_sentinel, sentinel_rows
 from tests.servers import clear_sql_table, migrated_url, require_server, server_url
 
 # (stored key, owner) pairs as the backend keeps them.
@@ -200,6 +201,17 @@ BACKENDS: dict[str, Backend] = {
         build=_build_redis,
         reset=_clear_redis,
         stored=_redis_rows,
+        server=True,
+        expires_by_fake_clock=False,
+    ),
+    # The master that Redis Sentinel names (.ci/redis-sentinel), found through the sentinels.
+    "redis-sentinel": Backend(
+        name="redis-sentinel",
+        health_name="redis",
+        location=lambda _: require_server("redis-sentinel"),
+        build=build_sentinel,
+        reset=clear_sentinel,
+        stored=sentinel_rows,
         server=True,
         expires_by_fake_clock=False,
     ),
