@@ -38,6 +38,10 @@ _STORE_KINDS: dict[str, StoreKind] = {
     "rediss": "redis",
     "valkey": "redis",  # a Valkey server, through valkey-py
     "valkeys": "redis",
+    # Named for the error message's list; url_scheme() reads them as "redis" / "valkey".
+    "redis+cluster": "redis",  # Redis Cluster: host:port[,host:port...]
+    "redis+sentinel": "redis",
+    "valkey+cluster": "redis",
     "memory": "memory",
 }
 
@@ -52,7 +56,8 @@ class SessionStoreConfig:
     Args:
         enabled: false gives the null store, which keeps nothing.
         url: the store: ``sqlite+aiosqlite:///path``, ``postgresql+asyncpg://...``,
-            ``mysql+asyncmy://...``, ``redis://...`` or ``memory://``.
+            ``mysql+asyncmy://...``, ``redis://...`` (``redis+cluster://h:p,h:p/``)
+            or ``memory://``.
         ttl: a binding's life when a call passes none.
         cleanup_interval: seconds between background cleanups; 0 turns them off.
         cleanup_batch: the most rows one cleanup batch removes.
@@ -292,7 +297,8 @@ def store_kind(url: str) -> StoreKind:
 
     Returns:
         ``"sql"`` for SQLite, PostgreSQL and MariaDB/MySQL, ``"redis"`` for
-        ``redis://``, ``rediss://``, ``valkey://`` and ``valkeys://``, ``"memory"`` for ``memory://``.
+        ``redis://``, ``rediss://``, ``valkey://``, ``valkeys://`` and their ``+cluster`` and
+        ``+sentinel`` forms, ``"memory"`` for ``memory://``.
 
     Raises:
         ConfigError: ``url`` is not a URL, or its scheme names no store this library has.

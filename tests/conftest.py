@@ -26,6 +26,7 @@ from session_repo import (
 from session_repo.backends.sql.model import bindings
 from session_repo.clock import Clock
 from session_repo.testing import FakeClock
+from tests.redis_cluster import clear_cluster, cluster_rows
 from tests.redis_sentinel import build_sentinel, clear_sentinel, sentinel_rows
 from tests.servers import clear_sql_table, migrated_url, require_server, server_url
 
@@ -64,6 +65,20 @@ async def _nothing_to_reset(location: str | None) -> None:
 async def _clear_sql(location: str | None) -> None:
     assert location is not None
     await clear_sql_table(location)
+
+
+async def _clear_through_pooler(location: str | None) -> None:
+    # Through the library's engine: a plain one would leave named statements on the
+    # pooler's shared server connections for the next client to collide with.
+    from session_repo.backends.sql.engine import create_engine
+
+    assert location is not None
+    engine = create_engine(location, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(bindings.delete())
+    finally:
+        await engine.dispose()
 
 
 def _build_memory(location: str | None, clock: Clock, kwargs: dict[str, Any]) -> SessionRepository:
@@ -174,6 +189,16 @@ BACKENDS: dict[str, Backend] = {
         stored=_sql_rows,
         server=True,
     ),
+    # PostgreSQL through PgBouncer in transaction mode (.ci/pgbouncer), no URL option.
+    "pgbouncer": Backend(
+        name="pgbouncer",
+        health_name="postgresql",
+        location=lambda _: migrated_url("pgbouncer"),
+        build=_build_sql,
+        reset=_clear_through_pooler,
+        stored=_sql_rows,
+        server=True,
+    ),
     "mariadb": Backend(
         name="mariadb",
         health_name="mysql",
@@ -212,6 +237,17 @@ BACKENDS: dict[str, Backend] = {
         build=build_sentinel,
         reset=clear_sentinel,
         stored=sentinel_rows,
+        server=True,
+        expires_by_fake_clock=False,
+    ),
+    # A Redis Cluster (.ci/redis-cluster): the bucketed layout, keys in many slots.
+    "redis-cluster": Backend(
+        name="redis-cluster",
+        health_name="redis",
+        location=lambda _: require_server("redis-cluster"),
+        build=_build_redis,
+        reset=clear_cluster,
+        stored=cluster_rows,
         server=True,
         expires_by_fake_clock=False,
     ),

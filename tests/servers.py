@@ -61,6 +61,27 @@ SERVERS: dict[str, Server] = {
         "redis+sentinel://127.0.0.1:26390,127.0.0.1:26391,127.0.0.1:26392/sessionrepo/0",
         26379,
     ),
+    # .ci/redis-cluster start: three masters and three replicas on 7000-7005.
+    "redis-cluster": Server(
+        "Redis Cluster",
+        "SESSION_REPO_TEST_REDIS_CLUSTER_URL",
+        "redis+cluster://127.0.0.1:7000/",
+        7000,
+    ),
+    # .ci/pgbouncer start: PgBouncer in front of the local PostgreSQL, database
+    # pgbouncer_test (its own: never the `test` database other tests empty).
+    "pgbouncer": Server(
+        "PgBouncer (transaction mode)",
+        "SESSION_REPO_TEST_PGBOUNCER_URL",
+        "postgresql+asyncpg://postgres@127.0.0.1:6432/pgbouncer_test",
+        6432,
+    ),
+    "pgbouncer-session": Server(
+        "PgBouncer (session mode)",
+        "SESSION_REPO_TEST_PGBOUNCER_SESSION_URL",
+        "postgresql+asyncpg://postgres@127.0.0.1:6433/pgbouncer_test",
+        6433,
+    ),
 }
 
 

@@ -18,6 +18,12 @@ the injected clock only scores the indexes. The lookups of one event-loop tick
 go to Redis as one ``MGET``, the writes as one pipeline. ``valkey://`` and
 ``valkeys://`` URLs (or a ``valkey.asyncio.Valkey`` client) use valkey-py, with
 the same scripts and semantics.
+
+``redis+cluster://host:port[,host:port...]/`` (``rediss+cluster://``,
+``valkey+cluster://``), or a ``RedisCluster`` client, is a Redis Cluster: the
+same scripts over a layout whose keys spread over the cluster's slots
+(``session_repo.backends.redis.cluster``); a plain URL or client keeps the
+layout above.
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ from typing import Any
 
 from session_repo._core.front import StoreFront
 from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int
-from session_repo.backends.redis.clients import family_of_client, family_of_url
+from session_repo.backends.redis.clients import (
+    family_of_client,
+    family_of_url,
+    is_cluster_client,
+    is_cluster_url,
+)
+from session_repo.backends.redis.cluster import ClusterAddress, ClusterStorage, parse_cluster_url
 from session_repo.backends.redis.errors import is_transient
 from session_repo.backends.redis.storage import RedisStorage
 from session_repo.clock import Clock
@@ -40,22 +52,24 @@ class RedisSessionRepository(StoreFront):
 
     Args:
         url_or_client: a ``redis://``, ``rediss://`` or ``unix://`` URL (redis-py), a
-            ``valkey://`` or ``valkeys://`` URL (valkey-py), or a ``redis.asyncio.Redis``
-            or ``valkey.asyncio.Valkey`` client you built (then closing the repository
-            leaves it open).
+            ``valkey://`` or ``valkeys://`` URL (valkey-py), a Redis Cluster's
+            ``redis+cluster://host:port[,host:port...]/`` (``rediss+cluster://``,
+            ``valkey+cluster://``), or a ``redis.asyncio.Redis``, ``RedisCluster``,
+            ``valkey.asyncio.Valkey`` or ``ValkeyCluster`` client you built (then
+            closing the repository leaves it open).
         clock: scores the indexes; Redis expires bindings by its own clock.
         default_ttl: the ttl (seconds or ``timedelta``) used when a call passes ``None``.
         key_prefix: starts every key, so services can share one Redis; a hash tag
-            (``"{sessions}:"``) keeps them in one Redis Cluster slot.
+            (``"{sessions}:"``) keeps them all in one Redis Cluster slot (one node).
         cleanup_interval: seconds between background cleanups; 0 turns them off.
         cleanup_batch: the most index entries one cleanup batch handles.
         max_connections: the most batches of commands in flight at once (a burst
             waits for a turn); the connection pool built from a URL has two more,
-            for a lone lookup and a lone write.
+            for a lone lookup and a lone write (on a cluster: per node).
 
     Raises:
         ConfigError: the ``[redis]`` (``[valkey]``) extra is not installed, or the
-            URL is not a Redis (Valkey) URL.
+            URL is not a Redis (Valkey) URL, or a cluster URL is malformed.
         TypeError: an argument has the wrong type.
         InvalidInput: an argument is out of range.
     """
@@ -75,10 +89,14 @@ class RedisSessionRepository(StoreFront):
             family = family_of_url(url_or_client)
             self._url: str | None = url_or_client
             self._client: Any = None
+            self._cluster: ClusterAddress | None = (
+                parse_cluster_url(url_or_client) if is_cluster_url(url_or_client) else None
+            )
         elif (found := family_of_client(url_or_client)) is not None:
             family = found
             self._url = None
             self._client = url_or_client
+            self._cluster = None
         else:
             raise TypeError(
                 "url_or_client must be a Redis or Valkey URL or client, "
@@ -104,7 +122,10 @@ class RedisSessionRepository(StoreFront):
 
     async def _connect(self, resources: contextlib.AsyncExitStack) -> RedisStorage:
         client = self._client
-        if client is None:
+        if client is None and self._cluster is not None:
+            client = self._cluster.client(self._family, max_connections=self._max_connections + 2)
+            resources.push_async_callback(client.aclose)
+        elif client is None:
             assert self._url is not None
             # Not a blocking pool (its lock and timer cost every command): the storage
             # lets at most max_connections batches run at once, a burst waits its turn,
@@ -119,13 +140,34 @@ class RedisSessionRepository(StoreFront):
             )
             client = self._family.client_class()(connection_pool=pool)
             resources.push_async_callback(client.aclose)
-        storage = RedisStorage(
-            client,
-            self._prefix,
-            batch=self.cleanup_batch,
-            now_ms=self.now_ms,
-            slots=self._max_connections,
-            no_script=self._family.errors.NoScriptError,
-        )
+        storage: RedisStorage
+        errors = self._family.errors
+        if is_cluster_client(client):
+            # A pipelined script refused by a cluster in change did not run: sent again
+            # alone, it goes through the client's redirections and retries.
+            again = (
+                errors.NoScriptError,
+                errors.ClusterDownError,
+                errors.TryAgainError,
+                errors.AskError,
+                errors.ReadOnlyError,
+            )
+            storage = ClusterStorage(
+                client,
+                self._prefix,
+                batch=self.cleanup_batch,
+                now_ms=self.now_ms,
+                slots=self._max_connections,
+                no_script=again,
+            )
+        else:
+            storage = RedisStorage(
+                client,
+                self._prefix,
+                batch=self.cleanup_batch,
+                now_ms=self.now_ms,
+                slots=self._max_connections,
+                no_script=errors.NoScriptError,
+            )
         await storage.ping()
         return storage

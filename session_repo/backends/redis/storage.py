@@ -42,7 +42,9 @@ class RedisStorage:
             waits for a slot (the client's own pool need not block, which costs every
             command). A lone lookup and a lone write take no slot: with them, at most
             ``slots + 2`` connections are in use.
-        no_script: the client library's ``NoScriptError``.
+        no_script: the client library's ``NoScriptError``; a pipelined script that
+            failed with it (or with any class in a tuple given here) did not run, and
+            is sent again alone.
     """
 
     def __init__(
@@ -53,7 +55,7 @@ class RedisStorage:
         batch: int,
         now_ms: Callable[[], int],
         slots: int,
-        no_script: type[Exception],
+        no_script: type[Exception] | tuple[type[Exception], ...],
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -61,6 +63,7 @@ class RedisStorage:
         self._now_ms = now_ms
         self._slots = asyncio.Semaphore(slots)
         self._no_script = no_script
+        self._expiries = f"{prefix}e"
         self._owners: dict[bytes, str] = {}
         self._lookups = TickBatcher(self._lookup_batch, alone=self._lookup_alone)
         self._scripts = TickBatcher(self._script_batch, alone=self._script_alone)
@@ -80,12 +83,27 @@ class RedisStorage:
     def _key(self, key: bytes) -> str:
         return f"{self._prefix}s:{key.hex()}"
 
-    def _index(self, alloc_id: str) -> str:
-        return f"{self._prefix}o:{alloc_id}"
+    def _keys(self, key: bytes, owner: str) -> list[str]:
+        """A write script's KEYS: the binding, the expiries and ``owner``'s index."""
+        prefix = self._prefix
+        return [f"{prefix}s:{key.hex()}", self._expiries, f"{prefix}o:{owner}"]
 
-    @property
-    def _expiries(self) -> str:
-        return f"{self._prefix}e"
+    def _shards(self) -> list[tuple[str, str, str]]:
+        """Each part of the layout: (bindings' prefix, expiries, owner indexes' prefix)."""
+        prefix = self._prefix
+        return [(f"{prefix}s:", self._expiries, f"{prefix}o:")]
+
+    async def _owned_shards(self, alloc_id: str) -> list[tuple[str, str, str]]:
+        """The shards where ``alloc_id`` may have an index (all of them, here: one)."""
+        return self._shards()
+
+    def _index_pattern(self) -> str:
+        """A ``SCAN`` match for every owner index."""
+        return f"{self._prefix}o:*"
+
+    def _parse_index(self, index: str) -> tuple[str, str]:
+        """An owner index's (bindings' prefix, owner)."""
+        return f"{self._prefix}s:", index[len(self._prefix) + 2 :]
 
     async def close(self) -> None:
         """Let batched calls finish (the client is closed by its owner)."""
@@ -109,12 +127,14 @@ class RedisStorage:
 
         ``EVALSHA`` by hand: redis-py's pipelined scripts ask ``SCRIPT EXISTS`` first,
         a round trip more per batch. A script Redis lost (a restart, ``SCRIPT FLUSH``)
-        did not run: that request is sent again alone, which loads it.
+        did not run: that request is sent again alone, which loads it. Sent as a raw
+        command: a cluster pipeline refuses its ``evalsha()`` method (redis-py #2914),
+        yet routes ``EVALSHA`` by its keys.
         """
         async with self._slots:
             async with self._client.pipeline(transaction=False) as pipe:  # reset if cut off
                 for script, keys, args in requests:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 results: list[Any] = await pipe.execute(raise_on_error=False)
             for n, result in enumerate(results):
                 if isinstance(result, self._no_script):
@@ -127,7 +147,7 @@ class RedisStorage:
 
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
         ttl = max(expires_at - self._now_ms(), 1)
-        keys = [self._key(key), self._expiries, self._index(alloc_id)]
+        keys = self._keys(key, alloc_id)
         await self._run_script(self._upsert, keys, [key.hex(), alloc_id, expires_at, ttl])
         self._hint(key, alloc_id)
 
@@ -152,7 +172,7 @@ class RedisStorage:
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        keys = [self._key(key), self._expiries, self._index(alloc_id)]
+        keys = self._keys(key, alloc_id)
         # At least 1 ms: native TTLs take no less (an expiry of ``now`` is "not live").
         args = [key.hex(), alloc_id, expires_at, max(expires_at - now, 1), replacing or ""]
         owner = self._text(await self._run_script(self._claim, keys, args))
@@ -163,7 +183,7 @@ class RedisStorage:
         """Extend in the owner's index too: named by the owner last seen, again if wrong."""
         believed = self._owners.get(key, "")
         for _ in range(_TRIES):
-            keys = [self._key(key), self._expiries, self._index(believed)]
+            keys = self._keys(key, believed)
             args = [key.hex(), believed, expires_at, max(expires_at - now, 1)]
             reply = await self._run_script(self._touch, keys, args)
             status = int(reply[0])
@@ -178,44 +198,50 @@ class RedisStorage:
 
     async def delete(self, key: bytes, now: int) -> bool:
         believed = self._owners.pop(key, "")
-        keys = [self._key(key), self._expiries, self._index(believed)]
+        keys = self._keys(key, believed)
         reply = await self._run_script(self._delete, keys, [key.hex(), believed])
         return int(reply[0]) == 1
 
     async def delete_owner(self, alloc_id: str, now: int) -> int:
-        index = self._index(alloc_id)
         removed = 0
         before = cancel_requests()
         async with self._slots:  # one command at a time: one connection
-            while found := await self._client.zrange(index, 0, self._batch - 1):
-                reraise_swallowed(before)  # a long loop stops at once when cancelled
-                digests = [self._text(digest) for digest in found]
-                keys = [index, self._expiries, *(self._prefix + "s:" + d for d in digests)]
-                removed += int(await self._drop_owned(keys=keys, args=[alloc_id, *digests]))
+            for bindings, expiries, owners in await self._owned_shards(alloc_id):
+                index = owners + alloc_id
+                while found := await self._client.zrange(index, 0, self._batch - 1):
+                    reraise_swallowed(before)  # a long loop stops at once when cancelled
+                    digests = [self._text(digest) for digest in found]
+                    keys = [index, expiries, *(bindings + d for d in digests)]
+                    removed += int(await self._drop_owned(keys=keys, args=[alloc_id, *digests]))
         return removed
 
     async def cleanup(self, now: int, batch: int) -> int:
         """Forget the expiries of bindings Redis has expired; prune the owner indexes."""
-        owner_prefix = len(self._prefix) + 2
+        forgotten = 0
         async with self._slots:  # one command at a time: one connection
-            forgotten = await self._sweep(self._forget, self._expiries, now, batch)
-            async for raw_index in self._client.scan_iter(match=f"{self._prefix}o:*", count=1000):
+            for bindings, expiries, _ in self._shards():
+                forgotten += await self._sweep(self._forget, expiries, bindings, now, batch)
+            async for raw_index in self._client.scan_iter(match=self._index_pattern(), count=1000):
                 index = self._text(raw_index)
-                await self._sweep(self._prune, index, now, batch, index[owner_prefix:])
+                bindings, owner = self._parse_index(index)
+                await self._sweep(self._prune, index, bindings, now, batch, owner)
         return forgotten
 
-    async def _sweep(self, script: Any, zset: str, now: int, batch: int, *lead: str) -> int:
+    async def _sweep(
+        self, script: Any, zset: str, bindings: str, now: int, batch: int, *lead: str
+    ) -> int:
         """Run ``script`` over the entries of ``zset`` scored <= now, a batch at a time.
 
         It gets ``KEYS = [zset, *bindings]`` and ``ARGV = [*lead, *digests]`` and says
         how many entries it dropped; those it keeps are skipped, so the sweep ends.
+        ``bindings`` is the prefix of the bindings' keys, before the digest.
         """
         dropped = start = 0
         before = cancel_requests()
         while found := await self._client.zrangebyscore(zset, "-inf", now, start=start, num=batch):
             reraise_swallowed(before)  # a long sweep stops at once when cancelled
             digests = [self._text(digest) for digest in found]
-            keys = [zset, *(self._prefix + "s:" + d for d in digests)]
+            keys = [zset, *(bindings + d for d in digests)]
             gone = int(await script(keys=keys, args=[*lead, *digests]))
             dropped += gone
             start += len(digests) - gone

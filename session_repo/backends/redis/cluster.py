@@ -1,0 +1,186 @@
+"""Redis Cluster: the ``redis+cluster://`` URL, its client, and a layout in many slots.
+
+On a cluster every key a script touches must be in one hash slot. The single-node
+layout (one expiries set for all bindings) cannot be: here the bindings are spread
+over ``BUCKETS`` buckets by the first byte of their digest, and each bucket is a hash
+tag, so a binding, its bucket's expiries and its owner's index in that bucket share
+a slot::
+
+    <prefix>{<bucket>}s:<digest hex>    the binding (owner, with a PX ttl)
+    <prefix>{<bucket>}e                 the bucket's expiries (digest -> expiry ms)
+    <prefix>{<bucket>}o:<alloc id>      an owner's index in the bucket
+
+Each write (upsert, claim, touch, delete) is still one script on one slot, so it is
+atomic as on one node. ``delete_owner``, ``cleanup`` and the gauges visit every
+bucket (the client sends each command to the node serving its slot). The lookups of
+one tick are one ``MGET`` per slot, sent to every node at once. A ``key_prefix`` with
+a hash tag of its own (``"{sessions}:"``) wins over the bucket's: everything is then
+in one slot, on one node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from session_repo._core.storage import Gauges
+from session_repo.backends.redis.clients import ClientFamily
+from session_repo.backends.redis.storage import RedisStorage
+from session_repo.errors import ConfigError
+
+__all__ = ["BUCKETS", "ClusterAddress", "ClusterStorage", "parse_cluster_url"]
+
+BUCKETS = 64
+"""Buckets (hash tags) the bindings are spread over: 21-22 per master of three."""
+_MASK = BUCKETS - 1
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """What a ``redis+cluster://`` URL says: the startup nodes and the credentials."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    ssl: bool
+
+    def __repr__(self) -> str:  # never the password
+        nodes = ",".join(f"{host}:{port}" for host, port in self.nodes)
+        return f"ClusterAddress({nodes}, ssl={self.ssl})"
+
+    def client(self, family: ClientFamily, *, max_connections: int) -> Any:
+        """A ``RedisCluster`` (``ValkeyCluster``) on these nodes, not yet connected.
+
+        Args:
+            family: the client library.
+            max_connections: connections per node, at most.
+        """
+        return family.cluster_class()(
+            startup_nodes=[family.cluster.ClusterNode(host, port) for host, port in self.nodes],
+            username=self.username,
+            password=self.password,
+            ssl=self.ssl,
+            decode_responses=True,
+            max_connections=max_connections,
+            socket_timeout=10,
+            socket_connect_timeout=10,
+            health_check_interval=30,
+        )
+
+
+def parse_cluster_url(url: str) -> ClusterAddress:
+    """The nodes and credentials of ``redis+cluster://[user:password@]host:port[,...]/``.
+
+    ``rediss+cluster://`` (and ``valkeys+cluster://``) use TLS. A node without a port
+    is on 6379; an IPv6 address goes in brackets (``[::1]:7000``). The path may be
+    empty or ``/`` (a cluster has database 0 only); the URL takes no query options.
+
+    Args:
+        url: the URL.
+
+    Raises:
+        ConfigError: the URL names no node, a port is not a number in 1..65535, or it
+            has a database, path or query. The message never shows the password.
+    """
+    scheme, _, rest = url.partition("://")
+    userinfo, _, location = rest.rpartition("@")
+    shown = f"{scheme}://{location}"  # what messages may show: no credentials
+    hosts, _, path = location.partition("/")
+    path, _, query = path.partition("?")
+    if "?" in hosts:
+        hosts, _, query = hosts.partition("?")
+    if query:
+        raise ConfigError(f"a Redis Cluster URL takes no options (?{query}): {shown!r}")
+    if path.strip("/") not in ("", "0"):
+        raise ConfigError(
+            f"a Redis Cluster has database 0 only, not path /{path}: {shown!r}"
+            " (use key_prefix to keep services apart)"
+        )
+    nodes = tuple(_node(part, shown) for part in hosts.split(","))
+    username = password = None
+    if userinfo:
+        user, has_password, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    tls = scheme.lower().startswith(("rediss", "valkeys"))
+    return ClusterAddress(nodes, username, password, tls)
+
+
+def _node(part: str, shown: str) -> tuple[str, int]:
+    part = part.strip()
+    if part.startswith("["):  # [IPv6]:port
+        host, _, port_text = part[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+    else:
+        host, _, port_text = part.partition(":")
+    if not host:
+        raise ConfigError(f"a Redis Cluster URL needs host:port[,host:port...]: {shown!r}")
+    if not port_text:
+        return host, 6379
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(f"node {part!r} has no valid port (1..65535) in {shown!r}")
+    return host, int(port_text)
+
+
+class ClusterStorage(RedisStorage):
+    """``RedisStorage`` over a ``RedisCluster`` client, in the bucketed layout above.
+
+    Args:
+        client: a ``redis.asyncio.cluster.RedisCluster`` (with ``decode_responses``).
+        prefix: starts every key.
+        kwargs: as ``RedisStorage`` takes them.
+    """
+
+    def __init__(self, client: Any, prefix: str, **kwargs: Any) -> None:
+        super().__init__(client, prefix, **kwargs)
+        self._tags = [f"{prefix}{{{bucket}}}" for bucket in range(BUCKETS)]
+
+    def _key(self, key: bytes) -> str:
+        return f"{self._tags[key[0] & _MASK]}s:{key.hex()}"
+
+    def _keys(self, key: bytes, owner: str) -> list[str]:
+        tag = self._tags[key[0] & _MASK]
+        return [f"{tag}s:{key.hex()}", f"{tag}e", f"{tag}o:{owner}"]
+
+    def _shards(self) -> list[tuple[str, str, str]]:
+        return [(f"{tag}s:", f"{tag}e", f"{tag}o:") for tag in self._tags]
+
+    async def _owned_shards(self, alloc_id: str) -> list[tuple[str, str, str]]:
+        """The buckets where ``alloc_id`` has an index: one ``ZCARD`` each, in one pipeline."""
+        shards = self._shards()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for _, _, owners in shards:
+                pipe.zcard(owners + alloc_id)
+            sizes = await pipe.execute()
+        return [shard for shard, size in zip(shards, sizes, strict=True) if int(size)]
+
+    def _index_pattern(self) -> str:
+        return f"{self._prefix}{{*}}o:*"
+
+    def _parse_index(self, index: str) -> tuple[str, str]:
+        rest = index[len(self._prefix) :]
+        tag_end = rest.index("}") + 1
+        return f"{self._prefix}{rest[:tag_end]}s:", rest[tag_end + 2 :]
+
+    async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
+        """The lookups of one tick: an ``MGET`` per slot, every node's in one pipeline."""
+        async with self._slots:
+            owners = await self._client.mget_nonatomic(keys)
+        return [None if owner is None else self._text(owner) for owner in owners]
+
+    async def gauges(self, now: int) -> Gauges:
+        """Live and expired bindings: two ``ZCOUNT`` per bucket, in one pipeline."""
+        async with self._slots, self._client.pipeline(transaction=False) as pipe:
+            for _, expiries, _ in self._shards():
+                pipe.zcount(expiries, f"({now}", "+inf")
+                pipe.zcount(expiries, "-inf", now)
+            counts = [int(count) for count in await pipe.execute()]
+        return Gauges(sum(counts[0::2]), sum(counts[1::2]), None)
+
+    async def ping(self) -> str:
+        async with self._slots:
+            await self._client.ping()
+        nodes = self._client.get_nodes()
+        primaries = len(self._client.get_primaries())
+        return f"redis cluster: {primaries} masters, {len(nodes)} nodes; prefix {self._prefix!r}"
