@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from session_repo.backends.sql.asyncpg_connect import AsyncpgConnect
 from session_repo.backends.sql.asyncpg_options import asyncpg_query_options
 from session_repo.backends.sql.sqlite_engine import (
     BEGIN_OPTION,
@@ -180,21 +181,27 @@ def create_engine(
         max_overflow=pool_size,
         pool_timeout=connect_timeout,
     )
-    statement_ms = max(1, round(statement_timeout * 1000))
     if parsed.get_driver_name() == "asyncpg":
         # The PostgreSQL pipeline holds up to 2 * pool_size of these connections;
         # pool_size more are left for the engine's other users (migrations, tools).
         kwargs["max_overflow"] = pool_size * 2
+        options = asyncpg_query_options(parsed)
+        # Direct to PostgreSQL or through a pooler (PgBouncer): the connector finds
+        # out on the first connection and sets timeouts and statements to match.
+        connect = AsyncpgConnect(
+            statement_timeout=statement_timeout,
+            unnamed=options.get("statement_cache_size") == 0,
+        )
         kwargs["connect_args"] = {
+            "async_creator_fn": connect,
             "timeout": connect_timeout,
-            # The server's own timeout acts first; this one catches a server that hangs.
-            "command_timeout": statement_timeout + 1,
-            "server_settings": {
-                "statement_timeout": str(statement_ms),
-                "lock_timeout": str(statement_ms),
-            },
+            # SQLAlchemy's statements (migrations, the schema check; operations go
+            # through asyncpg's own cache) are not cached: a statement kept from one
+            # transaction is gone in the next behind a pooler. Unique names there.
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": connect.statement_name,
             # The URL's own options win, typed (connect_args override the URL's text).
-            **asyncpg_query_options(parsed),
+            **options,
         }
         return create_async_engine(parsed, **kwargs)
     kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout))}

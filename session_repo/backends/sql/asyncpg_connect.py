@@ -1,0 +1,135 @@
+"""asyncpg connections for one engine, made for PostgreSQL itself or for a pooler in front.
+
+Reached directly, a connection carries ``statement_timeout`` and ``lock_timeout`` as
+startup parameters (the server bounds every statement) and asyncpg prepares named
+statements once per connection (one round trip per statement after that).
+
+A pooler in transaction mode (PgBouncer, Supavisor, a host's managed pooler) lends a
+server connection for one transaction at a time, so none of that holds: a named
+statement prepared on one server connection is missing from the next ("prepared
+statement ... does not exist") or already taken there by another client, and a
+session setting would leak to the clients that share the server connection next.
+PgBouncer refuses the startup parameters ("unsupported startup parameter"), or drops
+them when told to ignore them; either way the engine's first connection finds out
+(a refusal, or a server whose ``statement_timeout`` is not the one sent), and from
+then on each of its connections is made for a pooler:
+
+- no startup parameters: asyncpg's ``command_timeout`` is the statement bound, and
+  asyncpg cancels a statement that runs over it (a CancelRequest, which the pooler
+  forwards to the server connection running it);
+- ``statement_cache_size=0``: asyncpg's unnamed statements, parsed again in the same
+  ``Sync`` as their ``Bind`` (asyncpg >= 0.29), so one server connection sees both;
+- SQLAlchemy's statements (migrations, the schema check: always inside a
+  transaction) are named uniquely, so two clients never collide on a server
+  connection (``prepared_statement_name_func``).
+
+A URL with ``statement_cache_size=0`` gets unnamed statements from the first
+connection on: the one option for a pooler that passes startup parameters on and so
+cannot be told from PostgreSQL itself. Session mode is handled the same way (it
+refuses the startup parameters too), which is correct there as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+__all__ = ["AsyncpgConnect"]
+
+_log = logging.getLogger(__name__)
+
+
+def _refused_startup_parameter(exc: BaseException) -> bool:
+    """PgBouncer's refusal of a startup parameter it does not track (SQLSTATE 08P01)."""
+    return (
+        getattr(exc, "sqlstate", None) == "08P01"
+        and "unsupported startup parameter" in str(exc).lower()
+    )
+
+
+class AsyncpgConnect:
+    """``asyncpg.connect`` for one engine (SQLAlchemy's ``async_creator_fn``).
+
+    Args:
+        statement_timeout: seconds a statement may take, lock waits included.
+        unnamed: use unnamed statements from the first connection on (the URL
+            asked for ``statement_cache_size=0``).
+    """
+
+    def __init__(self, *, statement_timeout: float, unnamed: bool = False) -> None:
+        self._statement_timeout = statement_timeout
+        self._statement_ms = max(1, round(statement_timeout * 1000))
+        self._unnamed = unnamed
+        # None until the first connection tells: True behind a pooler.
+        self.pooled: bool | None = None
+
+    def statement_name(self) -> str | None:
+        """A name for a SQLAlchemy-prepared statement: unique behind a pooler, else
+        asyncpg's own (None)."""
+        if self.pooled or self._unnamed:
+            return f"__session_repo_{uuid.uuid4().hex}__"
+        return None
+
+    def _direct(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        options = dict(kwargs)
+        # The server's own timeouts act first; asyncpg's catches a server that hangs.
+        options.setdefault("command_timeout", self._statement_timeout + 1)
+        options["server_settings"] = {
+            **options.get("server_settings", {}),
+            "statement_timeout": str(self._statement_ms),
+            "lock_timeout": str(self._statement_ms),
+        }
+        if self._unnamed:
+            options["statement_cache_size"] = 0
+        return options
+
+    def _through_pooler(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        options = dict(kwargs)
+        options.pop("server_settings", None)
+        options.setdefault("command_timeout", self._statement_timeout)
+        options["statement_cache_size"] = 0
+        return options
+
+    def _found_pooler(self, how: str) -> None:
+        if not self.pooled:
+            _log.info(
+                "PostgreSQL is behind a connection pooler (%s): unnamed statements, "
+                "statements bounded by the client",
+                how,
+            )
+        self.pooled = True
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import asyncpg
+
+        if self.pooled:
+            return await asyncpg.connect(*args, **self._through_pooler(kwargs))
+        try:
+            conn = await asyncpg.connect(*args, **self._direct(kwargs))
+        except asyncpg.PostgresError as exc:
+            if not _refused_startup_parameter(exc):
+                raise
+            self._found_pooler("it refused the startup parameters")
+            return await asyncpg.connect(*args, **self._through_pooler(kwargs))
+        if self.pooled is None:
+            try:
+                applied = await self._settings_applied(conn)
+            except BaseException:
+                conn.terminate()
+                raise
+            if not applied:
+                await conn.close()
+                self._found_pooler("it dropped the startup parameters")
+                return await asyncpg.connect(*args, **self._through_pooler(kwargs))
+            self.pooled = False
+        return conn
+
+    async def _settings_applied(self, conn: Any) -> bool:
+        # The simple query protocol (no arguments): no prepared statement, one round
+        # trip, whatever stands in between. "SELECT 1" when the server has our value.
+        status = await conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_settings WHERE name = 'statement_timeout' "
+            f"AND setting = '{self._statement_ms}'"
+        )
+        return str(status) == "SELECT 1"
