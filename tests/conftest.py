@@ -81,20 +81,6 @@ async def _clear_through_pooler(location: str | None) -> None:
         await engine.dispose()
 
 
-async def _clear_through_pooler(location: str | None) -> None:
-    # Through the library's engine: a plain one would leave named statements on the
-    # pooler's shared server connections for the next client to collide with.
-    from session_repo.backends.sql.engine import create_engine
-
-    assert location is not None
-    engine = create_engine(location, pool_size=1)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(bindings.delete())
-    finally:
-        await engine.dispose()
-
-
 def _build_memory(location: str | None, clock: Clock, kwargs: dict[str, Any]) -> SessionRepository:
     return MemorySessionRepository(clock=clock, **kwargs)
 
@@ -200,16 +186,6 @@ BACKENDS: dict[str, Backend] = {
         location=lambda _: migrated_url("postgresql"),
         build=_build_sql,
         reset=_clear_sql,
-        stored=_sql_rows,
-        server=True,
-    ),
-    # PostgreSQL through PgBouncer in transaction mode (.ci/pgbouncer), no URL option.
-    "pgbouncer": Backend(
-        name="pgbouncer",
-        health_name="postgresql",
-        location=lambda _: migrated_url("pgbouncer"),
-        build=_build_sql,
-        reset=_clear_through_pooler,
         stored=_sql_rows,
         server=True,
     ),

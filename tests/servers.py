@@ -82,20 +82,6 @@ SERVERS: dict[str, Server] = {
         "postgresql+asyncpg://postgres@127.0.0.1:6433/pgbouncer_test",
         6433,
     ),
-    # .ci/pgbouncer start: PgBouncer in front of the local PostgreSQL, database
-    # pgbouncer_test (its own: never the `test` database other tests empty).
-    "pgbouncer": Server(
-        "PgBouncer (transaction mode)",
-        "SESSION_REPO_TEST_PGBOUNCER_URL",
-        "postgresql+asyncpg://postgres@127.0.0.1:6432/pgbouncer_test",
-        6432,
-    ),
-    "pgbouncer-session": Server(
-        "PgBouncer (session mode)",
-        "SESSION_REPO_TEST_PGBOUNCER_SESSION_URL",
-        "postgresql+asyncpg://postgres@127.0.0.1:6433/pgbouncer_test",
-        6433,
-    ),
 }
 
 
