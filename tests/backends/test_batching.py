@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -276,3 +278,76 @@ async def test_a_cancelled_batch_fails_its_waiting_callers_instead_of_hanging(
         finally:
             holder.execute("ROLLBACK")
             holder.close()
+
+
+@batched
+async def test_claims_racing_in_one_tick_each_key_has_one_winner_all_callers_agree_on(
+    repo: SessionRepository, fake_clock: FakeClock
+) -> None:
+    await repo.upsert("held", "machine-held")  # live: nobody takes it
+    await repo.upsert("lapsed", "machine-old", ttl=1)
+    await repo.upsert("replaced", "machine-old")  # taken only by naming its owner
+    fake_clock.advance(1)  # "lapsed" has expired
+    keys = [f"k{n}" for n in range(24)] + ["held", "lapsed"]
+    calls = [(key, f"machine-{m}", None) for m in range(3) for key in keys]
+    calls += [("k0", "machine-late", None), ("replaced", "machine-new", "machine-old")]
+    random.Random(7).shuffle(calls)
+    results = await asyncio.gather(
+        *(repo.claim(key, alloc, replacing=replacing) for key, alloc, replacing in calls)
+    )
+    answers: dict[str, set[str]] = {}
+    for (key, _, _), owner in zip(calls, results, strict=True):
+        answers.setdefault(key, set()).add(owner)
+    for key, owners in answers.items():
+        assert len(owners) == 1, f"{key}: callers were told different owners {owners}"
+        assert await repo.lookup(key) == owners.pop()
+    assert await repo.lookup("held") == "machine-held"
+    assert await repo.lookup("lapsed") in {"machine-0", "machine-1", "machine-2"}
+    assert await repo.lookup("replaced") == "machine-new"
+    assert await repo.lookup("k0") in {"machine-0", "machine-1", "machine-2", "machine-late"}
+
+
+PG_COUNT_STATEMENTS = [
+    "CREATE TABLE IF NOT EXISTS claim_statements (at timestamptz DEFAULT now())",
+    "DELETE FROM claim_statements",
+    "CREATE OR REPLACE FUNCTION count_claim_statement() RETURNS trigger AS $$ "
+    "BEGIN INSERT INTO claim_statements DEFAULT VALUES; RETURN NULL; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER count_claims AFTER INSERT ON session_bindings "
+    "FOR EACH STATEMENT EXECUTE FUNCTION count_claim_statement()",
+]
+
+
+@pytest.mark.parametrize("backend_name", backend_params("postgresql"))
+async def test_a_ticks_claims_on_postgresql_are_one_statement(repo: SessionRepository) -> None:
+    assert isinstance(repo, SqlSessionRepository)
+    await repo.claim("warm-up", "machine-a")  # opened: the claims below reach the store at once
+    async with repo.engine.begin() as conn:
+        for statement in PG_COUNT_STATEMENTS:
+            await conn.execute(text(statement))
+    try:
+        first = asyncio.create_task(repo.claim("first", "machine-a"))  # alone, at once
+        await asyncio.sleep(0)
+        owners = await asyncio.gather(*(repo.claim(f"c{n}", "machine-a") for n in range(40)))
+        await first
+    finally:
+        async with repo.engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER count_claims ON session_bindings"))
+            count = (await conn.execute(text("SELECT count(*) FROM claim_statements"))).scalar()
+            await conn.execute(text("DROP TABLE claim_statements"))
+    assert owners == ["machine-a"] * 40
+    assert count == 2  # the lone claim, then the 40 that came meanwhile as one statement
+    assert await stored_count(repo) == 42
+
+
+@pytest.mark.parametrize("backend_name", backend_params("postgresql", "mariadb"))
+async def test_a_ticks_claims_and_upserts_are_never_refused_together(
+    repo: SessionRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    await repo.claim("warm-up", "machine-a")
+    caplog.set_level(logging.DEBUG, logger="session_repo.backends.sql.batched_writes")
+    await asyncio.gather(*(repo.upsert(f"u{n}", f"machine-{n % 3}") for n in range(30)))
+    owners = await asyncio.gather(*(repo.claim(f"u{n}", "machine-x") for n in range(30)))
+    claimed = await asyncio.gather(*(repo.claim(f"c{n}", f"machine-{n % 3}") for n in range(30)))
+    assert owners == [f"machine-{n % 3}" for n in range(30)]
+    assert claimed == [f"machine-{n % 3}" for n in range(30)]
+    assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage()] == []

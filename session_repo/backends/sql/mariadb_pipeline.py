@@ -8,10 +8,9 @@ MariaDB 10.5 and later), and two kinds of work travel together, as on PostgreSQL
 
 - the lookups made in one event-loop tick go as one ``IN (..)`` query;
 - the upserts made in one tick go as one multi-row ``INSERT .. ON DUPLICATE KEY
-  UPDATE`` (asyncmy's ``executemany``), keys sorted so that two instances never
-  deadlock; if the server refuses it, each upsert is tried alone, so one bad row
-  fails only its own caller (a batch whose answer was lost fails all of them: it
-  may have been written, and is never sent again as new).
+  UPDATE`` (asyncmy's ``executemany``), and its claims as one multi-row claim
+  ``.. RETURNING`` (``batched_writes``: keys sorted, a refused statement tried row
+  by row, a lost answer never sent again).
 
 Every caller is resolved only after its statement committed. The connections are
 the engine's own (``held_connections.HeldConnections``), in ``AUTOCOMMIT``; errors
@@ -31,11 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_repo._core.batching import Batcher
 from session_repo._core.storage import Gauges
+from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_batch
 from session_repo.backends.sql.compiled import Compiled
-from session_repo.backends.sql.errors import refused_by_server, retry_conflicts
+from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
 from session_repo.backends.sql.path import SqlPath
-from session_repo.backends.sql.statements import Statements, rows_of_keys
+from session_repo.backends.sql.statements import Statements, claims_of, rows_of_keys
 from session_repo.errors import StorageError
 
 __all__ = ["MariadbPipeline", "has_fast_path"]
@@ -44,6 +44,8 @@ T = TypeVar("T")
 _DIALECT = asyncmy_dialect()
 # The most lookups one IN (..) query carries; more go as further queries.
 _MAX_KEYS = 512
+# The most claims one statement carries: each size is compiled once, and kept.
+_MAX_CLAIMS = 64
 
 
 def has_fast_path(engine: AsyncEngine) -> bool:
@@ -62,6 +64,11 @@ def has_fast_path(engine: AsyncEngine) -> bool:
 @cache
 def _rows_of(count: int) -> Compiled:
     return Compiled.of(rows_of_keys(count), _DIALECT)
+
+
+@cache
+def _claims_of(count: int) -> Compiled:
+    return Compiled.of(claims_of(count), _DIALECT)
 
 
 def _size_of(count: int) -> int:
@@ -89,6 +96,7 @@ class MariadbPipeline(SqlPath):
         )
         self._reads = Batcher(self._lookup_batch)
         self._upserts = Batcher(self._upsert_batch)
+        self._claims = Batcher(self._claim_batch, max_batch=_MAX_CLAIMS, alone=self._claim_one)
         compile_ = Compiled.of
         self._lookup = compile_(statements.lookup, _DIALECT)
         self._size = str(statements.storage_size)
@@ -103,6 +111,7 @@ class MariadbPipeline(SqlPath):
     async def close(self) -> None:
         await self._reads.drain()
         await self._upserts.drain()
+        await self._claims.drain()
         await self._connections.close()
 
     async def _on_cursor(self, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -166,24 +175,33 @@ class MariadbPipeline(SqlPath):
         await self._retrying(lambda c: c.execute(self._upsert.sql, args))
 
     async def _upsert_batch(self, requests: list[tuple[Any, ...]]) -> list[Any]:
-        if len(requests) == 1:
-            await self._upsert_one(requests[0])
-            return [None]
-        rows = sorted(requests, key=lambda args: args[0])  # one lock order for every instance
-        try:
-            await self._retrying(lambda c: c.executemany(self._upsert.sql, rows))
-        except Exception as exc:
-            if not refused_by_server(exc):
-                raise  # it may have been written: no caller's upsert is sent again as new
-            outcomes: list[Any] = []  # find the bad one(s): each alone, each its own outcome
-            for args in requests:
-                try:
-                    await self._upsert_one(args)
-                    outcomes.append(None)
-                except Exception as exc:
-                    outcomes.append(exc)
-            return outcomes
-        return [None] * len(requests)
+        return await upsert_batch(requests, many=self._upsert_many, one=self._upsert_one)
+
+    async def _upsert_many(self, rows: list[tuple[Any, ...]]) -> None:
+        await self._retrying(lambda c: c.executemany(self._upsert.sql, rows))
+
+    async def _claim_batch(self, requests: list[Claim]) -> list[Any]:
+        return await claim_batch(requests, many=self._claim_many, one=self._claim_one)
+
+    async def _claim_many(self, claims: list[Claim], now: int) -> dict[bytes, str]:
+        statement = _claims_of(len(claims))
+        args = (*(value for claim in claims for value in claim[:3]), now)
+
+        async def run(cursor: Any) -> Any:
+            await cursor.execute(statement.sql, args)
+            return await cursor.fetchall()
+
+        return {bytes(key): str(owner) for key, owner in await self._retrying(run)}
+
+    async def _claim_one(self, request: Claim) -> str:
+        key, alloc_id, expires_at, now, replacing = request
+        args = self._claim.args(
+            key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
+        )
+        owner = await self._retrying(lambda c: self._one(c, self._claim.sql, args))
+        if owner is None:  # pragma: no cover - the statement always returns its row
+            raise StorageError("claim returned no owner", transient=True)
+        return str(owner)
 
     # -- operations ----------------------------------------------------------
 
@@ -197,13 +215,8 @@ class MariadbPipeline(SqlPath):
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        args = self._claim.args(
-            key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
-        )
-        owner = await self._retrying(lambda c: self._one(c, self._claim.sql, args))
-        if owner is None:  # pragma: no cover - the statement always returns its row
-            raise StorageError("claim returned no owner", transient=True)
-        return str(owner)
+        owner: str = await self._claims.call((key, alloc_id, expires_at, now, replacing))
+        return owner
 
     async def _matched(self, compiled: Compiled, **values: Any) -> int:
         args = compiled.args(**values)

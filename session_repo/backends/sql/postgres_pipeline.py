@@ -7,10 +7,9 @@ own), and two kinds of work travel together:
 
 - the lookups made in one event-loop tick go as one ``= ANY($1)`` query;
 - the upserts made in one tick go as one pipelined ``executemany`` in one
-  transaction, keys sorted so that two instances never deadlock; if the server
-  refuses it, each upsert is tried alone, so one bad row fails only its own caller
-  (a batch whose answer was lost fails all of them: it may have been written, and
-  is never sent again as new).
+  transaction, and its claims as one ``INSERT .. SELECT FROM unnest(..) ..
+  RETURNING`` (``batched_writes``: keys sorted, a refused statement tried row by
+  row, a lost answer never sent again).
 
 Every caller is resolved only after its statement committed. The connections are
 the engine's own (``held_connections.HeldConnections``), made exactly as SQLAlchemy
@@ -27,11 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_repo._core.batching import Batcher
 from session_repo._core.storage import Gauges
+from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_batch
 from session_repo.backends.sql.compiled import Compiled
-from session_repo.backends.sql.errors import refused_by_server, retry_conflicts
+from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
 from session_repo.backends.sql.path import SqlPath
-from session_repo.backends.sql.statements import Statements
+from session_repo.backends.sql.statements import Statements, pg_claims
 from session_repo.errors import StorageError
 
 __all__ = ["PostgresPipeline"]
@@ -55,12 +55,14 @@ class PostgresPipeline(SqlPath):
         )
         self._reads = Batcher(self._lookup_batch)
         self._upserts = Batcher(self._upsert_batch)
+        self._claims = Batcher(self._claim_batch, alone=self._claim_one)
         compile_ = Compiled.of
         self._lookup = compile_(statements.lookup, _DIALECT)
         self._lookup_many = compile_(statements.rows_many, _DIALECT)
         self._size = str(statements.storage_size)
         self._upsert = compile_(statements.upsert, _DIALECT)
         self._claim = compile_(statements.claim, _DIALECT)
+        self._claim_many = compile_(pg_claims(), _DIALECT)
         self._touch = compile_(statements.touch, _DIALECT)
         self._delete = compile_(statements.delete, _DIALECT)
         self._delete_owner = compile_(statements.delete_owner, _DIALECT)
@@ -70,6 +72,7 @@ class PostgresPipeline(SqlPath):
     async def close(self) -> None:
         await self._reads.drain()
         await self._upserts.drain()
+        await self._claims.drain()
         await self._connections.close()
 
     async def _on_connection(self, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -106,24 +109,34 @@ class PostgresPipeline(SqlPath):
         await self._retrying(lambda c: c.execute(self._upsert.sql, *args))
 
     async def _upsert_batch(self, requests: list[tuple[Any, ...]]) -> list[Any]:
-        if len(requests) == 1:
-            await self._upsert_one(requests[0])
-            return [None]
-        rows = sorted(requests, key=lambda args: args[0])  # one lock order for every instance
-        try:
-            await self._retrying(lambda c: c.executemany(self._upsert.sql, rows))
-        except Exception as exc:
-            if not refused_by_server(exc):
-                raise  # it may have been written: no caller's upsert is sent again as new
-            outcomes: list[Any] = []  # find the bad one(s): each alone, each its own outcome
-            for args in requests:
-                try:
-                    await self._upsert_one(args)
-                    outcomes.append(None)
-                except Exception as exc:
-                    outcomes.append(exc)
-            return outcomes
-        return [None] * len(requests)
+        return await upsert_batch(requests, many=self._upsert_many, one=self._upsert_one)
+
+    async def _upsert_many(self, rows: list[tuple[Any, ...]]) -> None:
+        await self._retrying(lambda c: c.executemany(self._upsert.sql, rows))
+
+    async def _claim_batch(self, requests: list[Claim]) -> list[Any]:
+        return await claim_batch(requests, many=self._claim_many_rows, one=self._claim_one)
+
+    async def _claim_many_rows(self, claims: list[Claim], now: int) -> dict[bytes, str]:
+        keys, allocs, expireses = (
+            [c[0] for c in claims],
+            [c[1] for c in claims],
+            [c[2] for c in claims],
+        )
+        args = self._claim_many.args(keys=keys, allocs=allocs, expireses=expireses, now=now)
+        rows = await self._retrying(lambda c: c.fetch(self._claim_many.sql, *args))
+        return {bytes(key): str(owner) for key, owner in rows}
+
+    async def _claim_one(self, request: Claim) -> str:
+        key, alloc_id, expires_at, now, replacing = request
+        args = self._claim.args(
+            key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
+        )
+        # One round trip; the statement always locks the row and returns its owner.
+        owner = await self._retrying(lambda c: c.fetchval(self._claim.sql, *args))
+        if owner is None:  # pragma: no cover - an upsert always returns its row
+            raise StorageError("claim returned no owner", transient=True)
+        return str(owner)
 
     # -- operations ----------------------------------------------------------
 
@@ -137,14 +150,8 @@ class PostgresPipeline(SqlPath):
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        args = self._claim.args(
-            key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
-        )
-        # One round trip; the statement always locks the row and returns its owner.
-        owner = await self._retrying(lambda c: c.fetchval(self._claim.sql, *args))
-        if owner is None:  # pragma: no cover - an upsert always returns its row
-            raise StorageError("claim returned no owner", transient=True)
-        return str(owner)
+        owner: str = await self._claims.call((key, alloc_id, expires_at, now, replacing))
+        return owner
 
     async def _count(self, compiled: Compiled, **values: Any) -> int:
         args = compiled.args(**values)

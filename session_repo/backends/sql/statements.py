@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Delete,
     LargeBinary,
     Select,
+    String,
     TextClause,
     Update,
     any_,
@@ -38,7 +40,7 @@ from sqlalchemy.sql.dml import Insert, ReturningInsert
 
 from session_repo.backends.sql.model import bindings
 
-__all__ = ["Statements", "rows_of_keys", "statements_for"]
+__all__ = ["Statements", "claims_of", "pg_claims", "rows_of_keys", "statements_for"]
 
 _key = bindings.c.session_key
 _alloc = bindings.c.alloc_id
@@ -189,3 +191,49 @@ def rows_of_keys(count: int) -> Select[bytes, str, int]:
     """
     keys = [bindparam(f"key{i}", type_=LargeBinary) for i in range(count)]
     return select(_key, _alloc, _expires).where(_key.in_(keys))
+
+
+def pg_claims() -> ReturningInsert[bytes, str]:
+    """PostgreSQL's claims of many sessions as one statement (a tick's claims, one trip).
+
+    ``keys``, ``allocs`` and ``expireses`` are arrays, one entry per claim, keys
+    distinct (a row is updated once per statement); one ``now`` serves them all.
+    It is ``claim``'s always-update, row by row: each row locked, ``RETURNING`` the
+    owner it was left with. A claim naming ``replacing`` goes alone.
+    """
+    rows = (
+        func.unnest(
+            bindparam("keys", type_=ARRAY(LargeBinary)),
+            bindparam("allocs", type_=ARRAY(String)),
+            bindparam("expireses", type_=ARRAY(BigInteger)),
+        )
+        .table_valued("session_key", "alloc_id", "expires_at")
+        .render_derived()
+    )
+    names = ["session_key", "alloc_id", "expires_at"]
+    insert = postgresql.insert(bindings).from_select(names, select(*(rows.c[n] for n in names)))
+    claimable = _expires <= bindparam("now")
+    keep = {
+        name: case((claimable, insert.excluded[name]), else_=bindings.c[name])
+        for name in ("alloc_id", "expires_at")
+    }
+    return insert.on_conflict_do_update(index_elements=[_key], set_=keep).returning(_key, _alloc)
+
+
+def claims_of(count: int) -> TextClause:
+    """MariaDB's claims of ``count`` sessions as one statement (10.5 and later).
+
+    Values ``key0, alloc0, expires0, ..``, keys distinct, one ``now`` for all; each
+    row is ``claim_returning``'s, and ``RETURNING`` gives every row as left.
+
+    Args:
+        count: how many claims the statement carries.
+    """
+    values = ", ".join(f"(:key{n}, :alloc{n}, :expires{n})" for n in range(count))
+    return text(
+        "INSERT INTO session_bindings (session_key, alloc_id, expires_at) "
+        f"VALUES {values} ON DUPLICATE KEY UPDATE "
+        "alloc_id = IF(@session_repo_take := (expires_at <= :now), VALUES(alloc_id), alloc_id), "
+        "expires_at = IF(@session_repo_take, VALUES(expires_at), expires_at) "
+        "RETURNING session_key, alloc_id"
+    )
