@@ -401,3 +401,11 @@ def test_the_span_target_is_the_sql_backends_table() -> None:
     assert bindings.name == SQL_TABLE == "session_bindings"
     with pytest.raises(TypeError):
         instrument(object())  # type: ignore[arg-type]
+
+
+async def test_the_overhead_benchmark_runs() -> None:
+    from benchmarks.otel_overhead import SUBJECTS, ops_per_second
+
+    found = await ops_per_second(SUBJECTS, 0.05, 1)
+    assert set(found) == {"bare", "no-sdk", "sdk"}
+    assert all(ops > 0 for ops in found.values())
