@@ -8,11 +8,13 @@ from benchmarks.subjects.base import Setup, Subject
 from benchmarks.subjects.raw_aiosqlite import RawAiosqlite
 from benchmarks.subjects.raw_asyncmy import RawAsyncmy
 from benchmarks.subjects.raw_asyncpg import RawAsyncpg
+from benchmarks.subjects.raw_asyncpg_pgbouncer import RawAsyncpgPgbouncer
 from benchmarks.subjects.raw_redis import RawRedis
 from benchmarks.subjects.raw_redis_lua import RawRedisLua
 from benchmarks.subjects.raw_sqlite3 import RawSqlite3
 from benchmarks.subjects.repo_mariadb import RepoMariadb
 from benchmarks.subjects.repo_memory import RepoMemory
+from benchmarks.subjects.repo_pg_pgbouncer import RepoPgPgbouncer
 from benchmarks.subjects.repo_postgres import RepoPostgres
 from benchmarks.subjects.repo_redis import RepoRedis
 from benchmarks.subjects.repo_resilient import RepoResilient
@@ -29,6 +31,8 @@ NAMES = (
     "sqlite3",
     "repo-pg",
     "asyncpg",
+    "repo-pg-pgbouncer",
+    "asyncpg-pgbouncer",
     "repo-mariadb",
     "asyncmy",
     "repo-redis",
@@ -47,6 +51,8 @@ _FOUND: dict[str, Callable[[], Subject]] = {
     "sqlite3": RawSqlite3,
     "repo-pg": RepoPostgres,
     "asyncpg": RawAsyncpg,
+    "repo-pg-pgbouncer": RepoPgPgbouncer,
+    "asyncpg-pgbouncer": RawAsyncpgPgbouncer,
     "repo-mariadb": RepoMariadb,
     "asyncmy": RawAsyncmy,
     "repo-redis": RepoRedis,
