@@ -5,6 +5,11 @@ replica refusing a write (a failover under way), and Redis Cluster's own states 
 change: ``CLUSTERDOWN`` (and ``MASTERDOWN``), ``TRYAGAIN``, a ``MOVED`` or ``ASK``
 the client ran out of redirections for, a slot no node serves yet. Permanent:
 authentication, ``CROSSSLOT`` (a bug: keys of one script in two slots), the rest.
+
+One more transient: a write on a connection closed under it (by the peer, or by the
+cluster client, which closes every connection when it meets ``CLUSTERDOWN``) leaks
+asyncio's ``TypeError``/``AttributeError`` instead of ``ConnectionError`` (redis-py
+issues #3546, #4287): recognized by where it was raised.
 """
 
 from __future__ import annotations
@@ -42,4 +47,23 @@ def is_transient(exc: BaseException) -> bool:
             return False
         if isinstance(exc, family.error("ClusterException")):
             return False
+        if _closed_under_it(exc, f"{family.name}.asyncio.connection"):
+            return True
     return generic_is_transient(exc)
+
+
+def _closed_under_it(exc: BaseException, connection_module: str) -> bool:
+    """A ``TypeError``/``AttributeError`` from a writer asyncio tore down mid-write."""
+    if not isinstance(exc, (TypeError, AttributeError)):
+        return False
+    modules: list[str] = []
+    frame = exc.__traceback__
+    while frame is not None:
+        modules.append(str(frame.tb_frame.f_globals.get("__name__", "")))
+        frame = frame.tb_next
+    if connection_module not in modules:
+        return False
+    innermost = modules[-1]
+    return innermost.startswith("asyncio.") or (
+        innermost == connection_module and "'NoneType' object" in str(exc)
+    )
