@@ -26,6 +26,7 @@ PUBLIC_MODULES = [
     "session_repo.errors",
     "session_repo.fly",
     "session_repo.metrics",
+    "session_repo.opentelemetry",
     "session_repo.prometheus",
     "session_repo.sync",
     "session_repo.testing",
