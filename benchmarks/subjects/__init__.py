@@ -10,6 +10,7 @@ from benchmarks.subjects.raw_asyncmy import RawAsyncmy
 from benchmarks.subjects.raw_asyncpg import RawAsyncpg
 from benchmarks.subjects.raw_asyncpg_pgbouncer import RawAsyncpgPgbouncer
 from benchmarks.subjects.raw_redis import RawRedis
+from benchmarks.subjects.raw_redis_cluster import RawRedisCluster
 from benchmarks.subjects.raw_redis_lua import RawRedisLua
 from benchmarks.subjects.raw_sqlite3 import RawSqlite3
 from benchmarks.subjects.repo_mariadb import RepoMariadb
@@ -17,6 +18,7 @@ from benchmarks.subjects.repo_memory import RepoMemory
 from benchmarks.subjects.repo_pg_pgbouncer import RepoPgPgbouncer
 from benchmarks.subjects.repo_postgres import RepoPostgres
 from benchmarks.subjects.repo_redis import RepoRedis
+from benchmarks.subjects.repo_redis_cluster import RepoRedisCluster
 from benchmarks.subjects.repo_resilient import RepoResilient
 from benchmarks.subjects.repo_sqlite import RepoSqlite
 from benchmarks.subjects.ttl_cache import TtlCacheReference
@@ -38,6 +40,8 @@ NAMES = (
     "repo-redis",
     "redis-py-lua",
     "redis-py",
+    "repo-redis-cluster",
+    "redis-py-cluster",
     "litestar-redis",
     "repo-memory",
     "ttlcache",
@@ -58,6 +62,8 @@ _FOUND: dict[str, Callable[[], Subject]] = {
     "repo-redis": RepoRedis,
     "redis-py-lua": RawRedisLua,
     "redis-py": RawRedis,
+    "repo-redis-cluster": RepoRedisCluster,
+    "redis-py-cluster": RawRedisCluster,
     "repo-memory": RepoMemory,
     "ttlcache": TtlCacheReference,
 }
