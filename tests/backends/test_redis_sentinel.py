@@ -1,0 +1,382 @@
+"""Redis Sentinel: the URL, the client it builds, and a failover under traffic.
+
+The contract suite runs through Sentinel as the ``redis-sentinel`` backend
+(tests/conftest.py); here are what only Sentinel has. The servers are
+``.ci/redis-sentinel start``'s: either node may be master when a test starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import warnings
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from session_repo import RedisSessionRepository, StorageError
+from session_repo._core.keys import session_key
+from session_repo.backends.redis.clients import families
+from session_repo.backends.redis.sentinel import (
+    SentinelUrl,
+    is_sentinel_url,
+    parse_sentinel_url,
+    sentinel_client,
+)
+from session_repo.errors import ConfigError
+from tests.redis_sentinel import SentinelRepository, master_client, redis_family
+from tests.servers import require_server
+
+SECRET = "s3cr3t-pw"
+SERVICE = "sessionrepo"
+
+
+# -- the URL ------------------------------------------------------------------------
+
+
+def test_a_url_names_its_sentinels_service_and_db() -> None:
+    parsed = parse_sentinel_url(
+        f"redis+sentinel://app:{SECRET}@10.0.0.1:26390,[::1]:26391,sentinel-c/cache/3"
+    )
+    assert parsed == SentinelUrl(
+        library="redis",
+        ssl=False,
+        sentinels=(("10.0.0.1", 26390), ("::1", 26391), ("sentinel-c", 26379)),
+        service_name="cache",
+        db=3,
+        username="app",
+        password=SECRET,
+    )
+    assert SECRET not in repr(parsed)
+
+
+def test_db_defaults_to_0_and_a_trailing_slash_is_fine() -> None:
+    assert parse_sentinel_url("redis+sentinel://h:1/svc").db == 0
+    assert parse_sentinel_url("redis+sentinel://h:1/svc/").db == 0
+    assert parse_sentinel_url("redis+sentinel://h:1/svc/7/").db == 7
+
+
+@pytest.mark.parametrize(
+    ("scheme", "library", "ssl"),
+    [
+        ("redis+sentinel", "redis", False),
+        ("rediss+sentinel", "redis", True),
+        ("valkey+sentinel", "valkey", False),
+        ("valkeys+sentinel", "valkey", True),
+    ],
+)
+def test_each_scheme_picks_its_library_and_tls(scheme: str, library: str, ssl: bool) -> None:
+    url = f"{scheme}://h:26379/svc"
+    assert is_sentinel_url(url)
+    parsed = parse_sentinel_url(url)
+    assert (parsed.library, parsed.ssl) == (library, ssl)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://h:6379/0", "redis+cluster://h:7000", "memory://", "sentinel", ""]
+)
+def test_other_urls_are_not_sentinel_urls(url: str) -> None:
+    assert not is_sentinel_url(url)
+
+
+def test_sentinel_credentials_come_from_options_and_are_percent_decoded() -> None:
+    parsed = parse_sentinel_url(
+        "redis+sentinel://:p%40ss@h:1/svc?sentinel_username=watch&sentinel_password=w%2Fpw"
+    )
+    assert (parsed.username, parsed.password) == (None, "p@ss")
+    assert (parsed.sentinel_username, parsed.sentinel_password) == ("watch", "w/pw")
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        (f"redis+sentinel://:{SECRET}@/svc", "no sentinel hosts"),
+        (f"redis+sentinel://:{SECRET}@,/svc", "no sentinel hosts"),
+        (f"redis+sentinel://:{SECRET}@h:abc/svc", "bad port 'abc'"),
+        (f"redis+sentinel://:{SECRET}@h:0/svc", "bad port '0'"),
+        (f"redis+sentinel://:{SECRET}@a:1,h:70000/svc", "bad port '70000'"),
+        (f"redis+sentinel://:{SECRET}@:26379/svc", "no host"),
+        (f"redis+sentinel://:{SECRET}@[::1/svc", "bad sentinel address"),
+        (f"redis+sentinel://:{SECRET}@h:1", "no service"),
+        (f"redis+sentinel://:{SECRET}@h:1/", "no service"),
+        (f"redis+sentinel://:{SECRET}@h:1//0", "no service"),
+        (f"redis+sentinel://:{SECRET}@h:1/svc/x", "bad db 'x'"),
+        (f"redis+sentinel://:{SECRET}@h:1/svc/-1", "bad db '-1'"),
+        (f"redis+sentinel://:{SECRET}@h:1/svc/0/more", "too many path parts"),
+        (f"redis+sentinel://:{SECRET}@h:1/svc?password={SECRET}", "unknown option 'password'"),
+        (f"redis://:{SECRET}@h:1/0", "not a sentinel URL"),
+    ],
+)
+def test_a_bad_url_is_a_config_error_that_says_why_and_hides_the_password(
+    url: str, complaint: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_sentinel_url(url)
+    assert complaint in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+# -- the client, before it connects --------------------------------------------------
+
+
+def test_the_url_password_is_the_masters_and_sentinels_get_their_own() -> None:
+    client = sentinel_client(
+        f"redis+sentinel://app:{SECRET}@127.0.0.1:1/svc/4?sentinel_password=watchpw",
+        redis_family(),
+        max_connections=7,
+        decode_responses=True,
+        socket_timeout=3,
+        health_check_interval=30,
+    )
+    master = client.connection_pool.connection_kwargs
+    assert (master["db"], master["username"], master["password"]) == (4, "app", SECRET)
+    assert (master["decode_responses"], master["health_check_interval"]) == (True, 30)
+    assert client.connection_pool.max_connections == 7
+    (node,) = client.connection_pool.sentinel_manager.sentinels
+    watcher = node.connection_pool.connection_kwargs
+    assert (watcher["password"], watcher["socket_timeout"]) == ("watchpw", 3)
+    assert watcher.get("db", 0) == 0
+
+
+def test_a_url_for_the_other_library_is_refused() -> None:
+    with pytest.raises(ConfigError, match="valkey client"):
+        sentinel_client("valkey+sentinel://h:1/svc", redis_family())
+
+
+def test_the_client_is_one_the_repository_takes() -> None:
+    for family in families():
+        client = sentinel_client(f"{family.name}+sentinel://h:1/svc", family)
+        assert isinstance(client, family.client_class())
+        assert RedisSessionRepository(client).backend == family.name
+
+
+# -- against .ci/redis-sentinel ------------------------------------------------------
+
+
+def _sentinels(url: str) -> list[Any]:
+    return [aioredis.Redis(host=h, port=p) for h, p in parse_sentinel_url(url).sentinels]
+
+
+async def _master_address(url: str) -> tuple[str, int]:
+    node = _sentinels(url)[0]
+    try:
+        host, port = await node.sentinel_get_master_addr_by_name(SERVICE)
+    finally:
+        await node.aclose()
+    return str(host.decode() if isinstance(host, bytes) else host), int(port)
+
+
+async def _settled(url: str) -> bool:
+    """Every sentinel agrees on a master with one in-sync replica and sees the others."""
+    nodes = _sentinels(url)
+    try:
+        for node in nodes:
+            state = await node.sentinel_master(SERVICE)
+            if not (
+                state["is_master"]
+                and not state["is_sdown"]
+                and state["num-slaves"] == 1
+                and state["num-other-sentinels"] == len(nodes) - 1
+            ):
+                return False
+        host, port = await _master_address(url)
+        direct = aioredis.Redis(host=host, port=port, decode_responses=True)
+        try:
+            info = await direct.info("replication")
+        finally:
+            await direct.aclose()
+        replica = info.get("slave0")
+        return (
+            info["role"] == "master" and isinstance(replica, dict) and replica["state"] == "online"
+        )
+    except (OSError, aioredis.RedisError):
+        return False
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def _wait_settled(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not await _settled(url):
+        assert time.monotonic() < deadline, f"Redis Sentinel did not settle in {seconds} s"
+        await asyncio.sleep(0.25)
+
+
+async def _role(host: str, port: int) -> str:
+    direct = aioredis.Redis(host=host, port=port, decode_responses=True)
+    try:
+        role = await direct.role()
+    finally:
+        await direct.aclose()
+    return str(role[0])
+
+
+async def _holds(host: str, port: int, prefix: str, session_id: str) -> bool:
+    """Whether the node at host:port keeps a key of ``session_id`` (read directly)."""
+    direct = aioredis.Redis(host=host, port=port, decode_responses=True)
+    digest = session_key(session_id).hex()
+    try:
+        return any([key async for key in direct.scan_iter(match=f"{prefix}*{digest}*")])
+    finally:
+        await direct.aclose()
+
+
+@pytest.fixture
+async def sentinel_url() -> str:
+    url = require_server("redis-sentinel")
+    await _wait_settled(url, 30)
+    return url
+
+
+@pytest.mark.server
+async def test_writes_land_on_the_master_the_sentinels_name(sentinel_url: str) -> None:
+    prefix = "sentinel-where:"
+    async with SentinelRepository(sentinel_url, key_prefix=prefix, cleanup_interval=0) as repo:
+        await repo.upsert("where-does-it-go", "machine-1", ttl=60)
+        assert await repo.lookup("where-does-it-go") == "machine-1"
+        assert (await repo.health()).status == "ok"
+        host, port = await _master_address(sentinel_url)
+        assert await _holds(host, port, prefix, "where-does-it-go")
+        assert await repo.delete("where-does-it-go")
+
+
+@pytest.mark.server
+async def test_a_dead_sentinel_in_the_list_is_passed_over(sentinel_url: str) -> None:
+    hosts = ",".join(f"{h}:{p}" for h, p in parse_sentinel_url(sentinel_url).sentinels)
+    url = f"redis+sentinel://127.0.0.1:1,{hosts}/{SERVICE}/0"
+    async with SentinelRepository(url, key_prefix="sentinel-dead:", cleanup_interval=0) as repo:
+        assert await repo.claim("dead-sentinel", "machine-1", ttl=60) == "machine-1"
+        assert await repo.claim("dead-sentinel", "machine-2", ttl=60) == "machine-1"
+        assert await repo.delete("dead-sentinel")
+
+
+async def test_no_sentinel_answering_is_a_transient_storage_error() -> None:
+    repo = SentinelRepository(
+        f"redis+sentinel://127.0.0.1:1,127.0.0.1:2/{SERVICE}", cleanup_interval=0
+    )
+    try:
+        with pytest.raises(StorageError) as raised:
+            await repo.lookup("nobody-home")
+        assert raised.value.transient
+    finally:
+        await repo.close()
+
+
+@pytest.mark.server
+async def test_closing_the_client_closes_the_sentinels_connections_too(sentinel_url: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        client = master_client(sentinel_url)
+        assert await client.ping()
+        await client.set("sentinel-close:probe", "1", px=10_000)
+        await client.aclose()
+        del client
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert unclosed == []
+
+
+@pytest.mark.server
+@pytest.mark.timeout(120)
+async def test_a_failover_under_traffic_loses_no_write_but_those_of_its_window(
+    sentinel_url: str,
+) -> None:
+    """``SENTINEL FAILOVER`` while tasks write and read through the repository.
+
+    Writes acknowledged before the failover, and after the old master is demoted,
+    are all on the new master; callers see nothing but transient storage errors;
+    writes go to the new master once the sentinels name it.
+    """
+    prefix = "sentinel-failover:"
+    async with SentinelRepository(sentinel_url, key_prefix=prefix, cleanup_interval=0) as repo:
+        old = await _master_address(sentinel_url)
+        before = [f"before-{n}" for n in range(200)]
+        for session_id in before:
+            await repo.upsert(session_id, "machine-before", ttl=300)
+        direct_old = aioredis.Redis(host=old[0], port=old[1])
+        try:
+            assert await direct_old.wait(1, 5000) >= 1  # the replica has them all
+        finally:
+            await direct_old.aclose()
+
+        acked: list[tuple[float, str]] = []  # (monotonic time, session id)
+        errors: list[BaseException] = []
+        stop = asyncio.Event()
+
+        async def traffic(worker: int) -> None:
+            n = 0
+            while not stop.is_set():
+                session_id = f"during-{worker}-{n}"
+                n += 1
+                try:
+                    await repo.upsert(session_id, f"machine-{worker}", ttl=300)
+                    acked.append((time.monotonic(), session_id))
+                    assert await repo.lookup(before[n % len(before)]) in ("machine-before",)
+                except StorageError as exc:
+                    errors.append(exc)
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.002)
+
+        workers = [asyncio.create_task(traffic(worker)) for worker in range(8)]
+        try:
+            await asyncio.sleep(0.3)
+            failover_at = time.monotonic()
+            node = _sentinels(sentinel_url)[0]
+            try:
+                assert await node.sentinel_failover(SERVICE)
+            finally:
+                await node.aclose()
+            deadline = failover_at + 30
+            while (new := await _master_address(sentinel_url)) == old:
+                assert time.monotonic() < deadline, "the sentinels named no new master in 30 s"
+                await asyncio.sleep(0.05)
+            named_at = time.monotonic()
+            while await _role(*old) != "slave":
+                assert time.monotonic() < deadline, "the old master was not demoted in 30 s"
+                await asyncio.sleep(0.05)
+            demoted_at = time.monotonic()
+            await asyncio.sleep(0.5)  # traffic on the new master
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+
+        assert new != old
+        assert await _role(*new) == "master"
+        for exc in errors:
+            assert isinstance(exc, StorageError), repr(exc)
+            assert exc.transient, repr(exc)
+
+        # Acknowledged before the failover, or after the old master was demoted: all kept.
+        for session_id in before:
+            assert await repo.lookup(session_id) == "machine-before", session_id
+        must_keep = [sid for at, sid in acked if at < failover_at or at > demoted_at]
+        assert any(at > demoted_at for at, _ in acked), "no write went through after demotion"
+        lost = [sid for sid in must_keep if await repo.lookup(sid) is None]
+        assert lost == []
+        # The client left the old master soon after the sentinels named the new one.
+        late = [sid for at, sid in acked if named_at + 2 < at < demoted_at]
+        assert not [sid for sid in late if await repo.lookup(sid) is None]
+
+        # A write now goes to the new master.
+        await repo.upsert("after-the-failover", "machine-after", ttl=300)
+        assert await _holds(*new, prefix, "after-the-failover")
+        window = [sid for at, sid in acked if failover_at <= at <= demoted_at]
+        lost_in_window = sum([await repo.lookup(sid) is None for sid in window])
+        print(
+            f"failover: named {named_at - failover_at:.2f} s, demoted"
+            f" {demoted_at - failover_at:.2f} s after the command; {len(acked)} writes acked,"
+            f" {len(window)} in the window,"
+            f" {lost_in_window} of them lost; {len(errors)} transient errors"
+        )
+
+        client = master_client(sentinel_url)
+        try:
+            async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                await client.delete(key)
+        finally:
+            await client.aclose()
+    # Leave it usable: the demoted node back in sync as the new master's replica.
+    await _wait_settled(sentinel_url, 45)
