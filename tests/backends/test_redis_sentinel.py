@@ -244,6 +244,21 @@ async def test_writes_land_on_the_master_the_sentinels_name(sentinel_url: str) -
 
 
 @pytest.mark.server
+async def test_valkey_py_finds_the_master_through_the_sentinels_too(sentinel_url: str) -> None:
+    valkey = next(family for family in families() if family.name == "valkey")
+    url = sentinel_url.replace("redis+sentinel://", "valkey+sentinel://", 1)
+    client = sentinel_client(url, valkey, decode_responses=True, socket_timeout=5)
+    try:
+        async with RedisSessionRepository(client, key_prefix="sentinel-valkey:") as repo:
+            assert repo.backend == "valkey"
+            assert await repo.claim("valkey-through-sentinel", "machine-1", ttl=60) == "machine-1"
+            assert await repo.lookup("valkey-through-sentinel") == "machine-1"
+            assert await repo.delete_owner("machine-1") == 1
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.server
 async def test_a_dead_sentinel_in_the_list_is_passed_over(sentinel_url: str) -> None:
     hosts = ",".join(f"{h}:{p}" for h, p in parse_sentinel_url(sentinel_url).sentinels)
     url = f"redis+sentinel://127.0.0.1:1,{hosts}/{SERVICE}/0"
