@@ -459,3 +459,58 @@ async def test_a_master_that_stops_is_replaced_and_callers_see_only_transient_er
 
     traffic = await _run_traffic(failover_repo, stop_master)
     await _check(failover_repo, traffic)
+
+
+# --- WAIT for replicas ------------------------------------------------------------
+
+
+async def test_writes_can_wait_for_their_replicas(client: Any) -> None:
+    async with RedisSessionRepository(
+        _url(), key_prefix=PREFIX, cleanup_interval=0, wait_replicas=1, wait_timeout=2
+    ) as repo:
+        owners = await asyncio.gather(*(repo.claim(f"s{n}", "m1", ttl=60) for n in range(50)))
+        assert owners == ["m1"] * 50
+        await repo.upsert("alone", "m2", ttl=60)  # a lone write waits too
+        assert await repo.touch("alone", ttl=90) is True
+        assert await repo.delete("s0") is True
+        assert await repo.lookup("alone") == "m2"
+
+
+async def test_a_write_fewer_replicas_acknowledged_fails_transiently(client: Any) -> None:
+    async with RedisSessionRepository(
+        _url(), key_prefix=PREFIX, cleanup_interval=0, wait_replicas=2, wait_timeout=0.1
+    ) as repo:  # each master has one replica
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="1 of 2 replicas") as caught:
+            await repo.upsert("s1", "m1", ttl=60)
+        assert caught.value.transient
+        assert time.monotonic() - started < 2
+        assert await repo.lookup("s1") == "m1"  # written on the master all the same
+        results = await asyncio.gather(
+            *(repo.upsert(f"b{n}", "m1", ttl=60) for n in range(20)), return_exceptions=True
+        )
+        assert all(isinstance(r, StorageError) and r.transient for r in results)
+
+
+def test_wait_settings_are_checked() -> None:
+    with pytest.raises(TypeError, match="wait_replicas"):
+        RedisSessionRepository("redis://127.0.0.1:6379/0", wait_replicas=True)
+    with pytest.raises(ValueError, match="wait_replicas"):
+        RedisSessionRepository("redis://127.0.0.1:6379/0", wait_replicas=-1)
+    with pytest.raises(ValueError, match="wait_timeout"):
+        RedisSessionRepository("redis://127.0.0.1:6379/0", wait_replicas=1, wait_timeout=0)
+
+
+async def test_waiting_on_a_single_node_without_replicas_fails_transiently() -> None:
+    url = require_server("redis")
+    prefix = "session-repo-cluster-test-wait:"
+    async with RedisSessionRepository(
+        url, key_prefix=prefix, cleanup_interval=0, wait_replicas=1, wait_timeout=0.05
+    ) as repo:
+        try:
+            with pytest.raises(StorageError, match="0 of 1 replicas") as caught:
+                await repo.claim("s1", "m1", ttl=60)
+            assert caught.value.transient
+            assert await repo.lookup("s1") == "m1"
+        finally:
+            assert await repo.delete_owner("m1") == 1

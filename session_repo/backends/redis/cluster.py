@@ -163,6 +163,14 @@ class ClusterStorage(RedisStorage):
         tag_end = rest.index("}") + 1
         return f"{self._prefix}{rest[:tag_end]}s:", rest[tag_end + 2 :]
 
+    def _wait_groups(self, requests: list[Any]) -> list[tuple[dict[str, Any], list[int]]]:
+        """One ``WAIT`` per master written, on the connection that wrote there."""
+        nodes: dict[str, tuple[Any, list[int]]] = {}
+        for n, (_, keys, _) in enumerate(requests):
+            node = self._client.get_node_from_key(keys[0])
+            nodes.setdefault(node.name, (node, []))[1].append(n)
+        return [({"target_nodes": node}, members) for node, members in nodes.values()]
+
     async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
         """The lookups of one tick: an ``MGET`` per slot, every node's in one pipeline."""
         async with self._slots:

@@ -32,7 +32,7 @@ import contextlib
 from typing import Any
 
 from session_repo._core.front import StoreFront
-from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int
+from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int, positive_seconds
 from session_repo.backends.redis.clients import (
     family_of_client,
     family_of_url,
@@ -43,6 +43,7 @@ from session_repo.backends.redis.cluster import ClusterAddress, ClusterStorage, 
 from session_repo.backends.redis.errors import is_transient
 from session_repo.backends.redis.storage import RedisStorage
 from session_repo.clock import Clock
+from session_repo.errors import InvalidInput
 
 __all__ = ["RedisSessionRepository"]
 
@@ -66,6 +67,12 @@ class RedisSessionRepository(StoreFront):
         max_connections: the most batches of commands in flight at once (a burst
             waits for a turn); the connection pool built from a URL has two more,
             for a lone lookup and a lone write (on a cluster: per node).
+        wait_replicas: with n > 0, every write (upsert, claim, touch, delete) waits
+            until n replicas have it (Redis's ``WAIT``, after the writes on their
+            connection); if fewer did within ``wait_timeout``, the write stays on the
+            master and the call raises a transient ``StorageError``. Narrows what a
+            failover can lose; Redis's replication stays asynchronous.
+        wait_timeout: seconds a write waits for its replicas.
 
     Raises:
         ConfigError: the ``[redis]`` (``[valkey]``) extra is not installed, or the
@@ -84,6 +91,8 @@ class RedisSessionRepository(StoreFront):
         cleanup_interval: float = 60,
         cleanup_batch: int = 5000,
         max_connections: int = 50,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if isinstance(url_or_client, str):
             family = family_of_url(url_or_client)
@@ -116,6 +125,12 @@ class RedisSessionRepository(StoreFront):
             raise TypeError("key_prefix must be a str")
         self._prefix = key_prefix
         self._max_connections = positive_int("max_connections", max_connections)
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int):
+            raise TypeError("wait_replicas must be an int")
+        if wait_replicas < 0:
+            raise InvalidInput("wait_replicas must be >= 0 (0 waits for none)")
+        timeout_ms = max(int(positive_seconds("wait_timeout", wait_timeout) * 1000), 1)
+        self._wait = (wait_replicas, timeout_ms if wait_replicas else 0)
 
     def __repr__(self) -> str:
         return f"RedisSessionRepository(prefix={self._prefix!r})"
@@ -159,6 +174,7 @@ class RedisSessionRepository(StoreFront):
                 now_ms=self.now_ms,
                 slots=self._max_connections,
                 no_script=again,
+                wait=self._wait,
             )
         else:
             storage = RedisStorage(
@@ -168,6 +184,7 @@ class RedisSessionRepository(StoreFront):
                 now_ms=self.now_ms,
                 slots=self._max_connections,
                 no_script=errors.NoScriptError,
+                wait=self._wait,
             )
         await storage.ping()
         return storage

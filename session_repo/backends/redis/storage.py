@@ -45,6 +45,9 @@ class RedisStorage:
         no_script: the client library's ``NoScriptError``; a pipelined script that
             failed with it (or with any class in a tuple given here) did not run, and
             is sent again alone.
+        wait: (replicas, timeout ms): with replicas > 0, every write waits (``WAIT``)
+            until that many replicas have it, or fails (transient) when fewer did in
+            time; (0, 0) waits for none.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class RedisStorage:
         now_ms: Callable[[], int],
         slots: int,
         no_script: type[Exception] | tuple[type[Exception], ...],
+        wait: tuple[int, int] = (0, 0),
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -67,6 +71,9 @@ class RedisStorage:
         self._owners: dict[bytes, str] = {}
         self._lookups = TickBatcher(self._lookup_batch, alone=self._lookup_alone)
         self._scripts = TickBatcher(self._script_batch, alone=self._script_alone)
+        self._wait = wait
+        if wait[0]:  # no lone path: a WAIT must follow its writes on their connection
+            self._scripts = TickBatcher(self._waited_batch)
         self._upsert = client.register_script(load("upsert"))
         self._claim = client.register_script(load("claim"))
         self._touch = client.register_script(load("touch"))
@@ -143,6 +150,49 @@ class RedisStorage:
                         results[n] = await script(keys=keys, args=args)
                     except Exception as exc:  # its own caller's failure only
                         results[n] = exc
+        return results
+
+    def _wait_groups(self, requests: list[Any]) -> list[tuple[dict[str, Any], list[int]]]:
+        """Which requests one ``WAIT`` covers, and its options: here, one for all."""
+        return [({}, list(range(len(requests))))]
+
+    async def _waited_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """As ``_script_batch``, each connection's writes followed by ``WAIT``.
+
+        A write fewer replicas acknowledged than asked (in the timeout) happened on the
+        master but may not survive its failover: its caller gets a transient
+        ``StorageError``. Scripts a node lost are loaded, then their writes sent again.
+        """
+        replicas, timeout = self._wait
+        results: list[Any] = [None] * len(requests)
+        todo = list(range(len(requests)))
+        for attempt in range(2):
+            async with self._slots, self._client.pipeline(transaction=False) as pipe:
+                for n in todo:
+                    script, keys, args = requests[n]
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                groups = self._wait_groups([requests[n] for n in todo])
+                for options, _ in groups:
+                    pipe.execute_command("WAIT", replicas, timeout, **options)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            for n, reply in zip(todo, replies, strict=False):
+                results[n] = reply
+            for (_, members), acked in zip(groups, replies[len(todo) :], strict=True):
+                if isinstance(acked, Exception) or int(acked) < replicas:
+                    count = "no answer" if isinstance(acked, Exception) else int(acked)
+                    error = StorageError(
+                        f"written, but acknowledged by {count} of {replicas} replicas"
+                        f" within {timeout} ms",
+                        transient=True,
+                    )
+                    for member in members:
+                        if not isinstance(results[todo[member]], Exception):
+                            results[todo[member]] = error
+            todo = [n for n in todo if isinstance(results[n], self._no_script)]
+            if not todo or attempt:
+                break
+            for script in {requests[n][0].sha: requests[n][0] for n in todo}.values():
+                await self._client.script_load(script.script)
         return results
 
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
