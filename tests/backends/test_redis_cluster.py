@@ -246,6 +246,24 @@ async def test_a_burst_of_lookups_is_one_mget_per_slot(
     assert await _command_calls(client, "mget") - mgets == len(slots)
 
 
+async def test_valkey_cluster_urls_run_the_same_layout_through_valkey_py(client: Any) -> None:
+    url = _url().replace("redis+cluster://", "valkey+cluster://", 1)
+    async with RedisSessionRepository(url, key_prefix=PREFIX, cleanup_interval=0) as repo:
+        assert (await repo.health()).backend == "valkey"
+        await asyncio.gather(*(repo.upsert(f"s{n}", f"m{n % 2}", ttl=60) for n in range(200)))
+        assert await repo.claim("s1", "m9") == "m1"
+        assert await asyncio.gather(*(repo.lookup(f"s{n}") for n in range(4))) == [
+            "m0",
+            "m1",
+            "m0",
+            "m1",
+        ]
+        bindings = await _keys(client, "{*}s:*")
+        assert {client.get_node_from_key(key).port for key in bindings} == set(MASTERS)
+        assert await repo.delete_owner("m0") == 100
+        assert (await repo.metrics()).sessions == 100
+
+
 async def test_a_hash_tag_in_the_prefix_puts_everything_in_one_slot(client: Any) -> None:
     prefix = "{session-repo-cluster-test}:"
     async with RedisSessionRepository(_url(), key_prefix=prefix, cleanup_interval=0) as repo:
