@@ -247,13 +247,20 @@ def _pool_class(sentinel_module: Any) -> type[Any]:
         """``SentinelConnectionPool`` that trusts the newest configuration and follows it."""
 
         _follower: asyncio.Task[None] | None = None
+        # The last answer and when it came (loop time): a burst of new connections,
+        # or one with a sentinel down (its stragglers' wait), asks once per interval.
+        _answer: tuple[str, int] | None = None
+        _answered_at = 0.0
         master_address: tuple[str, int] | None
 
         async def newest_master(self) -> tuple[str, int]:
-            return await _newest_master(self, sentinel_module.MasterNotFoundError)
+            address = await _newest_master(self, sentinel_module.MasterNotFoundError)
+            self._answer, self._answered_at = address, asyncio.get_running_loop().time()
+            return address
 
         async def get_master_address(self) -> tuple[str, int]:
-            address = await self.newest_master()
+            fresh = asyncio.get_running_loop().time() - self._answered_at < FOLLOW_INTERVAL
+            address = self._answer if fresh and self._answer else await self.newest_master()
             if self.master_address != address:
                 self.master_address = address
                 await self.disconnect(inuse_connections=False)
