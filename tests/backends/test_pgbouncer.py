@@ -249,6 +249,15 @@ async def test_repositories_opened_and_closed_over_and_over(pooled_url: str) -> 
 
     for _ in range(3):
         assert await asyncio.gather(*(one(n) for n in range(12))) == [f"a{n}" for n in range(12)]
+    # Unnamed, every one: none stays on the server connections the pooler shares.
+    conn = await asyncpg.connect(_raw_dsn(pooled_url), statement_cache_size=0)
+    try:
+        seen = [
+            await conn.fetchval("SELECT count(*) FROM pg_prepared_statements") for _ in range(20)
+        ]
+    finally:
+        await conn.close()
+    assert seen == [0] * 20
 
 
 # -- statement_timeout ---------------------------------------------------------------

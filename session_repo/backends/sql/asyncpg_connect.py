@@ -18,10 +18,10 @@ then on each of its connections is made for a pooler:
   asyncpg cancels a statement that runs over it (a CancelRequest, which the pooler
   forwards to the server connection running it);
 - ``statement_cache_size=0``: asyncpg's unnamed statements, parsed again in the same
-  ``Sync`` as their ``Bind`` (asyncpg >= 0.29), so one server connection sees both;
-- SQLAlchemy's statements (migrations, the schema check: always inside a
-  transaction) are named uniquely, so two clients never collide on a server
-  connection (``prepared_statement_name_func``).
+  ``Sync`` as their ``Bind`` (asyncpg >= 0.29), so one server connection sees both.
+  SQLAlchemy's statements (migrations, the schema check) are unnamed too: with its
+  cache off, asyncpg's ``prepare()`` names none (so none is left on a shared server
+  connection for another client to collide with, as uniquely named ones would be).
 
 A URL with ``statement_cache_size=0`` gets unnamed statements from the first
 connection on: the one option for a pooler that passes startup parameters on and so
@@ -32,7 +32,6 @@ refuses the startup parameters too), which is correct there as well.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 __all__ = ["AsyncpgConnect"]
@@ -63,13 +62,6 @@ class AsyncpgConnect:
         self._unnamed = unnamed
         # None until the first connection tells: True behind a pooler.
         self.pooled: bool | None = None
-
-    def statement_name(self) -> str | None:
-        """A name for a SQLAlchemy-prepared statement: unique behind a pooler, else
-        asyncpg's own (None)."""
-        if self.pooled or self._unnamed:
-            return f"__session_repo_{uuid.uuid4().hex}__"
-        return None
 
     def _direct(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         options = dict(kwargs)

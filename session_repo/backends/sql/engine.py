@@ -196,10 +196,10 @@ def create_engine(
             "async_creator_fn": connect,
             "timeout": connect_timeout,
             # SQLAlchemy's statements (migrations, the schema check; operations go
-            # through asyncpg's own cache) are not cached: a statement kept from one
-            # transaction is gone in the next behind a pooler. Unique names there.
+            # through asyncpg's own cache) are not kept: behind a pooler one kept from
+            # a transaction is gone in the next. With asyncpg's cache off there, they
+            # are unnamed, so none is left on (or collides on) a shared server connection.
             "prepared_statement_cache_size": 0,
-            "prepared_statement_name_func": connect.statement_name,
             # The URL's own options win, typed (connect_args override the URL's text).
             **options,
         }
