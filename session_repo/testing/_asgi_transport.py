@@ -97,6 +97,8 @@ class _Exchange:
         return {"type": "http.disconnect"}
 
     async def _send(self, message: Message) -> None:
+        if self._gone.is_set():  # the client hung up: what the app sends now goes nowhere
+            return  # (as in uvicorn; the MCP SDK's SSE endpoint answers once more after it)
         if message["type"] == "http.response.start":
             self._start.set_result(message)
         elif message["type"] == "http.response.body":

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["HOP_HEADERS", "header", "replay_fields", "session_ref", "with_hop_header"]
+__all__ = [
+    "HOP_HEADERS",
+    "endpoint_session",
+    "header",
+    "query_param",
+    "replay_fields",
+    "session_ref",
+    "with_hop_header",
+]
+
+_ENDPOINT = re.compile(rb"event: ?endpoint\r?\ndata: ?([^\r\n]*)")
 
 # What the proxy adds on a replay; a client's or an earlier hop's copy is dropped first.
 HOP_HEADERS = (b"fly-replay-src", b"fly-replay-failed")
@@ -72,3 +84,43 @@ def session_ref(session_id: str) -> str:
         The first 12 hex digits of its SHA-256.
     """
     return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def query_param(query: Any, name: str) -> str | None:
+    """The last value of query parameter ``name`` (as Starlette reads it), None if absent.
+
+    Args:
+        query: a scope's ``query_string`` (bytes) or a URL's query (str).
+        name: the parameter's name.
+
+    Returns:
+        Its value, percent-decoded, or None.
+    """
+    if isinstance(query, bytes | bytearray):
+        query = bytes(query).decode("latin-1")
+    if not isinstance(query, str) or not query:
+        return None
+    found = None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == name:
+            found = value
+    return found
+
+
+def endpoint_session(chunk: bytes, name: str) -> str | None:
+    """The session an HTTP+SSE ``endpoint`` event names, if ``chunk`` holds that event.
+
+    Args:
+        chunk: a body chunk of an event stream.
+        name: the query parameter that carries the session (``session_id``).
+
+    Returns:
+        The session id in the event's URI, or None.
+    """
+    event = _ENDPOINT.search(chunk)
+    if event is None:
+        return None
+    try:
+        return query_param(urlsplit(event.group(1).decode("latin-1")).query, name)
+    except ValueError:
+        return None

@@ -9,7 +9,9 @@ buffered request again, with a ``fly-replay-src`` header (``instance``, ``region
 ``t`` in microseconds, ``state``); refuses to replay a body over 1 MB; and when the
 target is stopped, falls back as ``fallback`` says (``force_self``: back to the
 machine that asked, with a ``fly-replay-failed`` header; ``prefer_self``: that machine
-or any other) or answers 502.
+or any other) or answers 502. Its records know a session by the session header, or
+by the HTTP+SSE transport's ``session_id`` query parameter (created by the machine
+whose event stream's ``endpoint`` event named it).
 
 What it does not model: waiting out ``timeout`` (a stopped machine fails at once),
 cross-app ``app=`` replays, the JSON replay body, replay caching, regions' latency,
@@ -35,7 +37,14 @@ from typing import Any, Self
 
 from session_repo._asgi import ASGIApp, Receive, Send, serve_lifespan
 from session_repo.testing._asgi_transport import make_transport
-from session_repo.testing._headers import header, replay_fields, session_ref, with_hop_header
+from session_repo.testing._headers import (
+    endpoint_session,
+    header,
+    query_param,
+    replay_fields,
+    session_ref,
+    with_hop_header,
+)
 from session_repo.testing._machine import Machine, deliver, proxy_error, read_body
 from session_repo.testing._routing import fallback_target, refusal, replay_src, replay_target
 
@@ -83,6 +92,9 @@ class FlyProxySimulator:
             replay that names no instance (random when None).
         session_header: the header that carries the session id, for ``deliveries``
             and ``misrouted``.
+        session_query: the query parameter that carries it when the header does
+            not (the HTTP+SSE transport's ``session_id``, whose creator is the
+            machine whose event stream named it); None: only the header.
         max_replay_body: the largest body, in bytes, it replays; a bigger one gets 502.
         max_replays: the most replays one request may take; one more gets 502.
         lifespan: run each app's ASGI lifespan on ``start`` and ``stop``.
@@ -106,6 +118,7 @@ class FlyProxySimulator:
         seed: int | None = None,
         chooser: Callable[[Sequence[str]], str] | None = None,
         session_header: str = "mcp-session-id",
+        session_query: str | None = "session_id",
         max_replay_body: int = REPLAY_LIMIT,
         max_replays: int = 3,
         lifespan: bool = True,
@@ -118,6 +131,7 @@ class FlyProxySimulator:
         self._machines = {m: Machine(m, regions.get(m, region)) for m in machines}
         self._chooser = chooser or self._random.choice
         self._session_header = session_header.lower().encode("latin-1")
+        self._session_query = session_query
         self._max_body = max_replay_body
         self._max_replays = max_replays
         self._lifespan = lifespan
@@ -275,7 +289,8 @@ class FlyProxySimulator:
         replays, fell_back = 0, False
         while True:
             hop = {**scope, "headers": headers}
-            replay, status, answer = await deliver(self._machines[target], hop, body, send, gone)
+            out = self._streams(scope, target, send)
+            replay, status, answer = await deliver(self._machines[target], hop, body, out, gone)
             if replay is None:
                 self._learn(scope, answer, target, status)
                 self._record(scope, origin, target, status, replays, fell_back)
@@ -306,6 +321,31 @@ class FlyProxySimulator:
                 headers = with_hop_header(headers, b"fly-replay-src", src)
             target = chosen
 
+    def _streams(self, scope: Any, target: str, send: Send) -> Send:
+        """``send``, reading an HTTP+SSE stream's ``endpoint`` event for its session's creator."""
+        name = self._session_query
+        if name is None or scope["method"] != "GET" or self._session(scope) is not None:
+            return send
+        looking = True
+
+        async def watch(message: Any) -> None:
+            nonlocal looking
+            if looking and message["type"] == "http.response.body":
+                looking = False  # the transport sends the endpoint event first
+                created = endpoint_session(bytes(message.get("body", b"")), name)
+                if created:
+                    self._creators[session_ref(created)] = target
+            await send(message)
+
+        return watch
+
+    def _session(self, scope: Any) -> str | None:
+        """The request's session: its header, else its query parameter."""
+        session = header(scope["headers"], self._session_header)
+        if session is None and self._session_query is not None:
+            session = query_param(scope.get("query_string", b""), self._session_query)
+        return session
+
     def _learn(self, scope: Any, answer: list[Any], served_by: str, status: int) -> None:
         """A 2xx answer that sets the session header to a request without one creates it."""
         created = header(answer, self._session_header)
@@ -325,7 +365,7 @@ class FlyProxySimulator:
         replays: int,
         fell_back: bool,
     ) -> None:
-        session = header(scope["headers"], self._session_header)
+        session = self._session(scope)
         ref = session_ref(session) if session else None
         if ref is not None and served_by is not None and not fell_back:
             creator = self._creators.get(ref)
