@@ -6,11 +6,19 @@ elsewhere is answered with a ``fly-replay`` header naming the owner, and Fly's p
 delivers it there. Who owns what lives in the shared ``SessionRepository``; this
 machine learns that it owns a session when its app answers 2xx and sets the session
 header (or cookie), and binds it before the response leaves. It lets a binding go only
-on a sign that the session itself is gone, never on an unrelated 404 (``_ends``).
+on a sign that the session itself is gone, never on an unrelated 404 (``learning``).
+
+Every MCP era is routed on one endpoint (``eras``): a 2026-07-28 request with no
+session key passes with no storage I/O at all, a handshake-era one is routed by its
+``Mcp-Session-Id``, and the deprecated HTTP+SSE transport by the ``session_id`` query
+parameter its ``endpoint`` event names (bound as that event streams out, and let go
+when the stream ends). A ``key`` callable reads any other key from the scope.
 
 This module decides where a request goes; ``ownership`` holds what this machine
 knows it owns (and calls the store), ``request`` and ``response`` parse headers
-without ever raising and answer in the app's place, ``replay_state`` signs replays.
+without ever raising and answer in the app's place, ``replay_state`` signs replays,
+``learning`` binds and unbinds by the app's answers, ``keys`` runs a ``key``
+callable, ``workers`` tells whether several processes share this machine's port.
 See ``docs/fly.md`` for the behaviour table and the limits.
 """
 
@@ -20,20 +28,22 @@ import os
 import re
 from typing import Any, cast
 
-from cachetools import LRUCache
-
-from session_repo._asgi import ASGIApp, Message, Receive, Send
+from session_repo._asgi import ASGIApp, Receive, Send
 from session_repo.clock import Clock, SystemClock
 from session_repo.config import SessionStoreConfig
 from session_repo.contract import SessionRepository, Ttl, session_ref, ttl_seconds
 from session_repo.errors import InvalidInput
 from session_repo.fly._log import fields, logger
+from session_repo.fly.eras import sessionless
+from session_repo.fly.keys import KeyFunction, KeyReader
+from session_repo.fly.learning import Answer, Learner
 from session_repo.fly.ownership import ClaimLostReporter, Ownership
 from session_repo.fly.replay_state import ReplayStateSigner, session_digest, src_field
-from session_repo.fly.request import MAX_KEY, FlyRequest
-from session_repo.fly.response import respond, response_key
+from session_repo.fly.request import FlyRequest, valid_key
+from session_repo.fly.response import respond
+from session_repo.fly.workers import warn_if_several
 
-__all__ = ["FlyReplayMiddleware"]
+__all__ = ["FlyReplayMiddleware", "KeyFunction"]
 
 OWNER_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _DURATION = re.compile(r"[0-9]{1,6}(ms|s)")
@@ -51,6 +61,9 @@ class FlyReplayMiddleware:
     ``ClaimLostReporter``, such as the resilient wrapper) tells it when a claim made
     during an outage lost on write-back, and it forgets that session.
 
+    A request whose ``MCP-Protocol-Version`` is 2026-07-28 or later and that carries no
+    session key passes straight to the app: no storage I/O, nothing logged.
+
     Args:
         app: the ASGI app to wrap; it is called for every request not replayed.
         repository: the shared store of who owns which session.
@@ -58,6 +71,14 @@ class FlyReplayMiddleware:
             None); with neither set, every request passes through untouched.
         header: the request and response header that carries the session key.
         cookie: read the session key from this cookie instead of ``header``.
+        key: read each request's session key with this callable instead (the ASGI
+            scope in, the key or None out; synchronous); it is validated like a
+            header's, and one that raises counts as no key. The app still hands out
+            new keys in ``header`` (or ``cookie``), and a 2xx answer to a request
+            whose key no machine holds binds that key here.
+        query_param: the query parameter that carries the session key when the
+            header (or cookie) gives none: the deprecated HTTP+SSE transport's
+            ``session_id``, learned from its ``endpoint`` event. None turns it off.
         ttl: how long a binding lives, in seconds or a ``timedelta``
             (``SESSION_STORE_TTL_MS`` when None); renewed once less than half is left.
         replay_status: the HTTP status of a replay answer.
@@ -79,7 +100,8 @@ class FlyReplayMiddleware:
             ``replay_status`` is not an HTTP status, ``replay_timeout`` does not look
             like ``"5s"`` or ``"800ms"``, ``max_replay_body`` is negative, or ``ttl``
             is out of range.
-        TypeError: ``ttl`` is not a number or a ``timedelta``.
+        TypeError: ``ttl`` is not a number or a ``timedelta``, ``key`` is not a
+            synchronous callable, or ``query_param`` is not a str.
     """
 
     def __init__(
@@ -90,6 +112,8 @@ class FlyReplayMiddleware:
         instance_id: str | None = None,
         header: str = "mcp-session-id",
         cookie: str | None = None,
+        key: KeyFunction | None = None,
+        query_param: str | None = "session_id",
         ttl: Ttl | None = None,
         replay_status: int = 307,
         replay_timeout: str = "5s",
@@ -108,6 +132,14 @@ class FlyReplayMiddleware:
         self.instance_id = instance_id or None
         self._header = header.lower().encode("latin-1")
         self._cookie = cookie
+        if query_param is not None and not isinstance(query_param, str):
+            raise TypeError(f"query_param must be a str or None: {query_param!r}")
+        if query_param is not None and not valid_key(query_param):
+            raise InvalidInput(f"query_param must be visible ASCII: {query_param!r}")
+        query = query_param.encode("ascii") if query_param else None
+        # what FlyRequest reads a request's key from (nothing when the callable does)
+        self._read = (b"", None, None) if key is not None else (self._header, cookie, query)
+        self._workers_checked = False
         # None: the store's configured default, passed explicitly so renewal agrees
         seconds = SessionStoreConfig.from_env(_ttl_env()).ttl if ttl is None else ttl_seconds(ttl)
         if isinstance(replay_status, bool) or not 100 <= replay_status <= 599:
@@ -122,12 +154,19 @@ class FlyReplayMiddleware:
         secret = state_secret or os.environ.get("SESSION_REPO_REPLAY_SECRET") or None
         self._signer = ReplayStateSigner(secret) if secret else None
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._key = KeyReader(key, self._clock) if key is not None else None
         self._ownership = Ownership(
             repository, self.instance_id or "", seconds, self._clock, remember
         )
-        # paths where the app handed out a session key (header mode's session endpoints)
-        self._endpoints: LRUCache[str, bool] = LRUCache(maxsize=64)
-        self._unbind_on_404 = bool(unbind_on_404)
+        self._learner = Learner(
+            self._ownership,
+            self._header,
+            cookie,
+            query,
+            key is not None,
+            bool(unbind_on_404),
+            self._clock,
+        )
         if self.instance_id is not None and self._signer is None:
             logger.warning(
                 "no SESSION_REPO_REPLAY_SECRET: any fly-replay-src header is trusted, so a "
@@ -149,26 +188,38 @@ class FlyReplayMiddleware:
         """
         me = self.instance_id
         if me is None or scope["type"] not in ("http", "websocket"):
+            if me is not None and scope["type"] == "lifespan" and not self._workers_checked:
+                self._workers_checked = True
+                warn_if_several(me)
             await self.app(scope, receive, send)
             return
-        request = FlyRequest(scope, self._header, self._cookie)
+        request = FlyRequest(scope, *self._read)
+        if self._key is not None:
+            request.session_id = self._key.read(scope)
         key = request.session_id
-        owned = False
-        if key is not None:
+        owned = free = False
+        if key is None:
+            if sessionless(request.protocol_version):  # MCP 2026-07-28+: nothing to route
+                await self.app(scope, receive, send)
+                return
+        elif request.replay_failed is not None:  # the owner is gone, and its sessions with it
+            await self._ownership.forget(key, session_digest(key))
+            free = True
+        else:
             digest = session_digest(key)
-            if request.replay_failed is not None:  # the owner is gone, and its sessions with it
-                await self._ownership.forget(key, digest)
-            else:
-                owner = await self._ownership.owner(key, digest)
-                owned = owner == me
-                if (
-                    owner is not None
-                    and not owned
-                    and not self._replayed(request, digest)
-                    and await self._redirect(scope, receive, send, request, owner, digest)
-                ):
-                    return
-        await self.app(scope, receive, self._learning(send, request, owned))
+            owner = await self._ownership.owner(key, digest)
+            owned, free = owner == me, owner is None
+            if (
+                owner is not None
+                and not owned
+                and not self._replayed(request, digest)
+                and await self._redirect(scope, receive, send, request, owner, digest)
+            ):
+                return
+        answer = Answer(self._learner, send, request, owned, free)
+        await self.app(scope, receive, answer.send)
+        if answer.stream is not None:  # an HTTP+SSE stream ended: its session is gone
+            await self._ownership.forget(answer.stream, session_digest(answer.stream))
 
     def _replayed(self, request: FlyRequest, digest: bytes) -> bool:
         """A request Fly replayed here on our say-so: never replay it again."""
@@ -217,54 +268,6 @@ class FlyReplayMiddleware:
         value = f"instance={owner}{state};timeout={self._replay_timeout};fallback=force_self"
         await respond(scope, receive, send, self._replay_status, [(b"fly-replay", value.encode())])
         return True
-
-    # -- learning from the app's answer ----------------------------------------
-
-    def _learning(self, send: Send, request: FlyRequest, owned: bool) -> Send:
-        async def learn(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                await self._learn(request, owned, message["status"], message.get("headers", ()))
-            await send(message)
-
-        return learn
-
-    async def _learn(self, request: FlyRequest, owned: bool, status: int, headers: Any) -> None:
-        key = request.session_id
-        ownership = self._ownership
-        given, cleared = response_key(headers, self._header, self._cookie, self._clock.now())
-        if key is not None and owned and self._ends(request, status, cleared):
-            await ownership.forget(key, session_digest(key))
-            if given is None or given == key:
-                return
-            owned = False  # ended, and a new session handed out in the same answer
-        if given is None or not 200 <= status < 300 or request.method == "DELETE":
-            return
-        if len(request.path) <= MAX_KEY:
-            self._endpoints[request.path] = True
-        if given == key and owned:
-            return
-        digest = session_digest(given)
-        if ownership.renewed_recently(digest):
-            return
-        winner = await ownership.claim(given, digest)
-        if winner is not None and winner != self.instance_id:
-            ref = session_ref(given)
-            logger.warning(
-                "session %s set here is bound to %s",
-                ref,
-                winner,
-                extra=fields("claim", "lost", session=ref, owner=winner),
-            )
-
-    def _ends(self, request: FlyRequest, status: int, cleared: bool) -> bool:
-        """Whether the app's answer says the session itself is gone (see the class doc)."""
-        if self._cookie is not None:
-            return cleared or (self._unbind_on_404 and status == 404)
-        deleted = request.method == "DELETE" and 200 <= status < 300
-        if status != 404 and not deleted:
-            return False
-        on_endpoint = not self._endpoints or request.path in self._endpoints
-        return on_endpoint or self._unbind_on_404
 
 
 def _ttl_env() -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "BODY_METHODS",
@@ -20,6 +21,7 @@ __all__ = [
     "as_bytes",
     "cookie_value",
     "header_pairs",
+    "query_value",
     "text",
     "valid_key",
 ]
@@ -96,6 +98,34 @@ def header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
+def query_value(query: bytes, name: bytes) -> str | None:
+    """The value of parameter ``name`` in a URL's query, as Starlette reads it.
+
+    Names and values are percent-decoded (``+`` is a space); of several with the
+    name, the last counts, as in Starlette's ``request.query_params``, so the
+    middleware routes by the very key the app will use.
+
+    Args:
+        query: the raw query (an ASGI scope's ``query_string``, or after the ``?``).
+        name: the parameter's name, as bytes.
+
+    Returns:
+        Its value as text (one character per byte), or None when the query has none.
+    """
+    found: bytes | None = None
+    for part in query.split(b"&"):
+        key, _, value = part.partition(b"=")
+        if _unquote(key) == name:
+            found = value
+    return None if found is None else text(_unquote(found))
+
+
+def _unquote(raw: bytes) -> bytes:
+    if b"%" not in raw and b"+" not in raw:
+        return raw
+    return unquote_to_bytes(raw.replace(b"+", b" "))
+
+
 def cookie_value(header: str, name: str) -> str | None:
     """The value of cookie ``name`` in a ``Cookie`` request header.
 
@@ -118,14 +148,17 @@ class FlyRequest:
 
     Args:
         scope: the request's ASGI scope.
-        header: the session header's name, lowercase bytes.
+        header: the session header's name, lowercase bytes (``b""``: read no header).
         cookie: the session cookie's name; when given, the key is read from it and
             not from ``header``.
+        query: a query parameter's name (bytes) to read the key from when the header
+            or cookie gives none (the HTTP+SSE transport's ``session_id``).
 
     Attributes:
         method: the HTTP method (``"GET"`` when the scope has none).
         path: the path (``""`` when the scope has none).
         session_id: the session key, or None when there is no usable one.
+        protocol_version: the ``MCP-Protocol-Version`` header, None when absent.
         content_length: the ``Content-Length``; None when absent, -1 when it does not
             parse or several disagree.
         chunked: whether ``Transfer-Encoding`` says chunked.
@@ -138,12 +171,15 @@ class FlyRequest:
         "content_length",
         "method",
         "path",
+        "protocol_version",
         "replay_failed",
         "replay_src",
         "session_id",
     )
 
-    def __init__(self, scope: Any, header: bytes, cookie: str | None) -> None:
+    def __init__(
+        self, scope: Any, header: bytes, cookie: str | None, query: bytes | None = None
+    ) -> None:
         method = scope.get("method", "GET")
         self.method: str = method if isinstance(method, str) else "GET"
         path = scope.get("path", "")
@@ -152,11 +188,12 @@ class FlyRequest:
         self.chunked = False
         self.replay_src: str | None = None
         self.replay_failed: str | None = None
+        self.protocol_version: bytes | None = None
         key: str | None = None
         cookies: list[str] = []
         for raw_name, raw_value in header_pairs(scope.get("headers")):
             name = raw_name.lower()
-            if name == header and cookie is None and key is None:
+            if name == header and header and cookie is None and key is None:
                 key = text(raw_value)
             elif name == b"cookie" and cookie is not None:
                 cookies.append(text(raw_value))
@@ -169,9 +206,18 @@ class FlyRequest:
                     self.replay_src = text(raw_value)
             elif name == b"fly-replay-failed" and self.replay_failed is None:
                 self.replay_failed = text(raw_value[:MAX_FIELD])
+            elif name == b"mcp-protocol-version" and self.protocol_version is None:
+                self.protocol_version = raw_value[:MAX_FIELD]
         if cookie is not None and cookies:
             key = cookie_value("; ".join(cookies), cookie)
-        self.session_id = key if key is not None and valid_key(key) else None
+        if key is not None and not valid_key(key):
+            key = None
+        if key is None and query:  # no usable header or cookie: the HTTP+SSE query parameter
+            raw_query = scope.get("query_string")
+            if raw_query and isinstance(raw_query, bytes | bytearray):
+                key = query_value(bytes(raw_query), query)
+                key = key if key is not None and valid_key(key) else None
+        self.session_id = key
 
     def replayable(self, max_body: int) -> bool:
         """Whether Fly can replay this request: its body is known and small enough.

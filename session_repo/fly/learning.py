@@ -1,0 +1,221 @@
+"""What the app's answer teaches ``FlyReplayMiddleware``: sessions it made, and ended.
+
+A machine learns that it owns a session from its own app: a 2xx answer that hands
+out a key in the session header (or cookie), the ``endpoint`` event of an HTTP+SSE
+stream, or (with a ``key`` callable) a 2xx answer to a request whose key no machine
+held. It binds the session before that answer leaves, so the client cannot reach
+another machine first. It lets a binding go only on a sign that the session itself
+is gone (``Learner.ends``), never on an unrelated 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachetools import LRUCache
+
+from session_repo._asgi import Message, Send
+from session_repo.clock import Clock
+from session_repo.contract import session_ref
+from session_repo.fly._log import fields, logger
+from session_repo.fly.eras import EndpointScanner, SseEndpoint
+from session_repo.fly.ownership import Ownership
+from session_repo.fly.replay_state import session_digest
+from session_repo.fly.request import MAX_KEY, FlyRequest, header_pairs
+from session_repo.fly.response import response_key
+
+__all__ = ["Answer", "Learner"]
+
+_EVENT_STREAM = b"text/event-stream"
+
+
+class Learner:
+    """Binds and unbinds sessions by what this machine's app answers.
+
+    Args:
+        ownership: this machine's view of what it owns.
+        header: the session header's name, lowercase bytes.
+        cookie: the session cookie's name (cookie mode), or None.
+        query: the HTTP+SSE session query parameter's name, or None (off).
+        keyed: whether a ``key`` callable reads requests' keys.
+        unbind_on_404: end a binding on a 404 for any path.
+        clock: the time source for cookies' ``Expires``.
+    """
+
+    def __init__(
+        self,
+        ownership: Ownership,
+        header: bytes,
+        cookie: str | None,
+        query: bytes | None,
+        keyed: bool,
+        unbind_on_404: bool,
+        clock: Clock,
+    ) -> None:
+        self.ownership = ownership
+        self.query = query
+        self._header = header
+        self._cookie = cookie
+        self._keyed = keyed
+        self._unbind_on_404 = unbind_on_404
+        self._clock = clock
+        # paths where the app handed out a session key (header mode's session endpoints)
+        self._endpoints: LRUCache[str, bool] = LRUCache(maxsize=64)
+
+    async def learn(
+        self, request: FlyRequest, owned: bool, free: bool, status: int, headers: Any
+    ) -> None:
+        """Learn from an answer's start: bind what it hands out, unbind what it ends.
+
+        Args:
+            request: the request answered.
+            owned: whether this machine owned the request's session.
+            free: whether the request's key had no live owner.
+            status: the answer's status.
+            headers: the answer's headers.
+        """
+        key = request.session_id
+        ownership = self.ownership
+        given, cleared = response_key(headers, self._header, self._cookie, self._clock.now())
+        if key is not None and owned and self.ends(request, status, cleared):
+            await ownership.forget(key, session_digest(key))
+            if given is None or given == key:
+                return
+            owned = False  # ended, and a new session handed out in the same answer
+        if not 200 <= status < 300 or request.method == "DELETE":
+            return
+        if given is None and free and self._keyed:
+            given = key  # served here a key no machine held: it is this machine's now
+        elif given is not None and len(request.path) <= MAX_KEY:
+            self._endpoints[request.path] = True
+        if given is None or (given == key and owned):
+            return
+        await self.claim(given)
+
+    async def learn_stream(self, endpoint: SseEndpoint) -> None:
+        """An HTTP+SSE ``endpoint`` event: its session is this machine's, its path an endpoint.
+
+        Args:
+            endpoint: what the event names.
+        """
+        if len(endpoint.path) <= MAX_KEY:
+            self._endpoints[endpoint.path] = True
+        await self.claim(endpoint.session_id)
+
+    async def claim(self, given: str) -> None:
+        """Bind a session this machine's app handed out, unless renewed recently.
+
+        Args:
+            given: the session key.
+        """
+        ownership = self.ownership
+        digest = session_digest(given)
+        if ownership.renewed_recently(digest):
+            return
+        winner = await ownership.claim(given, digest)
+        if winner is not None and winner != ownership.instance_id:
+            ref = session_ref(given)
+            logger.warning(
+                "session %s set here is bound to %s",
+                ref,
+                winner,
+                extra=fields("claim", "lost", session=ref, owner=winner),
+            )
+
+    def ends(self, request: FlyRequest, status: int, cleared: bool) -> bool:
+        """Whether the app's answer says the session itself is gone.
+
+        Header mode: a 404, or a ``DELETE`` answered 2xx or 404, on a session
+        endpoint (any path before one is known). Cookie mode: the app clearing the
+        cookie. A ``key`` callable's key (a tenant, a task) may meet a 404 anywhere:
+        only a ``DELETE``, or a 404 on a session endpoint. ``unbind_on_404``: any 404.
+
+        Args:
+            request: the request answered (its session owned here).
+            status: the answer's status.
+            cleared: whether the answer clears the session cookie.
+
+        Returns:
+            True when the binding should go.
+        """
+        if self._cookie is not None:
+            return cleared or (self._unbind_on_404 and status == 404)
+        deleted = request.method == "DELETE" and 200 <= status < 300
+        if status != 404 and not deleted:
+            return False
+        if self._keyed and request.method != "DELETE":
+            return request.path in self._endpoints or self._unbind_on_404
+        on_endpoint = not self._endpoints or request.path in self._endpoints
+        return on_endpoint or self._unbind_on_404
+
+    def event_stream(self, request: FlyRequest, status: int, headers: Any) -> bool:
+        """Whether an answer may be an HTTP+SSE stream, whose ``endpoint`` event names a key.
+
+        Args:
+            request: the request answered.
+            status: the answer's status.
+            headers: the answer's headers.
+
+        Returns:
+            True for a 2xx ``text/event-stream`` answer to a ``GET`` with no key.
+        """
+        if self.query is None or request.session_id is not None or request.method != "GET":
+            return False
+        if not 200 <= status < 300:
+            return False
+        return any(
+            name.lower() == b"content-type" and value.lower().startswith(_EVENT_STREAM)
+            for name, value in header_pairs(headers)
+        )
+
+
+class Answer:
+    """The app's answer to one request, watched on its way out.
+
+    Its start goes to ``Learner.learn``; for a possible HTTP+SSE stream, its first
+    body chunks are read for the ``endpoint`` event, whose session is bound before
+    the event leaves. ``stream`` is then that session's key, which the middleware
+    lets go when the stream ends.
+
+    Args:
+        learner: the machine's ``Learner``.
+        send: the server's ``send``.
+        request: the request answered.
+        owned: whether this machine owned the request's session.
+        free: whether the request's key had no live owner.
+    """
+
+    __slots__ = ("_free", "_learner", "_owned", "_request", "_scanner", "_send", "stream")
+
+    def __init__(
+        self, learner: Learner, send: Send, request: FlyRequest, owned: bool, free: bool
+    ) -> None:
+        self._learner = learner
+        self._send = send
+        self._request = request
+        self._owned = owned
+        self._free = free
+        self._scanner: EndpointScanner | None = None
+        self.stream: str | None = None
+
+    async def send(self, message: Message) -> None:
+        """The ``send`` the app is given: learn from the message, then pass it on.
+
+        Args:
+            message: an ASGI message from the app.
+        """
+        kind = message["type"]
+        if kind == "http.response.start":
+            status, headers = message["status"], message.get("headers", ())
+            learner, request = self._learner, self._request
+            await learner.learn(request, self._owned, self._free, status, headers)
+            if learner.query is not None and learner.event_stream(request, status, headers):
+                self._scanner = EndpointScanner(learner.query)
+        elif kind == "http.response.body" and self._scanner is not None:
+            endpoint = self._scanner.feed(bytes(message.get("body", b"")))
+            if self._scanner.done:
+                self._scanner = None
+            if endpoint is not None:
+                await self._learner.learn_stream(endpoint)
+                self.stream = endpoint.session_id
+        await self._send(message)
