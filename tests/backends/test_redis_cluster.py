@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import random
 import subprocess
 import time
@@ -456,23 +455,12 @@ async def test_a_master_that_stops_is_replaced_and_callers_see_only_transient_er
 ) -> None:
     """SHUTDOWN waits for the replica to catch up (Redis 7), so nothing acked is lost."""
     replica = await asyncio.to_thread(_replica_of, 7001)
-    base = Path(os.environ.get("REDIS_CLUSTER_DIR", "/tmp/session-repo-redis-cluster")) / "7001"
 
     async def stop_master() -> None:
         await asyncio.to_thread(_cli, 7001, "SHUTDOWN", "NOSAVE")
         await _until(lambda: _role(replica) == "master", 20, f"{replica} promoted")
         await asyncio.sleep(0.5)  # traffic on the new master
-        subprocess.run(
-            [
-                "redis-server", "--port", "7001", "--bind", "127.0.0.1",
-                "--cluster-enabled", "yes", "--cluster-config-file", f"{base}/nodes.conf",
-                "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
-                "--dir", str(base), "--logfile", f"{base}/redis.log",
-                "--pidfile", f"{base}/redis.pid", "--daemonize", "yes",
-            ],
-            check=True,
-            timeout=10,
-        )  # fmt: skip
+        subprocess.run([str(SCRIPT), "start-node", "7001"], check=True, timeout=10)
         await _until(lambda: _role(7001) == "slave", 20, "7001 back, as a replica")
 
     traffic = await _run_traffic(failover_repo, stop_master)
