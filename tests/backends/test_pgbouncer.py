@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from session_repo import SqlSessionRepository, StorageError
+from session_repo.backends.sql.asyncpg_connect import unnamed_statements_class
 from session_repo.backends.sql.engine import create_engine
 from session_repo.backends.sql.errors import is_transient
 from session_repo.backends.sql.migrate import head_revision, schema_revision, upgrade
@@ -354,6 +355,32 @@ async def test_a_pooler_that_ignores_startup_parameters_is_found_too() -> None:
         assert await _fast_path_driver_settings(repo) == (0, 4)
 
 
+async def test_statements_are_kept_unnamed_and_survive_errors() -> None:
+    """Behind a pooler each statement with arguments is kept, unnamed, so a call is one
+    round trip; one that fails is prepared afresh on the next call."""
+    url = migrated_url("pgbouncer")
+    async with (
+        SqlSessionRepository(url, cleanup_interval=0) as repo,
+        repo.engine.connect() as sa_conn,
+    ):
+        conn: Any = (await sa_conn.get_raw_connection()).driver_connection
+        assert isinstance(conn, unnamed_statements_class())
+        assert [await conn.fetchval("SELECT $1::int + 1", n) for n in range(20)] == list(
+            range(1, 21)
+        )
+        assert list(conn._kept) == ["SELECT $1::int + 1"]
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await conn.fetchval("SELECT 1 / $1::int", 0)
+        assert await conn.fetchval("SELECT 1 / $1::int", 1) == 1
+        update = "UPDATE session_bindings SET alloc_id = alloc_id WHERE session_key = $1"
+        assert await conn.execute(update, b"no-such-key") == "UPDATE 0"
+        row = await conn.fetchrow("SELECT $1::text AS a, $2::int AS b", "x", 2)
+        assert (row["a"], row["b"]) == ("x", 2)
+        assert await conn.fetch("SELECT generate_series(1, $1::int)", 3) == [(1,), (2,), (3,)]
+        await conn.executemany(update, [(b"k1",), (b"k2",)])
+        assert await conn.execute("SELECT 1") == "SELECT 1"  # no arguments: simple query
+
+
 async def test_postgresql_itself_keeps_named_statements_and_server_timeouts() -> None:
     """Reached directly, nothing changes: asyncpg's statement cache, the server's bounds."""
     url = migrated_url("postgresql")
@@ -362,6 +389,9 @@ async def test_postgresql_itself_keeps_named_statements_and_server_timeouts() ->
         size, command_timeout = await _fast_path_driver_settings(repo)
         assert size > 0
         assert command_timeout == 5
+        async with repo.engine.connect() as sa_conn:
+            driver = (await sa_conn.get_raw_connection()).driver_connection
+            assert type(driver) is asyncpg.Connection
         async with repo.engine.connect() as conn:
             shown = (await conn.execute(text("SHOW statement_timeout"))).scalar()
         assert shown == "4s"

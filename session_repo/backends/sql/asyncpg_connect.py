@@ -19,6 +19,9 @@ then on each of its connections is made for a pooler:
   forwards to the server connection running it);
 - ``statement_cache_size=0``: asyncpg's unnamed statements, parsed again in the same
   ``Sync`` as their ``Bind`` (asyncpg >= 0.29), so one server connection sees both.
+  The connection keeps each statement it runs with arguments (``UnnamedStatements``):
+  its description is known, so a call is one round trip (Parse, Bind, Execute,
+  Sync), not asyncpg's two (Parse and Describe first, for every call).
   SQLAlchemy's statements (migrations, the schema check) are unnamed too: with its
   cache off, asyncpg's ``prepare()`` names none (so none is left on a shared server
   connection for another client to collide with, as uniquely named ones would be).
@@ -32,11 +35,13 @@ refuses the startup parameters too), which is correct there as well.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-__all__ = ["AsyncpgConnect"]
+__all__ = ["AsyncpgConnect", "unnamed_statements_class"]
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _refused_startup_parameter(exc: BaseException) -> bool:
@@ -45,6 +50,84 @@ def _refused_startup_parameter(exc: BaseException) -> bool:
         getattr(exc, "sqlstate", None) == "08P01"
         and "unsupported startup parameter" in str(exc).lower()
     )
+
+
+_KEPT_MAX = 64  # statements kept per connection; the fast path runs about ten
+
+
+def unnamed_statements_class() -> type[Any]:
+    """``asyncpg.Connection`` keeping its unnamed statements (made once, on first use).
+
+    For a connection whose statement cache is off (``statement_cache_size=0``):
+    ``fetch``, ``fetchval``, ``fetchrow``, ``execute`` and ``executemany`` with
+    arguments run through a ``PreparedStatement`` kept per query. asyncpg prepares it
+    unnamed and marks it to be parsed again with every Bind, so it never depends on
+    what a server connection has prepared: nothing is prepared there between calls.
+    """
+    global _UNNAMED_CLASS
+    if _UNNAMED_CLASS is None:
+        _UNNAMED_CLASS = _make_unnamed_class()
+    return _UNNAMED_CLASS
+
+
+_UNNAMED_CLASS: type[Any] | None = None
+
+
+def _make_unnamed_class() -> type[Any]:
+    import asyncpg
+
+    class UnnamedStatements(asyncpg.Connection):  # type: ignore[misc]
+        __slots__ = ("_kept",)
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._kept: dict[str, Any] = {}
+
+        async def _run(self, query: str, call: Callable[[Any], Awaitable[T]]) -> T:
+            statement = self._kept.get(query)
+            if statement is None:
+                statement = await self.prepare(query)  # unnamed: the cache is off
+                if len(self._kept) < _KEPT_MAX:
+                    self._kept[query] = statement
+            try:
+                return await call(statement)
+            except BaseException:
+                # An outdated schema cache closes it, a cancellation may cut it off:
+                # the next call prepares it afresh.
+                self._kept.pop(query, None)
+                raise
+
+        async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+            if not args or kwargs:
+                return await super().fetch(query, *args, **kwargs)
+            return await self._run(query, lambda s: s.fetch(*args))
+
+        async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+            if not args or kwargs:
+                return await super().fetchval(query, *args, **kwargs)
+            return await self._run(query, lambda s: s.fetchval(*args))
+
+        async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+            if not args or kwargs:
+                return await super().fetchrow(query, *args, **kwargs)
+            return await self._run(query, lambda s: s.fetchrow(*args))
+
+        async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+            if not args or kwargs:  # no arguments: the simple query protocol, as asyncpg
+                return await super().execute(query, *args, **kwargs)
+
+            async def status(statement: Any) -> str:
+                await statement.fetch(*args)
+                return str(statement.get_statusmsg())
+
+            return await self._run(query, status)
+
+        async def executemany(self, command: str, args: Any, **kwargs: Any) -> Any:
+            if kwargs:
+                return await super().executemany(command, args, **kwargs)
+            return await self._run(command, lambda s: s.executemany(args))
+
+    return UnnamedStatements
 
 
 class AsyncpgConnect:
@@ -74,6 +157,7 @@ class AsyncpgConnect:
         }
         if self._unnamed:
             options["statement_cache_size"] = 0
+            options.setdefault("connection_class", unnamed_statements_class())
         return options
 
     def _through_pooler(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -81,6 +165,7 @@ class AsyncpgConnect:
         options.pop("server_settings", None)
         options.setdefault("command_timeout", self._statement_timeout)
         options["statement_cache_size"] = 0
+        options.setdefault("connection_class", unnamed_statements_class())
         return options
 
     def _found_pooler(self, how: str) -> None:
