@@ -102,7 +102,8 @@ class EndpointScanner:
         """
         if self.done:
             return None
-        self._buffer += chunk
+        room = _SCAN_LIMIT + 4 - self._seen - len(self._buffer)  # 4: a block's blank line
+        self._buffer += chunk[: max(room, 0)]  # (a huge first chunk is not copied whole)
         while True:
             block, end, rest = _split_event(self._buffer)
             if end < 0 or self._seen + len(block) > _SCAN_LIMIT:

@@ -302,8 +302,14 @@ async def test_the_sse_endpoint_event_binds_its_session_before_it_leaves_and_the
             + b"\r\n\r\n"
         ],
         [b"event: endpoint\r\ndata: /messages/?session%5Fid=" + SID.encode() + b"\r\n\r\n"],
+        [
+            b"event: endpoint\r\ndata: /messages/?session_id="
+            + SID.encode()
+            + b"\n\n"
+            + b"x" * 10**6
+        ],
     ],
-    ids=["split", "lf", "comments-first", "absolute-url", "percent-encoded"],
+    ids=["split", "lf", "comments-first", "absolute-url", "percent-encoded", "a-huge-tail"],
 )
 async def test_the_endpoint_event_is_read_however_it_is_framed(
     repo: MemorySessionRepository, fake_clock: FakeClock, chunks: list[bytes]
