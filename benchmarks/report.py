@@ -29,6 +29,8 @@ RATIO_PAIRS = (
     ("repo-redis", "redis-py-lua"),
     ("repo-redis", "redis-py"),
     ("repo-redis", "litestar-redis"),
+    ("repo-redis-cluster", "redis-py-cluster"),
+    ("repo-pg-pgbouncer", "asyncpg-pgbouncer"),
     ("repo-memory", "ttlcache"),
     ("repo-memory", "litestar-memory"),
 )

@@ -6,6 +6,7 @@ Issue 12 judges every backend against the raw driver running the same statements
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -328,6 +329,26 @@ def _issue_12(grid: _Grid, longest_callbacks: list[LongestCallback]) -> list[Tar
     return targets
 
 
+# Issue 13: (area, the library's stack, the raw client doing the same work on that setup).
+DISTRIBUTED = (
+    ("Redis Cluster", "repo-redis-cluster", "redis-py-cluster", "raw redis-py RedisCluster"),
+    ("PgBouncer", "repo-pg-pgbouncer", "asyncpg-pgbouncer", "raw asyncpg through PgBouncer"),
+)
+
+
+def _issue_13(grid: _Grid) -> list[Target]:
+    targets = []
+    for area, a, b, label in DISTRIBUTED:
+        what = f"64 tasks, every op: throughput vs {label}"
+        scenarios = [(op, 64) for op in _OPS]
+        target = _each(grid, area, what, a, b, scenarios, ">= 1x", lambda r: r >= 1)
+        targets.append(dataclasses.replace(target, issue=13))
+        what = f"1 task, every op: throughput vs {label}"
+        target = _each(grid, area, what, a, b, [(op, 1) for op in _OPS], "reported", lambda r: True)
+        targets.append(dataclasses.replace(target, issue=13, met=None))
+    return targets
+
+
 def evaluate(
     results: Iterable[Result],
     *,
@@ -346,4 +367,5 @@ def evaluate(
         text = f"{footprint['repo-memory']:.0f} B (MemorySessionRepository)"
         targets.append(Target("Scale", "bytes per session in memory", "reported", text, None))
     targets += _issue_12(grid, longest_callbacks or [])
+    targets += _issue_13(grid)
     return targets
