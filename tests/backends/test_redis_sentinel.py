@@ -12,12 +12,13 @@ import gc
 import hashlib
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from session_repo import RedisSessionRepository, StorageError
+from session_repo import RedisSessionRepository, SessionRepository, StorageError
 from session_repo.backends.redis.clients import families
 from session_repo.backends.redis.sentinel import (
     SentinelUrl,
@@ -294,6 +295,91 @@ async def test_closing_the_client_closes_the_sentinels_connections_too(sentinel_
     assert unclosed == []
 
 
+@dataclass
+class Failover:
+    """What a ``SENTINEL FAILOVER`` under traffic did, in monotonic times."""
+
+    old: tuple[str, int]
+    new: tuple[str, int]
+    started: float  # the command was sent
+    named: float  # the sentinel asked names the new master
+    demoted: float  # the old master says it is a replica
+    before: list[str]  # written and replicated before the command
+    acked: list[tuple[float, str]]  # (when, session id) of every acknowledged write
+    errors: list[StorageError]
+
+    async def missing(self, repo: SessionRepository, session_ids: list[str]) -> list[str]:
+        return [sid for sid in session_ids if await repo.lookup(sid) is None]
+
+
+async def _failover_under_traffic(url: str, repo: SessionRepository) -> Failover:
+    """Eight tasks upsert and look up through ``repo`` while the master fails over."""
+    old = await _master_address(url)
+    before = [f"before-{n}" for n in range(200)]
+    for session_id in before:
+        await repo.upsert(session_id, "machine-before", ttl=300)
+    direct_old = aioredis.Redis(host=old[0], port=old[1])
+    try:
+        assert await direct_old.wait(1, 5000) >= 1  # the replica has them all
+    finally:
+        await direct_old.aclose()
+
+    acked: list[tuple[float, str]] = []
+    errors: list[StorageError] = []
+    stop = asyncio.Event()
+
+    async def traffic(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            session_id = f"during-{worker}-{n}"
+            n += 1
+            try:
+                await repo.upsert(session_id, f"machine-{worker}", ttl=300)
+                acked.append((time.monotonic(), session_id))
+                assert await repo.lookup(before[n % len(before)]) == "machine-before"
+            except StorageError as exc:
+                errors.append(exc)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.002)
+
+    workers = [asyncio.create_task(traffic(worker)) for worker in range(8)]
+    try:
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        node = _sentinels(url)[0]
+        try:
+            assert await node.sentinel_failover(SERVICE)
+        finally:
+            await node.aclose()
+        deadline = started + 30
+        while (new := await _master_address(url)) == old:
+            assert time.monotonic() < deadline, "the sentinels named no new master in 30 s"
+            await asyncio.sleep(0.05)
+        named = time.monotonic()
+        while await _role(*old) != "slave":
+            assert time.monotonic() < deadline, "the old master was not demoted in 30 s"
+            await asyncio.sleep(0.05)
+        demoted = time.monotonic()
+        # Traffic on the new master (which, waiting for a replica, waits for the resync).
+        while not any(at > demoted for at, _ in acked):
+            assert time.monotonic() < deadline + 15, "no write went through after the demotion"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    return Failover(old, new, started, named, demoted, before, acked, errors)
+
+
+async def _clear_prefix(url: str, prefix: str) -> None:
+    client = master_client(url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.server
 @pytest.mark.timeout(120)
 async def test_a_failover_under_traffic_loses_no_write_but_those_of_its_window(
@@ -307,91 +393,57 @@ async def test_a_failover_under_traffic_loses_no_write_but_those_of_its_window(
     """
     prefix = "sentinel-failover:"
     async with SentinelRepository(sentinel_url, key_prefix=prefix, cleanup_interval=0) as repo:
-        old = await _master_address(sentinel_url)
-        before = [f"before-{n}" for n in range(200)]
-        for session_id in before:
-            await repo.upsert(session_id, "machine-before", ttl=300)
-        direct_old = aioredis.Redis(host=old[0], port=old[1])
-        try:
-            assert await direct_old.wait(1, 5000) >= 1  # the replica has them all
-        finally:
-            await direct_old.aclose()
-
-        acked: list[tuple[float, str]] = []  # (monotonic time, session id)
-        errors: list[BaseException] = []
-        stop = asyncio.Event()
-
-        async def traffic(worker: int) -> None:
-            n = 0
-            while not stop.is_set():
-                session_id = f"during-{worker}-{n}"
-                n += 1
-                try:
-                    await repo.upsert(session_id, f"machine-{worker}", ttl=300)
-                    acked.append((time.monotonic(), session_id))
-                    assert await repo.lookup(before[n % len(before)]) in ("machine-before",)
-                except StorageError as exc:
-                    errors.append(exc)
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(0.002)
-
-        workers = [asyncio.create_task(traffic(worker)) for worker in range(8)]
-        try:
-            await asyncio.sleep(0.3)
-            failover_at = time.monotonic()
-            node = _sentinels(sentinel_url)[0]
-            try:
-                assert await node.sentinel_failover(SERVICE)
-            finally:
-                await node.aclose()
-            deadline = failover_at + 30
-            while (new := await _master_address(sentinel_url)) == old:
-                assert time.monotonic() < deadline, "the sentinels named no new master in 30 s"
-                await asyncio.sleep(0.05)
-            named_at = time.monotonic()
-            while await _role(*old) != "slave":
-                assert time.monotonic() < deadline, "the old master was not demoted in 30 s"
-                await asyncio.sleep(0.05)
-            demoted_at = time.monotonic()
-            await asyncio.sleep(0.5)  # traffic on the new master
-        finally:
-            stop.set()
-            await asyncio.gather(*workers)
-
-        assert new != old
-        assert await _role(*new) == "master"
-        for exc in errors:
-            assert isinstance(exc, StorageError), repr(exc)
+        run = await _failover_under_traffic(sentinel_url, repo)
+        assert run.new != run.old
+        assert await _role(*run.new) == "master"
+        for exc in run.errors:
             assert exc.transient, repr(exc)
 
         # Acknowledged before the failover, or after the old master was demoted: all kept.
-        for session_id in before:
-            assert await repo.lookup(session_id) == "machine-before", session_id
-        must_keep = [sid for at, sid in acked if at < failover_at or at > demoted_at]
-        assert any(at > demoted_at for at, _ in acked), "no write went through after demotion"
-        lost = [sid for sid in must_keep if await repo.lookup(sid) is None]
-        assert lost == []
+        assert await run.missing(repo, run.before) == []
+        assert any(at > run.demoted for at, _ in run.acked), "no write after the demotion"
+        outside = [sid for at, sid in run.acked if at < run.started or at > run.demoted]
+        assert await run.missing(repo, outside) == []
         # The client left the old master soon after the sentinels named the new one.
-        late = [sid for at, sid in acked if named_at + 2 < at < demoted_at]
-        assert not [sid for sid in late if await repo.lookup(sid) is None]
+        late = [sid for at, sid in run.acked if run.named + 2 < at < run.demoted]
+        assert await run.missing(repo, late) == []
 
         # A write now goes to the new master.
         await repo.upsert("after-the-failover", "machine-after", ttl=300)
-        assert await _holds(*new, prefix, "after-the-failover")
-        window = [sid for at, sid in acked if failover_at <= at <= demoted_at]
-        lost_in_window = sum([await repo.lookup(sid) is None for sid in window])
+        assert await _holds(*run.new, prefix, "after-the-failover")
+        window = [sid for at, sid in run.acked if run.started <= at <= run.demoted]
         print(
-            f"failover: named {named_at - failover_at:.2f} s, demoted"
-            f" {demoted_at - failover_at:.2f} s after the command; {len(acked)} writes acked,"
-            f" {len(window)} in the window,"
-            f" {lost_in_window} of them lost; {len(errors)} transient errors"
+            f"failover: named {run.named - run.started:.2f} s, demoted"
+            f" {run.demoted - run.started:.2f} s after the command; {len(run.acked)} writes"
+            f" acked, {len(window)} in the window, {len(await run.missing(repo, window))}"
+            f" of them lost; {len(run.errors)} transient errors"
         )
-
-        client = master_client(sentinel_url)
-        try:
-            async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-                await client.delete(key)
-        finally:
-            await client.aclose()
+        await _clear_prefix(sentinel_url, prefix)
     # Leave it usable: the demoted node back in sync as the new master's replica.
+    await _wait_settled(sentinel_url, 45)
+
+
+@pytest.mark.server
+@pytest.mark.timeout(120)
+async def test_waiting_for_the_replica_a_failover_loses_no_acknowledged_write(
+    sentinel_url: str,
+) -> None:
+    """With ``wait_replicas=1`` a write is acknowledged only once the replica has it.
+
+    After the promotion the old master has no replica, so its writes time out
+    (transient errors) instead of being acknowledged and lost.
+    """
+    prefix = "sentinel-failover-wait:"
+    async with SentinelRepository(
+        sentinel_url, key_prefix=prefix, cleanup_interval=0, wait_replicas=1, wait_timeout=0.5
+    ) as repo:
+        run = await _failover_under_traffic(sentinel_url, repo)
+        assert run.new != run.old
+        for exc in run.errors:
+            assert exc.transient, repr(exc)
+        assert any(at > run.demoted for at, _ in run.acked), "no write after the demotion"
+        assert await run.missing(repo, run.before) == []
+        assert await run.missing(repo, [sid for _, sid in run.acked]) == []
+        print(f"failover, waiting: {len(run.acked)} writes acked, {len(run.errors)} timed out")
+        await _clear_prefix(sentinel_url, prefix)
     await _wait_settled(sentinel_url, 45)
