@@ -82,13 +82,17 @@ class Learner:
             if given is None or given == key:
                 return
             owned = False  # ended, and a new session handed out in the same answer
+        if given is None and not (free and self._keyed):
+            return  # (the common case, first)
         if not 200 <= status < 300 or request.method == "DELETE":
             return
-        if given is None and free and self._keyed:
+        if given is None:
+            if key is None:
+                return
             given = key  # served here a key no machine held: it is this machine's now
-        elif given is not None and len(request.path) <= MAX_KEY:
+        elif len(request.path) <= MAX_KEY:
             self._endpoints[request.path] = True
-        if given is None or (given == key and owned):
+        if given == key and owned:
             return
         await self.claim(given)
 
@@ -170,31 +174,26 @@ class Learner:
 
 
 class Answer:
-    """The app's answer to one request, watched on its way out.
+    """The app's answer to a ``GET`` with no key, which may be an HTTP+SSE stream.
 
-    Its start goes to ``Learner.learn``; for a possible HTTP+SSE stream, its first
-    body chunks are read for the ``endpoint`` event, whose session is bound before
-    the event leaves. ``stream`` is then that session's key, which the middleware
-    lets go when the stream ends.
+    Its start goes to ``Learner.learn``; if it is an event stream, its first body
+    chunks are read for the ``endpoint`` event, whose session is bound before the
+    event leaves. ``stream`` is then that session's key, which the middleware lets
+    go when the stream ends. (Other requests' answers are watched by a plain
+    closure: the hot path stays as light as it was.)
 
     Args:
         learner: the machine's ``Learner``.
         send: the server's ``send``.
-        request: the request answered.
-        owned: whether this machine owned the request's session.
-        free: whether the request's key had no live owner.
+        request: the request answered (a ``GET`` with no session key).
     """
 
-    __slots__ = ("_free", "_learner", "_owned", "_request", "_scanner", "_send", "stream")
+    __slots__ = ("_learner", "_request", "_scanner", "_send", "stream")
 
-    def __init__(
-        self, learner: Learner, send: Send, request: FlyRequest, owned: bool, free: bool
-    ) -> None:
+    def __init__(self, learner: Learner, send: Send, request: FlyRequest) -> None:
         self._learner = learner
         self._send = send
         self._request = request
-        self._owned = owned
-        self._free = free
         self._scanner: EndpointScanner | None = None
         self.stream: str | None = None
 
@@ -208,7 +207,7 @@ class Answer:
         if kind == "http.response.start":
             status, headers = message["status"], message.get("headers", ())
             learner, request = self._learner, self._request
-            await learner.learn(request, self._owned, self._free, status, headers)
+            await learner.learn(request, False, False, status, headers)
             if learner.query is not None and learner.event_stream(request, status, headers):
                 self._scanner = EndpointScanner(learner.query)
         elif kind == "http.response.body" and self._scanner is not None:

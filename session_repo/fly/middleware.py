@@ -28,7 +28,7 @@ import os
 import re
 from typing import Any, cast
 
-from session_repo._asgi import ASGIApp, Receive, Send
+from session_repo._asgi import ASGIApp, Message, Receive, Send
 from session_repo.clock import Clock, SystemClock
 from session_repo.config import SessionStoreConfig
 from session_repo.contract import SessionRepository, Ttl, session_ref, ttl_seconds
@@ -138,7 +138,9 @@ class FlyReplayMiddleware:
             raise InvalidInput(f"query_param must be visible ASCII: {query_param!r}")
         query = query_param.encode("ascii") if query_param else None
         # what FlyRequest reads a request's key from (nothing when the callable does)
-        self._read = (b"", None, None) if key is not None else (self._header, cookie, query)
+        self._read_header = b"" if key is not None else self._header
+        self._read_cookie = None if key is not None else cookie
+        self._read_query = None if key is not None else query
         self._workers_checked = False
         # None: the store's configured default, passed explicitly so renewal agrees
         seconds = SessionStoreConfig.from_env(_ttl_env()).ttl if ttl is None else ttl_seconds(ttl)
@@ -193,13 +195,13 @@ class FlyReplayMiddleware:
                 warn_if_several(me)
             await self.app(scope, receive, send)
             return
-        request = FlyRequest(scope, *self._read)
+        request = FlyRequest(scope, self._read_header, self._read_cookie, self._read_query)
         if self._key is not None:
             request.session_id = self._key.read(scope)
         key = request.session_id
         owned = free = False
         if key is None:
-            if sessionless(request.protocol_version):  # MCP 2026-07-28+: nothing to route
+            if sessionless(request.protocol_version()):  # MCP 2026-07-28+: nothing to route
                 await self.app(scope, receive, send)
                 return
         elif request.replay_failed is not None:  # the owner is gone, and its sessions with it
@@ -216,10 +218,24 @@ class FlyReplayMiddleware:
                 and await self._redirect(scope, receive, send, request, owner, digest)
             ):
                 return
-        answer = Answer(self._learner, send, request, owned, free)
-        await self.app(scope, receive, answer.send)
-        if answer.stream is not None:  # an HTTP+SSE stream ended: its session is gone
-            await self._ownership.forget(answer.stream, session_digest(answer.stream))
+        learner = self._learner
+        if key is None and request.method == "GET" and learner.query is not None:
+            answer = Answer(learner, send, request)  # perhaps an HTTP+SSE stream
+            await self.app(scope, receive, answer.send)
+            if answer.stream is not None:  # the stream ended: its session is gone
+                await self._ownership.forget(answer.stream, session_digest(answer.stream))
+            return
+        await self.app(scope, receive, self._learning(send, request, owned, free))
+
+    def _learning(self, send: Send, request: FlyRequest, owned: bool, free: bool) -> Send:
+        learn = self._learner.learn
+
+        async def learning(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await learn(request, owned, free, message["status"], message.get("headers", ()))
+            await send(message)
+
+        return learning
 
     def _replayed(self, request: FlyRequest, digest: bytes) -> bool:
         """A request Fly replayed here on our say-so: never replay it again."""

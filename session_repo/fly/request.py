@@ -158,7 +158,7 @@ class FlyRequest:
         method: the HTTP method (``"GET"`` when the scope has none).
         path: the path (``""`` when the scope has none).
         session_id: the session key, or None when there is no usable one.
-        protocol_version: the ``MCP-Protocol-Version`` header, None when absent.
+        pairs: the request's headers, as ``header_pairs`` gives them.
         content_length: the ``Content-Length``; None when absent, -1 when it does not
             parse or several disagree.
         chunked: whether ``Transfer-Encoding`` says chunked.
@@ -170,8 +170,8 @@ class FlyRequest:
         "chunked",
         "content_length",
         "method",
+        "pairs",
         "path",
-        "protocol_version",
         "replay_failed",
         "replay_src",
         "session_id",
@@ -188,10 +188,10 @@ class FlyRequest:
         self.chunked = False
         self.replay_src: str | None = None
         self.replay_failed: str | None = None
-        self.protocol_version: bytes | None = None
         key: str | None = None
         cookies: list[str] = []
-        for raw_name, raw_value in header_pairs(scope.get("headers")):
+        self.pairs = header_pairs(scope.get("headers"))
+        for raw_name, raw_value in self.pairs:
             name = raw_name.lower()
             if name == header and header and cookie is None and key is None:
                 key = text(raw_value)
@@ -206,8 +206,6 @@ class FlyRequest:
                     self.replay_src = text(raw_value)
             elif name == b"fly-replay-failed" and self.replay_failed is None:
                 self.replay_failed = text(raw_value[:MAX_FIELD])
-            elif name == b"mcp-protocol-version" and self.protocol_version is None:
-                self.protocol_version = raw_value[:MAX_FIELD]
         if cookie is not None and cookies:
             key = cookie_value("; ".join(cookies), cookie)
         if key is not None and not valid_key(key):
@@ -218,6 +216,17 @@ class FlyRequest:
                 key = query_value(bytes(raw_query), query)
                 key = key if key is not None and valid_key(key) else None
         self.session_id = key
+
+    def protocol_version(self) -> bytes | None:
+        """The ``MCP-Protocol-Version`` header (read only when needed: not on the hot path).
+
+        Returns:
+            Its first value (at most 4096 bytes), or None when absent.
+        """
+        for name, value in self.pairs:
+            if name.lower() == b"mcp-protocol-version":
+                return value[:MAX_FIELD]
+        return None
 
     def replayable(self, max_body: int) -> bool:
         """Whether Fly can replay this request: its body is known and small enough.
