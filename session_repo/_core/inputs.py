@@ -92,10 +92,9 @@ def ttl_ms(ttl: object, default_ms: int) -> int:
             raise InvalidInput(f"ttl must be at most {MAX_TTL_MS // 1000} seconds") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidInput(f"ttl must be finite and > 0 seconds (got {seconds!r})")
-    millis = math.ceil(seconds * 1000)
-    if millis > MAX_TTL_MS:
-        raise InvalidInput(f"ttl must be at most {MAX_TTL_MS // 1000} seconds (got {seconds!r})")
-    return millis
+    if seconds > _MAX_TTL_S:  # before scaling: a huge finite float times 1000 is inf
+        raise InvalidInput(f"ttl must be at most {_MAX_TTL_S} seconds (got {seconds!r})")
+    return math.ceil(seconds * 1000)
 
 
 # A century: keeps now + ttl inside a signed 64-bit millisecond column.

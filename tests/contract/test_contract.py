@@ -752,6 +752,7 @@ async def test_replacing_of_the_wrong_type_is_type_error(
         pytest.param(timedelta(seconds=-5), id="timedelta-negative"),
         pytest.param(10**400, id="int-beyond-float"),
         pytest.param(1e300, id="centuries"),
+        pytest.param(1e306, id="near-float-max"),  # times 1000 is inf
         pytest.param(timedelta.max, id="timedelta-max"),
     ],
 )
