@@ -368,7 +368,7 @@ async def test_statements_are_kept_unnamed_and_survive_errors() -> None:
         assert [await conn.fetchval("SELECT $1::int + 1", n) for n in range(20)] == list(
             range(1, 21)
         )
-        assert list(conn._kept) == ["SELECT $1::int + 1"]
+        assert conn.kept == ["SELECT $1::int + 1"]
         with pytest.raises(asyncpg.DivisionByZeroError):
             await conn.fetchval("SELECT 1 / $1::int", 0)
         assert await conn.fetchval("SELECT 1 / $1::int", 1) == 1

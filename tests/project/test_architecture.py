@@ -70,6 +70,8 @@ FOREIGN_PRIVATE = {
     "_run",  # asyncio.events.Handle._run, timed by the benchmark smoke test
     "_config",  # asyncpg's connection settings, to check URL options reached the driver
     "_stmt_cache",
+    "_writer",  # redis-py's Connection: a connection torn down under a write (#4287)
+    "_send_packed_command",
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from session_repo._core.batching import TickBatcher
 from session_repo._core.cancel import cancel_requests, reraise_swallowed
 from session_repo._core.storage import Gauges
+from session_repo.backends.redis.replica_wait import waited_batch
 from session_repo.backends.redis.scripts import load
 from session_repo.errors import StorageError
 
@@ -157,43 +158,14 @@ class RedisStorage:
         return [({}, list(range(len(requests))))]
 
     async def _waited_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
-        """As ``_script_batch``, each connection's writes followed by ``WAIT``.
-
-        A write fewer replicas acknowledged than asked (in the timeout) happened on the
-        master but may not survive its failover: its caller gets a transient
-        ``StorageError``. Scripts a node lost are loaded, then their writes sent again.
-        """
-        replicas, timeout = self._wait
-        results: list[Any] = [None] * len(requests)
-        todo = list(range(len(requests)))
-        for attempt in range(2):
-            async with self._slots, self._client.pipeline(transaction=False) as pipe:
-                for n in todo:
-                    script, keys, args = requests[n]
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                groups = self._wait_groups([requests[n] for n in todo])
-                for options, _ in groups:
-                    pipe.execute_command("WAIT", replicas, timeout, **options)
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
-            for n, reply in zip(todo, replies, strict=False):
-                results[n] = reply
-            for (_, members), acked in zip(groups, replies[len(todo) :], strict=True):
-                if isinstance(acked, Exception) or int(acked) < replicas:
-                    count = "no answer" if isinstance(acked, Exception) else int(acked)
-                    error = StorageError(
-                        f"written, but acknowledged by {count} of {replicas} replicas"
-                        f" within {timeout} ms",
-                        transient=True,
-                    )
-                    for member in members:
-                        if not isinstance(results[todo[member]], Exception):
-                            results[todo[member]] = error
-            todo = [n for n in todo if isinstance(results[n], self._no_script)]
-            if not todo or attempt:
-                break
-            for script in {requests[n][0].sha: requests[n][0] for n in todo}.values():
-                await self._client.script_load(script.script)
-        return results
+        return await waited_batch(
+            self._client,
+            requests,
+            wait=self._wait,
+            slots=self._slots,
+            no_script=self._no_script,
+            groups=self._wait_groups,
+        )
 
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
         ttl = max(expires_at - self._now_ms(), 1)

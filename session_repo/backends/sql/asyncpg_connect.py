@@ -83,6 +83,11 @@ def _make_unnamed_class() -> type[Any]:
             super().__init__(*args, **kwargs)
             self._kept: dict[str, Any] = {}
 
+        @property
+        def kept(self) -> list[str]:
+            """The queries whose statements this connection keeps, oldest first."""
+            return list(self._kept)
+
         async def _run(self, query: str, call: Callable[[Any], Awaitable[T]]) -> T:
             statement = self._kept.get(query)
             if statement is None:
