@@ -40,6 +40,8 @@ class Learner:
         keyed: whether a ``key`` callable reads requests' keys.
         unbind_on_404: end a binding on a 404 for any path.
         clock: the time source for cookies' ``Expires``.
+        bind_free: a free key answered 2xx binds here even with no ``key`` callable
+            (replay-cache mode: a cache hit for a session no machine holds).
     """
 
     def __init__(
@@ -51,12 +53,16 @@ class Learner:
         keyed: bool,
         unbind_on_404: bool,
         clock: Clock,
+        *,
+        bind_free: bool = False,
     ) -> None:
         self.ownership = ownership
         self.query = query
         self._header = header
         self._cookie = cookie
         self._keyed = keyed
+        # a free key served 2xx binds here: a key callable's, or any in replay-cache mode
+        self._bind_free = keyed or bind_free
         self._unbind_on_404 = unbind_on_404
         self._clock = clock
         # paths where the app handed out a session key (header mode's session endpoints)
@@ -82,7 +88,7 @@ class Learner:
             if given is None or given == key:
                 return
             owned = False  # ended, and a new session handed out in the same answer
-        if given is None and not (free and self._keyed):
+        if given is None and not (free and self._bind_free):
             return  # (the common case, first)
         if not 200 <= status < 300 or request.method == "DELETE":
             return

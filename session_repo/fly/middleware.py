@@ -18,7 +18,8 @@ This module decides where a request goes; ``ownership`` holds what this machine
 knows it owns (and calls the store), ``request`` and ``response`` parse headers
 without ever raising and answer in the app's place, ``replay_state`` signs replays,
 ``learning`` binds and unbinds by the app's answers, ``keys`` runs a ``key``
-callable, ``workers`` tells whether several processes share this machine's port.
+callable, ``workers`` tells whether several processes share this machine's port,
+``replies`` answers a misrouted request (plain or replay-cache mode).
 See ``docs/fly.md`` for the behaviour table and the limits.
 """
 
@@ -31,7 +32,7 @@ from typing import Any, cast
 from session_repo._asgi import ASGIApp, Message, Receive, Send
 from session_repo.clock import Clock, SystemClock
 from session_repo.config import SessionStoreConfig
-from session_repo.contract import SessionRepository, Ttl, session_ref, ttl_seconds
+from session_repo.contract import SessionRepository, Ttl, ttl_seconds
 from session_repo.errors import InvalidInput
 from session_repo.fly._log import fields, logger
 from session_repo.fly.eras import sessionless
@@ -39,15 +40,13 @@ from session_repo.fly.keys import KeyFunction, KeyReader
 from session_repo.fly.learning import Answer, Learner
 from session_repo.fly.ownership import ClaimLostReporter, Ownership
 from session_repo.fly.replay_state import ReplayStateSigner, session_digest, src_field
+from session_repo.fly.replies import OWNER_ID, Replier, cache_mode
 from session_repo.fly.request import FlyRequest, valid_key
-from session_repo.fly.response import respond
 from session_repo.fly.workers import warn_if_several
 
 __all__ = ["FlyReplayMiddleware", "KeyFunction"]
 
-OWNER_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _DURATION = re.compile(r"[0-9]{1,6}(ms|s)")
-_JSON = [(b"content-type", b"application/json")]
 _REPORTER = "add_claim_lost_listener"  # what makes a repository a ClaimLostReporter
 
 
@@ -94,12 +93,18 @@ class FlyReplayMiddleware:
         remember: how many sessions this machine keeps in memory as its own.
         unbind_on_404: also end a binding on a 404 for any path, not only the session
             endpoint's.
+        replay_cache: Fly's proxy caches this key's replays (a
+            ``[[http_service.http_options.replay_cache]]`` rule in ``fly.toml``;
+            ``SESSION_REPO_REPLAY_CACHE`` when None): replays are plain
+            ``fly-replay: instance=<owner>`` so Fly can cache them, a stale cache
+            hit is replayed to the owner with ``fly-replay-cache: invalidate``, a
+            replayed request is always served, and a free session served 2xx binds.
 
     Raises:
         InvalidInput: ``instance_id`` is not 1..64 of ``[0-9A-Za-z_-]``,
             ``replay_status`` is not an HTTP status, ``replay_timeout`` does not look
-            like ``"5s"`` or ``"800ms"``, ``max_replay_body`` is negative, or ``ttl``
-            is out of range.
+            like ``"5s"`` or ``"800ms"``, ``max_replay_body`` is negative, ``ttl``
+            is out of range, or ``SESSION_REPO_REPLAY_CACHE`` is not a boolean.
         TypeError: ``ttl`` is not a number or a ``timedelta``, ``key`` is not a
             synchronous callable, or ``query_param`` is not a str.
     """
@@ -122,6 +127,7 @@ class FlyReplayMiddleware:
         clock: Clock | None = None,
         remember: int = 100_000,
         unbind_on_404: bool = False,
+        replay_cache: bool | None = None,
     ) -> None:
         self.app = app
         self.repository = repository
@@ -150,12 +156,18 @@ class FlyReplayMiddleware:
             raise InvalidInput(f"replay_timeout must look like '5s' or '800ms': {replay_timeout!r}")
         if isinstance(max_replay_body, bool) or max_replay_body < 0:
             raise InvalidInput("max_replay_body must be an int >= 0")
-        self._replay_status = replay_status
-        self._replay_timeout = replay_timeout
-        self._max_body = max_replay_body
+        self.replay_cache = cache_mode(replay_cache)
         secret = state_secret or os.environ.get("SESSION_REPO_REPLAY_SECRET") or None
         self._signer = ReplayStateSigner(secret) if secret else None
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._replier = Replier(
+            replay_status,
+            replay_timeout,
+            max_replay_body,
+            self._signer,
+            self._clock,
+            self.replay_cache,
+        )
         self._key = KeyReader(key, self._clock) if key is not None else None
         self._ownership = Ownership(
             repository, self.instance_id or "", seconds, self._clock, remember
@@ -168,8 +180,15 @@ class FlyReplayMiddleware:
             key is not None,
             bool(unbind_on_404),
             self._clock,
+            bind_free=self.replay_cache,
         )
-        if self.instance_id is not None and self._signer is None:
+        if self.instance_id is not None and self.replay_cache:
+            logger.info(
+                "replay cache mode: replays carry no state, so a request with "
+                "fly-replay-src is served where it lands (see docs/fly.md)",
+                extra=fields("start", "replay_cache", instance=self.instance_id),
+            )
+        elif self.instance_id is not None and self._signer is None:
             logger.warning(
                 "no SESSION_REPO_REPLAY_SECRET: any fly-replay-src header is trusted, so a "
                 "client can make its request skip routing (see docs/fly.md)",
@@ -215,7 +234,7 @@ class FlyReplayMiddleware:
                 owner is not None
                 and not owned
                 and not self._replayed(request, digest)
-                and await self._redirect(scope, receive, send, request, owner, digest)
+                and await self._replier.redirect(scope, receive, send, request, owner, digest)
             ):
                 return
         learner = self._learner
@@ -242,48 +261,12 @@ class FlyReplayMiddleware:
         src = request.replay_src
         if src is None:
             return False
-        if self._signer is None:
+        if self._signer is None or self.replay_cache:  # a cacheable replay has no state
             return True
         state = src_field(src, "state")
         assert self.instance_id is not None
         now = self._clock.now()
         return state is not None and self._signer.verify(state, self.instance_id, digest, now)
-
-    # -- answering instead of the app ------------------------------------------
-
-    async def _redirect(
-        self,
-        scope: Any,
-        receive: Receive,
-        send: Send,
-        request: FlyRequest,
-        owner: str,
-        digest: bytes,
-    ) -> bool:
-        """Answer for the app (replay or 409); False means serve here after all."""
-        if not OWNER_ID.fullmatch(owner):
-            assert request.session_id is not None  # only a keyed request is redirected
-            ref = session_ref(request.session_id)
-            logger.warning(
-                "session %s is bound to an owner id that cannot go into fly-replay; serving here",
-                ref,
-                extra=fields("replay", "bad_owner", session=ref),
-            )
-            return False
-        if scope["type"] == "http" and not request.replayable(self._max_body):
-            body = (
-                b'{"error":"request_not_replayable","detail":"this session lives on another '
-                b"machine and Fly.io can only replay a request whose body has a Content-Length "
-                b'of at most %d bytes"}' % self._max_body
-            )
-            await respond(scope, receive, send, 409, _JSON, body)
-            return True
-        state = ""
-        if self._signer is not None:
-            state = f";state={self._signer.sign(owner, digest, self._clock.now())}"
-        value = f"instance={owner}{state};timeout={self._replay_timeout};fallback=force_self"
-        await respond(scope, receive, send, self._replay_status, [(b"fly-replay", value.encode())])
-        return True
 
 
 def _ttl_env() -> dict[str, str]:

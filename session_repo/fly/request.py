@@ -228,6 +228,21 @@ class FlyRequest:
                 return value[:MAX_FIELD]
         return None
 
+    def cache_status(self) -> bytes | None:
+        """The ``fly-replay-cache-status`` header, lowercase (read only for a misrouted request).
+
+        Fly sends it to a replay's target: ``hit`` (delivered by the replay cache,
+        straight past the machine that issued the replay), ``miss`` (replayed by a
+        machine), ``bypass`` (the cache was skipped); absent when not replayed.
+
+        Returns:
+            Its first value (at most 4096 bytes), stripped and lowercase, or None.
+        """
+        for name, value in self.pairs:
+            if name.lower() == b"fly-replay-cache-status":
+                return value[:MAX_FIELD].strip(_OWS).lower()
+        return None
+
     def replayable(self, max_body: int) -> bool:
         """Whether Fly can replay this request: its body is known and small enough.
 
