@@ -12,6 +12,7 @@ from session_repo import RedisSessionRepository, SessionRepository
 from session_repo.backends.redis.clients import ClientFamily, families
 from session_repo.backends.redis.sentinel import sentinel_client
 from session_repo.clock import Clock
+from tests.servers import server_url
 
 __all__ = [
     "SENTINEL_PREFIX",
@@ -65,7 +66,8 @@ class SentinelRepository(RedisSessionRepository):
 
 def build_sentinel(location: str | None, clock: Clock, kwargs: dict[str, Any]) -> SessionRepository:
     assert location is not None
-    return SentinelRepository(location, clock=clock, key_prefix=SENTINEL_PREFIX, **kwargs)
+    # The URL itself, as a user gives it (SentinelRepository: a client built here).
+    return RedisSessionRepository(location, clock=clock, key_prefix=SENTINEL_PREFIX, **kwargs)
 
 
 async def clear_sentinel(location: str | None) -> None:
@@ -79,8 +81,8 @@ async def clear_sentinel(location: str | None) -> None:
 
 
 async def sentinel_rows(repo: SessionRepository) -> list[tuple[bytes, str]]:
-    assert isinstance(repo, SentinelRepository)
-    client = master_client(repo.url)
+    assert isinstance(repo, RedisSessionRepository)
+    client = master_client(server_url("redis-sentinel"))
     rows: list[tuple[bytes, str]] = []
     try:
         async for key in client.scan_iter(match=f"{SENTINEL_PREFIX}s:*", count=1000):

@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from session_repo import RedisSessionRepository, SessionRepository, StorageError
+from session_repo import (
+    RedisSessionRepository,
+    SessionRepository,
+    SessionStoreConfig,
+    StorageError,
+    create_session_repository,
+)
 from session_repo.backends.redis.clients import families
 from session_repo.backends.redis.sentinel import (
     SentinelUrl,
@@ -447,3 +453,21 @@ async def test_waiting_for_the_replica_a_failover_loses_no_acknowledged_write(
         print(f"failover, waiting: {len(run.acked)} writes acked, {len(run.errors)} timed out")
         await _clear_prefix(sentinel_url, prefix)
     await _wait_settled(sentinel_url, 45)
+
+
+@pytest.mark.server
+async def test_a_sentinel_url_builds_the_repository_and_health_names_the_service(
+    sentinel_url: str,
+) -> None:
+    prefix = "session-repo:"  # the factory's
+    config = SessionStoreConfig(url=sentinel_url, fallback="none", cleanup_interval=0)
+    async with create_session_repository(config) as repo:
+        assert isinstance(repo, RedisSessionRepository)
+        await repo.upsert("by-url", "machine-1", ttl=60)
+        assert await repo.lookup("by-url") == "machine-1"
+        health = await repo.health()
+        assert health.status == "ok"
+        assert "sentinel service 'sessionrepo'" in health.detail
+        host, port = await _master_address(sentinel_url)
+        assert await _holds(host, port, prefix, "by-url")
+        assert await repo.delete("by-url")

@@ -68,9 +68,28 @@ _LIBRARIES = (
     (
         "redis",
         "redis",
-        ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://"),
+        (
+            "redis://",
+            "rediss://",
+            "unix://",
+            "redis+cluster://",
+            "rediss+cluster://",
+            "redis+sentinel://",
+            "rediss+sentinel://",
+        ),
     ),
-    ("valkey", "valkey", ("valkey://", "valkeys://", "valkey+cluster://", "valkeys+cluster://")),
+    (
+        "valkey",
+        "valkey",
+        (
+            "valkey://",
+            "valkeys://",
+            "valkey+cluster://",
+            "valkeys+cluster://",
+            "valkey+sentinel://",
+            "valkeys+sentinel://",
+        ),
+    ),
 )
 _CLUSTER_SCHEMES = (
     "redis+cluster://",

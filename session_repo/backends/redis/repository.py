@@ -41,6 +41,11 @@ from session_repo.backends.redis.clients import (
 )
 from session_repo.backends.redis.cluster import ClusterAddress, ClusterStorage, parse_cluster_url
 from session_repo.backends.redis.errors import is_transient
+from session_repo.backends.redis.sentinel import (
+    is_sentinel_url,
+    parse_sentinel_url,
+    sentinel_client,
+)
 from session_repo.backends.redis.storage import RedisStorage
 from session_repo.clock import Clock
 from session_repo.errors import InvalidInput
@@ -96,6 +101,8 @@ class RedisSessionRepository(StoreFront):
     ) -> None:
         if isinstance(url_or_client, str):
             family = family_of_url(url_or_client)
+            if is_sentinel_url(url_or_client):
+                parse_sentinel_url(url_or_client)  # a bad URL fails here, not at first use
             self._url: str | None = url_or_client
             self._client: Any = None
             self._cluster: ClusterAddress | None = (
@@ -139,6 +146,17 @@ class RedisSessionRepository(StoreFront):
         client = self._client
         if client is None and self._cluster is not None:
             client = self._cluster.client(self._family, max_connections=self._max_connections + 2)
+            resources.push_async_callback(client.aclose)
+        elif client is None and self._url is not None and is_sentinel_url(self._url):
+            client = sentinel_client(
+                self._url,
+                self._family,
+                max_connections=self._max_connections + 2,
+                decode_responses=True,
+                socket_timeout=10,
+                socket_connect_timeout=10,
+                health_check_interval=30,
+            )
             resources.push_async_callback(client.aclose)
         elif client is None:
             assert self._url is not None

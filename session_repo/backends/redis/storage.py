@@ -282,6 +282,10 @@ class RedisStorage:
     async def ping(self) -> str:
         async with self._slots:
             await self._client.ping()
-        pool = self._client.connection_pool.connection_kwargs
-        where = pool.get("path") or f"{pool.get('host', '?')}:{pool.get('port', '?')}"
-        return f"redis: {where}/{pool.get('db', 0)} prefix {self._prefix!r}"
+        pool = self._client.connection_pool
+        kwargs = pool.connection_kwargs
+        if service := getattr(pool, "service_name", None):  # found through Sentinel
+            where = f"the master of sentinel service {service!r}"
+        else:
+            where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        return f"redis: {where}/{kwargs.get('db', 0)} prefix {self._prefix!r}"
