@@ -11,10 +11,15 @@ target is stopped, falls back as ``fallback`` says (``force_self``: back to the
 machine that asked, with a ``fly-replay-failed`` header; ``prefer_self``: that machine
 or any other) or answers 502. Its records know a session by the session header, or
 by the HTTP+SSE transport's ``session_id`` query parameter (created by the machine
-whose event stream's ``endpoint`` event named it).
+whose event stream's ``endpoint`` event named it). Given ``replay_cache`` rules (the
+``[[http_service.http_options.replay_cache]]`` tables of ``fly.toml``), it caches
+replays per header or cookie value as ``_replay_cache`` describes: ``hit``, ``miss``
+and ``bypass`` in ``fly-replay-cache-status``, ``ttl_seconds`` on ``clock``, and
+``fly-replay-cache: invalidate``.
 
 What it does not model: waiting out ``timeout`` (a stopped machine fails at once),
-cross-app ``app=`` replays, the JSON replay body, replay caching, regions' latency,
+cross-app ``app=`` replays, the JSON replay body, path-based ``fly-replay-cache``
+answers, regions' latency,
 Fly's exact error pages, or what ``fly-replay-failed`` contains (Fly says "metadata
 about what went wrong"; here ``instance=<target>;reason=unreachable``). Client
 headers reach the first machine as sent, so a spoofed ``fly-replay-src`` gets
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,6 +44,7 @@ from typing import Any, Self
 from session_repo._asgi import ASGIApp, Receive, Send, serve_lifespan
 from session_repo.testing._asgi_transport import make_transport
 from session_repo.testing._headers import (
+    HOP_HEADERS,
     endpoint_session,
     header,
     query_param,
@@ -46,9 +53,15 @@ from session_repo.testing._headers import (
     with_hop_header,
 )
 from session_repo.testing._machine import Machine, deliver, proxy_error, read_body
+from session_repo.testing._replay_cache import (
+    CacheClock,
+    ReplayCache,
+    ReplayCacheRule,
+    with_cache_status,
+)
 from session_repo.testing._routing import fallback_target, refusal, replay_src, replay_target
 
-__all__ = ["Delivery", "FlyProxySimulator"]
+__all__ = ["Delivery", "FlyProxySimulator", "ReplayCacheRule"]
 
 REPLAY_LIMIT = 1_000_000  # "Requests larger than 1MB cannot be replayed"
 
@@ -66,6 +79,8 @@ class Delivery:
         status: the status the client got.
         replays: how many ``fly-replay`` answers were followed.
         fell_back: whether the request was sent back with ``fly-replay-failed``.
+        cache: what the replay cache did (``hit``, ``miss``, ``bypass``), None when
+            no rule applied.
     """
 
     method: str
@@ -76,6 +91,7 @@ class Delivery:
     status: int
     replays: int
     fell_back: bool
+    cache: str | None = None
 
 
 class FlyProxySimulator:
@@ -98,6 +114,9 @@ class FlyProxySimulator:
         max_replay_body: the largest body, in bytes, it replays; a bigger one gets 502.
         max_replays: the most replays one request may take; one more gets 502.
         lifespan: run each app's ASGI lifespan on ``start`` and ``stop``.
+        replay_cache: ``fly.toml``'s replay cache rules (``ReplayCacheRule`` or its
+            table as a mapping); None: no caching.
+        clock: the replay cache's time source (the system clock when None).
 
     Attributes:
         deliveries: every client request, as a ``Delivery``, in order.
@@ -106,6 +125,7 @@ class FlyProxySimulator:
         refused: the replays refused (body over the limit, too many, after a fallback).
         misrouted: requests with a session header answered by a machine other than
             the running one that created that session.
+        replay_cache: the cache (its counters and ``target``), None without rules.
     """
 
     def __init__(
@@ -122,6 +142,8 @@ class FlyProxySimulator:
         max_replay_body: int = REPLAY_LIMIT,
         max_replays: int = 3,
         lifespan: bool = True,
+        replay_cache: Sequence[ReplayCacheRule | Mapping[str, Any]] | None = None,
+        clock: CacheClock | None = None,
     ) -> None:
         self._random = random.Random(seed)  # noqa: S311 - load balancing, not secrets
         if isinstance(machines, int):
@@ -142,6 +164,8 @@ class FlyProxySimulator:
         self.refused = 0  # replays refused: body over the limit, loops, replay after fallback
         # keyed requests answered elsewhere while the session's creator was running
         self.misrouted = 0
+        now = clock.now if clock is not None else time.time
+        self.replay_cache = ReplayCache(replay_cache, now) if replay_cache else None
 
     # -- machines ---------------------------------------------------------------
 
@@ -287,28 +311,38 @@ class FlyProxySimulator:
         origin = target = self._chooser(running)
         headers = list(scope["headers"])
         replays, fell_back = 0, False
+        cache, label = self.replay_cache, None
+        key = cache.key(scope) if cache is not None else None
+        if cache is not None and key is not None:
+            cached, label = cache.lookup(key, headers, running)
+            if cached is not None:  # straight to the cached machine, no fly-replay-src
+                origin = target = cached
+                kept = [(k, v) for k, v in headers if bytes(k).lower() not in HOP_HEADERS]
+                headers = with_cache_status(kept, "hit")
         while True:
             hop = {**scope, "headers": headers}
             out = self._streams(scope, target, send)
             replay, status, answer = await deliver(self._machines[target], hop, body, out, gone)
             if replay is None:
                 self._learn(scope, answer, target, status)
-                self._record(scope, origin, target, status, replays, fell_back)
+                self._record(scope, origin, target, status, replays, fell_back, label)
                 return
             reason = refusal(len(body), replays, fell_back, self._max_body, self._max_replays)
             if reason is not None:
                 self.refused += 1
                 await proxy_error(send, 502, reason)
-                self._record(scope, origin, None, 502, replays, fell_back)
+                self._record(scope, origin, None, 502, replays, fell_back, label)
                 return
             fields = replay_fields(replay)
             live = self._regions()
             chosen = replay_target(fields, target, live, self._chooser)
+            if cache is not None and key is not None:  # "only one step of lookup": 1st replay
+                cache.learn(key, replay, answer, chosen if replays == 0 else None)
             if chosen is None:
                 chosen = fallback_target(fields.get("fallback"), target, live, self._chooser)
                 if chosen is None:
                     await proxy_error(send, 502, "the replay target could not be reached")
-                    self._record(scope, origin, None, 502, replays, fell_back)
+                    self._record(scope, origin, None, 502, replays, fell_back, label)
                     return
                 self.fallbacks += 1
                 fell_back = True
@@ -319,6 +353,8 @@ class FlyProxySimulator:
                 replays += 1
                 src = replay_src(target, self._machines[target].region, fields.get("state"))
                 headers = with_hop_header(headers, b"fly-replay-src", src)
+                if cache is not None:  # replayed by a machine: a miss (or a bypass)
+                    headers = with_cache_status(headers, "bypass" if label == "bypass" else "miss")
             target = chosen
 
     def _streams(self, scope: Any, target: str, send: Send) -> Send:
@@ -364,6 +400,7 @@ class FlyProxySimulator:
         status: int,
         replays: int,
         fell_back: bool,
+        cache: str | None = None,
     ) -> None:
         session = self._session(scope)
         ref = session_ref(session) if session else None
@@ -371,9 +408,8 @@ class FlyProxySimulator:
             creator = self._creators.get(ref)
             if creator is not None and creator != served_by and self._machines[creator].running:
                 self.misrouted += 1
-        delivery = Delivery(
-            scope["method"], scope["path"], ref, origin, served_by, status, replays, fell_back
-        )
+        method, path = scope["method"], scope["path"]
+        delivery = Delivery(method, path, ref, origin, served_by, status, replays, fell_back, cache)
         self.deliveries.append(delivery)
 
     def creator(self, session_id: str) -> str | None:
