@@ -11,6 +11,7 @@ from typing import Any, Literal, Self
 
 from session_repo._core.inputs import (
     DEFAULT_TTL_MS,
+    non_negative_int,
     non_negative_seconds,
     positive_int,
     positive_seconds,
@@ -73,6 +74,9 @@ class SessionStoreConfig:
         busy_timeout: the longest a SQLite writer waits for the lock.
         sqlite_synchronous: ``"NORMAL"`` or ``"FULL"`` (what a power cut can lose).
         journal_max: outage writes the resilient wrapper keeps for write-back.
+        redis_wait_replicas: Redis writes wait (``WAIT``) until this many replicas
+            have them; 0 waits for none.
+        redis_wait_timeout: the longest a Redis write waits for its replicas.
 
     Raises:
         ConfigError: a field breaks its rule; the message names it.
@@ -94,6 +98,8 @@ class SessionStoreConfig:
     busy_timeout: float = 5.0
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     journal_max: int = 100_000
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 1.0
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -171,6 +177,10 @@ class SessionStoreConfig:
                 "SESSION_STORE_SQLITE_SYNCHRONOUS", "normal", ("normal", "full")
             ).upper(),
             journal_max=env.integer("SESSION_STORE_JOURNAL_MAX", 100_000, minimum=1),
+            redis_wait_replicas=env.integer("SESSION_STORE_REDIS_WAIT_REPLICAS", 0, minimum=0),
+            redis_wait_timeout=env.millis(
+                "SESSION_STORE_REDIS_WAIT_TIMEOUT_MS", 1_000, positive=True
+            ),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Self:
@@ -273,6 +283,8 @@ _FIELD_RULES: dict[str, Callable[[str, object], object]] = {
     "statement_timeout": positive_seconds,
     "busy_timeout": positive_seconds,
     "journal_max": positive_int,
+    "redis_wait_replicas": non_negative_int,
+    "redis_wait_timeout": positive_seconds,
 }
 
 

@@ -56,7 +56,12 @@ def create_session_repository(
         return MemorySessionRepository(max_sessions=config.max_sessions, **common)
     primary: StoreFront
     if kind == "redis":
-        primary = RedisSessionRepository(config.url, **common)
+        primary = RedisSessionRepository(
+            config.url,
+            wait_replicas=config.redis_wait_replicas,
+            wait_timeout=config.redis_wait_timeout,
+            **common,
+        )
     else:
         primary = SqlSessionRepository(
             config.url,

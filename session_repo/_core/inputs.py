@@ -124,6 +124,15 @@ def non_negative_seconds(name: str, value: object) -> float:
     return seconds
 
 
+def non_negative_int(name: str, value: object) -> int:
+    """``value`` if it is an ``int`` >= 0 (0 turns a thing off; ``bool`` is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int")
+    if value < 0:
+        raise InvalidInput(f"{name} must be >= 0 (0 turns it off)")
+    return value
+
+
 def positive_int(name: str, value: object) -> int:
     """``value`` if it is an ``int`` >= 1 (``bool`` is refused)."""
     if isinstance(value, bool) or not isinstance(value, int):

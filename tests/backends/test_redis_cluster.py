@@ -520,3 +520,18 @@ async def test_waiting_on_a_single_node_without_replicas_fails_transiently() -> 
             assert await repo.lookup("s1") == "m1"
         finally:
             assert await repo.delete_owner("m1") == 1
+
+
+@pytest.mark.server
+async def test_the_config_turns_replica_waits_on() -> None:
+    config = SessionStoreConfig(
+        url=_url(),
+        fallback="none",
+        cleanup_interval=0,
+        redis_wait_replicas=5,
+        redis_wait_timeout=0.1,
+    )
+    async with create_session_repository(config) as repo:
+        with pytest.raises(StorageError, match="replicas") as caught:  # the cluster has 1 each
+            await repo.upsert("waits", "machine-1")
+        assert caught.value.transient

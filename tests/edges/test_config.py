@@ -45,6 +45,8 @@ def test_every_variable_is_read() -> None:
             "SESSION_STORE_BUSY_TIMEOUT_MS": "1200",
             "SESSION_STORE_SQLITE_SYNCHRONOUS": "full",
             "SESSION_STORE_JOURNAL_MAX": "42",
+            "SESSION_STORE_REDIS_WAIT_REPLICAS": "2",
+            "SESSION_STORE_REDIS_WAIT_TIMEOUT_MS": "300",
         }
     )
     assert config == SessionStoreConfig(
@@ -64,6 +66,8 @@ def test_every_variable_is_read() -> None:
         busy_timeout=1.2,
         sqlite_synchronous="FULL",
         journal_max=42,
+        redis_wait_replicas=2,
+        redis_wait_timeout=0.3,
     )
 
 
@@ -154,7 +158,13 @@ def test_overrides() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("sqlite_synchronous", "OFF"), ("sqlite_synchronous", "normal"), ("journal_max", 0)],
+    [
+        ("sqlite_synchronous", "OFF"),
+        ("sqlite_synchronous", "normal"),
+        ("journal_max", 0),
+        ("redis_wait_replicas", -1),
+        ("redis_wait_timeout", 0),
+    ],
 )
 def test_bad_fields_are_config_errors(name: str, value: object) -> None:
     with pytest.raises(ConfigError, match=name):
