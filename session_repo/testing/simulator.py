@@ -353,7 +353,7 @@ class FlyProxySimulator:
                 replays += 1
                 src = replay_src(target, self._machines[target].region, fields.get("state"))
                 headers = with_hop_header(headers, b"fly-replay-src", src)
-                if cache is not None:  # replayed by a machine: a miss (or a bypass)
+                if key is not None:  # replayed by a machine: a miss (or a bypass)
                     headers = with_cache_status(headers, "bypass" if label == "bypass" else "miss")
             target = chosen
 
