@@ -19,11 +19,11 @@ and ``bypass`` in ``fly-replay-cache-status``, ``ttl_seconds`` on ``clock``, and
 
 What it does not model: waiting out ``timeout`` (a stopped machine fails at once),
 cross-app ``app=`` replays, the JSON replay body, path-based ``fly-replay-cache``
-answers, regions' latency,
-Fly's exact error pages, or what ``fly-replay-failed`` contains (Fly says "metadata
-about what went wrong"; here ``instance=<target>;reason=unreachable``). Client
-headers reach the first machine as sent, so a spoofed ``fly-replay-src`` gets
-through, the worst case a middleware must survive.
+answers, regions' latency, Fly's exact error pages, or what ``fly-replay-failed``
+contains (Fly says "metadata about what went wrong"; here
+``instance=<target>;reason=unreachable``). Client headers reach the first machine
+(the cached one, on a hit) as sent, so a spoofed ``fly-replay-src`` gets through, the
+worst case a middleware must survive.
 
 Use it as an ASGI app, or through ``transport()`` with httpx (or httpx2, which the
 MCP SDK 2.x uses): ``httpx.AsyncClient(transport=sim.transport())``. The transport
@@ -44,7 +44,6 @@ from typing import Any, Self
 from session_repo._asgi import ASGIApp, Receive, Send, serve_lifespan
 from session_repo.testing._asgi_transport import make_transport
 from session_repo.testing._headers import (
-    HOP_HEADERS,
     endpoint_session,
     header,
     query_param,
@@ -74,7 +73,7 @@ class Delivery:
         method: the request's HTTP method.
         path: the request's path.
         session: a short digest of the session header, None without one.
-        origin: the machine the load balancer picked.
+        origin: the machine the load balancer (or the replay cache, on a hit) picked.
         served_by: the machine whose answer reached the client (None: the proxy's own).
         status: the status the client got.
         replays: how many ``fly-replay`` answers were followed.
@@ -86,7 +85,7 @@ class Delivery:
     method: str
     path: str
     session: str | None  # a short digest of the session header, never the id itself
-    origin: str  # the machine the load balancer picked
+    origin: str  # the machine the load balancer (or the replay cache) picked
     served_by: str | None  # the machine whose answer reached the client (None: the proxy's)
     status: int
     replays: int
@@ -315,10 +314,9 @@ class FlyProxySimulator:
         key = cache.key(scope) if cache is not None else None
         if cache is not None and key is not None:
             cached, label = cache.lookup(key, headers, running)
-            if cached is not None:  # straight to the cached machine, no fly-replay-src
+            if cached is not None:  # straight to the cached machine (client headers as sent)
                 origin = target = cached
-                kept = [(k, v) for k, v in headers if bytes(k).lower() not in HOP_HEADERS]
-                headers = with_cache_status(kept, "hit")
+                headers = with_cache_status(headers, "hit")
         while True:
             hop = {**scope, "headers": headers}
             out = self._streams(scope, target, send)
