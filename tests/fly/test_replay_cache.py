@@ -437,3 +437,46 @@ async def test_a_hit_to_a_machine_whose_session_is_free_is_served_and_rebound(
         assert await repo.lookup(SID) == A
     assert [d.served_by for d in sim.deliveries] == [A, A]
     assert sim.deliveries[1].replays == 0
+
+
+async def test_a_stale_hit_whose_owner_is_gone_comes_back_and_is_served_here(
+    repo: MemorySessionRepository, fake_clock: FakeClock
+) -> None:
+    sim = FlyProxySimulator(
+        Fleet(repo, fake_clock), [A, B, C], chooser=pick([B]), replay_cache=[RULE], clock=fake_clock
+    )
+    async with sim, client_for(sim) as client:
+        await repo.upsert(SID, A, ttl=600)
+        await client.get("/mcp", headers={"mcp-session-id": SID})  # cached for A
+        fake_clock.advance(61)  # A forgets the claim it renewed when it served
+        await repo.upsert(SID, C, ttl=600)
+        await sim.stop(C)
+        answer = await client.get("/mcp", headers={"mcp-session-id": SID})
+        assert answer.status_code == 200
+        assert "fly-replay-failed" in answer.json()  # the correction's fallback brought it back
+        assert await repo.lookup(SID) == A  # served and bound where it was
+    last = sim.deliveries[-1]
+    assert (last.origin, last.served_by, last.fell_back, last.cache) == (A, A, True, "hit")
+
+
+async def test_cookie_mode_on_a_cookie_rule(
+    repo: MemorySessionRepository, fake_clock: FakeClock
+) -> None:
+    def factory(machine: str) -> Any:
+        return FlyReplayMiddleware(
+            echo, repo, instance_id=machine, cookie="sid", clock=fake_clock, replay_cache=True
+        )
+
+    rule = ReplayCacheRule("/", 60, "cookie", "sid")
+    lb = [B]
+    sim = FlyProxySimulator(factory, [A, B, C], chooser=pick(lb), replay_cache=[rule])
+    async with sim, client_for(sim) as client:
+        await repo.upsert(SID, A, ttl=600)
+        cookie = {"cookie": f"sid={SID}"}
+        for _ in range(3):
+            assert (await client.get("/mcp", headers=cookie)).status_code == 200
+    assert [(d.served_by, d.replays, d.cache) for d in sim.deliveries] == [
+        (A, 1, "miss"),
+        (A, 0, "hit"),
+        (A, 0, "hit"),
+    ]
