@@ -27,6 +27,7 @@ from session_repo.backends.sql.model import bindings
 from session_repo.clock import Clock
 from session_repo.testing import FakeClock
 from tests.redis_cluster import clear_cluster, cluster_rows
+from tests.redis_keys import bindings_under, delete_under
 from tests.redis_sentinel import build_sentinel, clear_sentinel, sentinel_rows
 from tests.servers import clear_sql_table, migrated_url, require_server, server_url
 
@@ -130,12 +131,8 @@ async def _clear_redis(location: str | None) -> None:
     import redis.asyncio as aioredis
 
     assert location is not None
-    client = aioredis.Redis.from_url(location.replace("valkey://", "redis://", 1))
-    try:
-        async for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+    url = location.replace("valkey://", "redis://", 1)
+    await delete_under(aioredis.Redis.from_url(url), REDIS_PREFIX)
 
 
 async def _redis_rows(repo: SessionRepository) -> StoredRows:
@@ -143,15 +140,7 @@ async def _redis_rows(repo: SessionRepository) -> StoredRows:
 
     assert isinstance(repo, RedisSessionRepository)
     client = aioredis.Redis.from_url(server_url("redis"), decode_responses=True)
-    rows: StoredRows = []
-    try:
-        async for key in client.scan_iter(match=f"{REDIS_PREFIX}s:*", count=1000):
-            owner = await client.get(key)
-            if owner is not None:
-                rows.append((bytes.fromhex(key.rsplit(":", 1)[1]), owner))
-    finally:
-        await client.aclose()
-    return rows
+    return await bindings_under(client, f"{REDIS_PREFIX}s:*")
 
 
 BACKENDS: dict[str, Backend] = {

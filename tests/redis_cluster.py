@@ -11,6 +11,7 @@ from typing import Any
 from session_repo import RedisSessionRepository, SessionRepository
 from session_repo.backends.redis.clients import family_of_url
 from session_repo.backends.redis.cluster import parse_cluster_url
+from tests.redis_keys import bindings_under, delete_under
 from tests.servers import server_url
 
 __all__ = ["CLUSTER_PREFIX", "clear_cluster", "cluster_client", "cluster_rows"]
@@ -26,24 +27,10 @@ def cluster_client(url: str | None = None) -> Any:
 
 async def clear_cluster(location: str | None) -> None:
     """Delete every key under the suite's prefix, on every master."""
-    client = cluster_client(location)
-    try:
-        async for key in client.scan_iter(match=f"{CLUSTER_PREFIX}*", count=1000):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+    await delete_under(cluster_client(location), CLUSTER_PREFIX)
 
 
 async def cluster_rows(repo: SessionRepository) -> list[tuple[bytes, str]]:
     """Every binding the cluster keeps under the suite's prefix: (digest, owner)."""
     assert isinstance(repo, RedisSessionRepository)
-    client = cluster_client()
-    rows: list[tuple[bytes, str]] = []
-    try:
-        async for key in client.scan_iter(match=f"{CLUSTER_PREFIX}{{*}}s:*", count=1000):
-            owner = await client.get(key)
-            if owner is not None:
-                rows.append((bytes.fromhex(key.rsplit(":", 1)[1]), owner))
-    finally:
-        await client.aclose()
-    return rows
+    return await bindings_under(cluster_client(), f"{CLUSTER_PREFIX}{{*}}s:*")

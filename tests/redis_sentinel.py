@@ -12,6 +12,7 @@ from session_repo import RedisSessionRepository, SessionRepository
 from session_repo.backends.redis.clients import ClientFamily, families
 from session_repo.backends.redis.sentinel import sentinel_client
 from session_repo.clock import Clock
+from tests.redis_keys import bindings_under, delete_under
 from tests.servers import server_url
 
 __all__ = [
@@ -72,23 +73,10 @@ def build_sentinel(location: str | None, clock: Clock, kwargs: dict[str, Any]) -
 
 async def clear_sentinel(location: str | None) -> None:
     assert location is not None
-    client = master_client(location)
-    try:
-        async for key in client.scan_iter(match=f"{SENTINEL_PREFIX}*", count=1000):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+    await delete_under(master_client(location), SENTINEL_PREFIX)
 
 
 async def sentinel_rows(repo: SessionRepository) -> list[tuple[bytes, str]]:
     assert isinstance(repo, RedisSessionRepository)
     client = master_client(server_url("redis-sentinel"))
-    rows: list[tuple[bytes, str]] = []
-    try:
-        async for key in client.scan_iter(match=f"{SENTINEL_PREFIX}s:*", count=1000):
-            owner = await client.get(key)
-            if owner is not None:
-                rows.append((bytes.fromhex(key.rsplit(":", 1)[1]), owner))
-    finally:
-        await client.aclose()
-    return rows
+    return await bindings_under(client, f"{SENTINEL_PREFIX}s:*")
