@@ -395,3 +395,34 @@ async def test_valkey_pipelined_writes_after_the_server_lost_its_scripts_still_l
         calls = [repo.upsert(f"s{n}", "machine-a") for n in range(10)]
         calls += [repo.claim(f"c{n}", "machine-b") for n in range(10)]
         assert await asyncio.gather(*calls) == [None] * 10 + ["machine-b"] * 10
+
+
+async def test_a_master_short_of_replicas_refuses_writes_as_a_transient_error(
+    tmp_path: Any,
+) -> None:
+    """``min-replicas-to-write``: NOREPLICAS means nothing was written; another try may do."""
+    require_server("redis")  # the same binary; this test runs its own server
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(tmp_path), "--min-replicas-to-write", "1",
+        stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(100):
+            with socket.socket() as attempt:
+                if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await asyncio.sleep(0.05)
+        async with RedisSessionRepository(url, cleanup_interval=0) as repo:
+            assert await repo.lookup("short-of-replicas") is None  # reads still work
+            with pytest.raises(StorageError, match="NOREPLICAS") as caught:
+                await repo.upsert("short-of-replicas", "machine-a")
+            assert caught.value.transient
+            assert await repo.lookup("short-of-replicas") is None
+    finally:
+        server.terminate()
+        await server.wait()

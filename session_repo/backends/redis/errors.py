@@ -3,7 +3,9 @@
 Transient: a dropped or refused connection, a timeout, a server loading its data, a
 replica refusing a write (a failover under way), and Redis Cluster's own states of
 change: ``CLUSTERDOWN`` (and ``MASTERDOWN``), ``TRYAGAIN``, a ``MOVED`` or ``ASK``
-the client ran out of redirections for, a slot no node serves yet. Permanent:
+the client ran out of redirections for, a slot no node serves yet, and a master
+refusing writes while too few replicas are connected (``NOREPLICAS``, from
+``min-replicas-to-write``: nothing was written). Permanent:
 authentication, ``CROSSSLOT`` (a bug: keys of one script in two slots), the rest.
 
 One more transient: a write on a connection closed under it (by the peer, or by the
@@ -42,6 +44,8 @@ def is_transient(exc: BaseException) -> bool:
             family.error("SlotNotCoveredError"),
         )
         if isinstance(exc, transient):
+            return True
+        if isinstance(exc, r.ResponseError) and str(exc).startswith("NOREPLICAS"):
             return True
         if isinstance(exc, family.base_error):
             return False
