@@ -217,6 +217,7 @@ class FlyReplayMiddleware:
         request = FlyRequest(scope, self._read_header, self._read_cookie, self._read_query)
         if self._key is not None:
             request.session_id = self._key.read(scope)
+            request.cacheable = False  # no fly.toml rule knows where the callable looked
         key = request.session_id
         owned = free = False
         if key is None:

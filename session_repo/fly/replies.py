@@ -110,11 +110,13 @@ class Replier:
         Args:
             owner: the machine that holds the session.
             digest: the session key's digest (what ``state`` is signed over).
-            stale_hit: the request came from Fly's replay cache to the wrong machine.
+            stale_hit: the request came from Fly's replay cache to the wrong machine,
+                or its key is one no replay-cache rule can key on.
 
         Returns:
-            Cache mode: ``instance=<owner>`` (cacheable), or for a stale hit that plus
-            ``timeout`` and ``fallback``. Plain mode: that plus a signed ``state``.
+            Cache mode: ``instance=<owner>`` (cacheable), or for a stale hit (or an
+            uncacheable key) that plus ``timeout`` and ``fallback``. Plain mode: that
+            plus a signed ``state``.
         """
         if self.cache and not stale_hit:
             return f"instance={owner}".encode()
@@ -165,7 +167,10 @@ class Replier:
             await respond(scope, receive, send, 409, _JSON, body)
             return True
         stale_hit = self.cache and request.cache_status() == b"hit"
-        headers = [(b"fly-replay", self.value(owner, digest, stale_hit))]
+        # A key no fly.toml rule can cache by (a query parameter, a key= callable) gains
+        # nothing from a bare replay: it keeps timeout and fallback.
+        bounded = stale_hit or not request.cacheable
+        headers = [(b"fly-replay", self.value(owner, digest, bounded))]
         if stale_hit:
             headers.append(INVALIDATE)
         await respond(scope, receive, send, self._status, headers)

@@ -158,6 +158,8 @@ class FlyRequest:
         method: the HTTP method (``"GET"`` when the scope has none).
         path: the path (``""`` when the scope has none).
         session_id: the session key, or None when there is no usable one.
+        cacheable: whether the key came from where a ``fly.toml`` replay-cache rule can
+            key on it (the header or the cookie), not from the query string.
         pairs: the request's headers, as ``header_pairs`` gives them.
         content_length: the ``Content-Length``; None when absent, -1 when it does not
             parse or several disagree.
@@ -167,6 +169,7 @@ class FlyRequest:
     """
 
     __slots__ = (
+        "cacheable",
         "chunked",
         "content_length",
         "method",
@@ -210,11 +213,13 @@ class FlyRequest:
             key = cookie_value("; ".join(cookies), cookie)
         if key is not None and not valid_key(key):
             key = None
+        self.cacheable = True
         if key is None and query:  # no usable header or cookie: the HTTP+SSE query parameter
             raw_query = scope.get("query_string")
             if raw_query and isinstance(raw_query, bytes | bytearray):
                 key = query_value(bytes(raw_query), query)
                 key = key if key is not None and valid_key(key) else None
+                self.cacheable = False
         self.session_id = key
 
     def protocol_version(self) -> bytes | None:

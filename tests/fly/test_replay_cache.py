@@ -97,6 +97,39 @@ async def test_cache_mode_replays_with_a_bare_instance_field(
     assert "fly-replay-cache" not in headers
 
 
+async def test_keys_no_cache_rule_can_key_on_keep_timeout_and_fallback(
+    repo: MemorySessionRepository, fake_clock: FakeClock
+) -> None:
+    """A fly.toml rule keys on a header or a cookie: a query parameter (HTTP+SSE) or a
+    key= callable gets a bounded replay, not a bare one that nothing would cache."""
+    await repo.upsert(SID, B)
+    bounded = f"instance={B};timeout=5s;fallback=force_self"
+    by_query = cached(repo, fake_clock)
+    length = [(b"content-length", b"0")]
+    raw = {"type": "http", "method": "POST", "path": "/messages/", "headers": length}
+    scope = {**raw, "query_string": f"session_id={SID}".encode()}
+    answer = await _answer(by_query, scope)
+    assert answer["fly-replay"] == bounded
+    by_callable = cached(repo, fake_clock, key=lambda scope: SID)
+    answer = await _answer(by_callable, {**raw, "query_string": b""})
+    assert answer["fly-replay"] == bounded
+    _, headers, _ = await call(cached(repo, fake_clock), {"mcp-session-id": SID})
+    assert headers["fly-replay"] == f"instance={B}"  # the header: bare, cacheable
+
+
+async def _answer(app: Any, scope: dict[str, Any]) -> dict[str, str]:
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    return {k.decode(): v.decode() for k, v in messages[0].get("headers", [])}
+
+
 async def test_the_env_var_turns_cache_mode_on_and_a_bad_value_is_refused(
     repo: MemorySessionRepository, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
