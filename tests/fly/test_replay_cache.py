@@ -50,10 +50,13 @@ async def echo(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": json.dumps(headers).encode()})
 
 
-async def call(app: Any, headers: dict[str, str]) -> tuple[int, dict[str, str], bool]:
-    """One GET /mcp through ``app``: (status, answer headers, whether ``echo`` answered)."""
+async def call(
+    app: Any, headers: dict[str, str], **scope_fields: Any
+) -> tuple[int, dict[str, str], bool]:
+    """One GET /mcp through ``app`` (``scope_fields`` replace the scope's own): (status,
+    answer headers, whether ``echo`` answered)."""
     raw = [(k.encode(), v.encode()) for k, v in headers.items()]
-    scope = {"type": "http", "method": "GET", "path": "/mcp", "headers": raw}
+    scope = {"type": "http", "method": "GET", "path": "/mcp", "headers": raw, **scope_fields}
     messages: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -104,30 +107,16 @@ async def test_keys_no_cache_rule_can_key_on_keep_timeout_and_fallback(
     key= callable gets a bounded replay, not a bare one that nothing would cache."""
     await repo.upsert(SID, B)
     bounded = f"instance={B};timeout=5s;fallback=force_self"
-    by_query = cached(repo, fake_clock)
-    length = [(b"content-length", b"0")]
-    raw = {"type": "http", "method": "POST", "path": "/messages/", "headers": length}
-    scope = {**raw, "query_string": f"session_id={SID}".encode()}
-    answer = await _answer(by_query, scope)
-    assert answer["fly-replay"] == bounded
+    message = {"method": "POST", "path": "/messages/"}
+    empty = {"content-length": "0"}
+    query = f"session_id={SID}".encode()
+    _, headers, _ = await call(cached(repo, fake_clock), empty, **message, query_string=query)
+    assert headers["fly-replay"] == bounded
     by_callable = cached(repo, fake_clock, key=lambda scope: SID)
-    answer = await _answer(by_callable, {**raw, "query_string": b""})
-    assert answer["fly-replay"] == bounded
+    _, headers, _ = await call(by_callable, empty, **message, query_string=b"")
+    assert headers["fly-replay"] == bounded
     _, headers, _ = await call(cached(repo, fake_clock), {"mcp-session-id": SID})
     assert headers["fly-replay"] == f"instance={B}"  # the header: bare, cacheable
-
-
-async def _answer(app: Any, scope: dict[str, Any]) -> dict[str, str]:
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await app(scope, receive, send)
-    return {k.decode(): v.decode() for k, v in messages[0].get("headers", [])}
 
 
 async def test_the_env_var_turns_cache_mode_on_and_a_bad_value_is_refused(
