@@ -19,6 +19,7 @@ from session_repo.errors import (
     SessionRepoError,
     StorageError,
 )
+from session_repo.lease import Lease
 from session_repo.metrics import Health, SessionStoreMetrics
 
 if _typing.TYPE_CHECKING:
@@ -59,6 +60,7 @@ __all__ = [
     "ConfigError",
     "Health",
     "InvalidInput",
+    "Lease",
     "MemorySessionRepository",
     "NullSessionRepository",
     "RedisSessionRepository",

@@ -48,6 +48,7 @@ class SessionStoreMetrics:
         claims_lost: outage claims that lost on write-back.
         journal_entries: outage writes waiting to be written back.
         journal_dropped: outage writes a full journal could not keep.
+        owners: owners with a live heartbeat (gauge).
     """
 
     sessions: int
@@ -70,6 +71,7 @@ class SessionStoreMetrics:
     claims_lost: int = 0
     journal_entries: int = 0
     journal_dropped: int = 0
+    owners: int = 0
 
 
 @dataclass(frozen=True, slots=True)

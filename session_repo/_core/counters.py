@@ -59,6 +59,7 @@ class Counters:
         expired: int,
         storage_bytes: int | None,
         fallback_active: bool = False,
+        owners: int = 0,
     ) -> SessionStoreMetrics:
         """The counters now, frozen, with the gauges given.
 
@@ -67,6 +68,7 @@ class Counters:
             expired: rows present but expired.
             storage_bytes: bytes the store uses, or ``None`` if unknown.
             fallback_active: whether a fallback is serving.
+            owners: owners with a live heartbeat.
         """
         return SessionStoreMetrics(
             sessions=sessions,
@@ -84,4 +86,5 @@ class Counters:
             fallback_active=fallback_active,
             last_cleanup_at=self.last_cleanup_at,
             storage_bytes=storage_bytes,
+            owners=owners,
         )

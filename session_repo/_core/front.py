@@ -24,6 +24,7 @@ from session_repo._core.inputs import (
     DEFAULT_TTL_MS,
     Ttl,
     check_alloc_id,
+    check_generation,
     check_session_id,
     non_negative_seconds,
     positive_int,
@@ -31,10 +32,11 @@ from session_repo._core.inputs import (
 )
 from session_repo._core.keys import session_key
 from session_repo._core.lifecycle import Connect, Lifecycle
-from session_repo._core.storage import Gauges, Storage
+from session_repo._core.storage import Gauges, LeaseRow, Storage
 from session_repo._core.translate import Classifier, is_transient, storage_errors, translate
 from session_repo.clock import Clock, SystemClock
 from session_repo.errors import SessionRepoError, StorageError
+from session_repo.lease import Lease
 from session_repo.metrics import Health, Latency, SessionStoreMetrics
 
 __all__ = ["Connect", "StoreFront"]  # Connect: from the lifecycle
@@ -230,8 +232,8 @@ class StoreFront:
         key = session_key(check_session_id(session_id))
         owner = check_alloc_id(alloc_id)
         life = ttl_ms(ttl, self._default_ttl_ms)
-        expires_at = self.now_ms() + life
-        await self.run("upsert", lambda s: s.upsert(key, owner, expires_at))
+        now = self.now_ms()
+        await self.run("upsert", lambda s: s.upsert(key, owner, now + life, now))
         self._counters.upserts += 1
 
     async def lookup(self, session_id: str) -> str | None:
@@ -291,15 +293,77 @@ class StoreFront:
         self._counters.claims += 1
         return winner
 
-    async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
-        """Extend a live binding to now + ttl, keeping its owner.
+    async def acquire(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> Lease:
+        """``claim``, answering the winner's lease: the caller won iff ``owner == alloc_id``.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for ``default_ttl``.
+            replacing: an owner whose live binding this claim may take over.
+
+        Returns:
+            The lease after the call: the caller's (with a new generation if it took
+                the session over) or the holder's, unchanged.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        key = session_key(check_session_id(session_id))
+        owner = check_alloc_id(alloc_id)
+        if replacing is not None:
+            check_alloc_id(replacing, "replacing")
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        now = self.now_ms()
+        row = await self.run("acquire", lambda s: s.acquire(key, owner, now + life, now, replacing))
+        self._counters.claims += 1
+        return Lease.from_ms(*row)
+
+    async def lease(self, session_id: str) -> Lease | None:
+        """``lookup`` with the generation and expiry; the expiry is not extended.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            The live binding's lease, or ``None`` if there is none (also when its
+                owner's heartbeat lapsed).
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        key = session_key(check_session_id(session_id))
+        now = self.now_ms()
+        row: LeaseRow | None = await self.run("lease", lambda s: s.lease(key, now))
+        self._counters.looked_up(None if row is None else row.owner)
+        return None if row is None else Lease.from_ms(*row)
+
+    async def touch(
+        self, session_id: str, ttl: Ttl | None = None, *, generation: int | None = None
+    ) -> bool:
+        """Extend a live binding to now + ttl, keeping its owner and generation.
 
         Args:
             session_id: the client's session key.
             ttl: the binding's new life from now; ``None`` for ``default_ttl``.
+            generation: if given, extend only while the live binding has it.
 
         Returns:
-            ``True`` if a live binding was extended, ``False`` if there is none.
+            ``True`` if a live binding was extended, ``False`` if there is none (or
+                its generation is not ``generation``).
 
         Raises:
             TypeError: an argument has the wrong type.
@@ -309,16 +373,19 @@ class StoreFront:
         """
         key = session_key(check_session_id(session_id))
         life = ttl_ms(ttl, self._default_ttl_ms)
+        if generation is not None:
+            check_generation(generation)
         now = self.now_ms()
-        touched = await self.run("touch", lambda s: s.touch(key, now + life, now))
+        touched = await self.run("touch", lambda s: s.touch(key, now + life, now, generation))
         self._counters.touches += 1
         return touched
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str, *, generation: int | None = None) -> bool:
         """Remove ``session_id``'s binding; without a live one, a no-op.
 
         Args:
             session_id: the client's session key.
+            generation: if given, remove only while the live binding has it.
 
         Returns:
             ``True`` if a live binding was removed.
@@ -330,11 +397,69 @@ class StoreFront:
             StorageError: the store failed.
         """
         key = session_key(check_session_id(session_id))
+        if generation is not None:
+            check_generation(generation)
         now = self.now_ms()
-        deleted = await self.run("delete", lambda s: s.delete(key, now))
+        deleted = await self.run("delete", lambda s: s.delete(key, now, generation))
         if deleted:  # ``deletes`` counts bindings removed, as in ``delete_owner``
             self._counters.deletes += 1
         return deleted
+
+    async def heartbeat(self, alloc_id: str, ttl: Ttl) -> None:
+        """``alloc_id`` is alive until now + ttl; its bindings die when this lapses.
+
+        A heartbeat after a lapse does not revive what the lapse killed: the owner
+        acquires those sessions anew, with new generations.
+
+        Args:
+            alloc_id: the instance that is alive.
+            ttl: how long it counts as alive without another heartbeat.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        owner = check_alloc_id(alloc_id)
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        now = self.now_ms()
+        await self.run("heartbeat", lambda s: s.heartbeat(owner, now + life, now))
+
+    async def release(self, alloc_id: str) -> int:
+        """An owner leaves cleanly: its heartbeat and every binding of it are removed.
+
+        Args:
+            alloc_id: the instance that leaves.
+
+        Returns:
+            How many live bindings it held.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        owner = check_alloc_id(alloc_id)
+        now = self.now_ms()
+        removed = await self.run("release", lambda s: s.release(owner, now))
+        self._counters.deletes += removed
+        return removed
+
+    async def owners(self) -> dict[str, datetime]:
+        """The owners with a live heartbeat, and when each lapses.
+
+        Returns:
+            Alloc id to the end of its heartbeat (timezone-aware UTC).
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed.
+        """
+        now = self.now_ms()
+        ends = await self.run("owners", lambda s: s.owners(now))
+        return {owner: datetime.fromtimestamp(end / 1000, UTC) for owner, end in ends.items()}
 
     async def delete_owner(self, alloc_id: str) -> int:
         """Remove every binding of an instance that is gone.
@@ -409,8 +534,10 @@ class StoreFront:
         No I/O and no await, so it can be read from any thread (a Prometheus scrape)
         while the repository works on its event loop.
         """
-        sessions, expired, size = self._gauges
-        return self._counters.snapshot(sessions=sessions, expired=expired, storage_bytes=size)
+        sessions, expired, size, owners = self._gauges
+        return self._counters.snapshot(
+            sessions=sessions, expired=expired, storage_bytes=size, owners=owners
+        )
 
     async def health(self) -> Health:
         """Whether the store answers; a storage failure is ``"down"``, never raised.

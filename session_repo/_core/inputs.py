@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_TTL_MS",
     "Ttl",
     "check_alloc_id",
+    "check_generation",
     "check_session_id",
     "non_negative_seconds",
     "positive_int",
@@ -51,6 +52,19 @@ def check_session_id(session_id: object) -> str:
             f"session_id must not contain control characters (one at position {control.start()})"
         )
     return session_id
+
+
+MAX_GENERATION = 2**63 - 1
+"""The largest generation a BIGINT column (and a Redis integer) can hold."""
+
+
+def check_generation(generation: object) -> int:
+    """Return ``generation`` if it is an ``int`` (not ``bool``) in 1..2**63-1."""
+    if not isinstance(generation, int) or isinstance(generation, bool):
+        raise TypeError(f"generation must be an int, not {type(generation).__name__}")
+    if not 1 <= generation <= MAX_GENERATION:
+        raise InvalidInput(f"generation must be 1..{MAX_GENERATION} (got {generation})")
+    return generation
 
 
 def check_alloc_id(alloc_id: object, name: str = "alloc_id") -> str:

@@ -1,7 +1,10 @@
-"""The one table SQL backends keep: session digest -> owner, with an expiry.
+"""The tables SQL backends keep: bindings (session digest -> owner) and owner heartbeats.
 
 Times are integer milliseconds since the epoch from the repository's clock,
-so no database clock and no naive datetime is ever involved.
+so no database clock and no naive datetime is ever involved. Fencing generations
+come from one source per database (``GENERATION_SOURCE``: a sequence on PostgreSQL
+and MariaDB, a one-row counter table on SQLite), so they increase for a session
+across deletes, expiry and cleanup, which remove its row.
 """
 
 from __future__ import annotations
@@ -12,7 +15,18 @@ from sqlalchemy import BigInteger, LargeBinary, MetaData, String, Table
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "SessionBinding", "bindings", "metadata"]
+__all__ = [
+    "GENERATION_SOURCE",
+    "Base",
+    "SessionBinding",
+    "SessionOwner",
+    "bindings",
+    "metadata",
+    "owners",
+]
+
+GENERATION_SOURCE = "session_generation"
+"""The sequence (PostgreSQL, MariaDB) or one-row counter table (SQLite) of generations."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -44,6 +58,21 @@ class SessionBinding(Base):
     session_key: Mapped[bytes] = mapped_column(DigestType, primary_key=True)
     alloc_id: Mapped[str] = mapped_column(AllocIdType, index=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    """The fencing token: a new one whenever the owner changes or the binding is made anew."""
+    owner_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """The owner's heartbeat epoch when bound (0: it had none): live only while it matches."""
+
+
+class SessionOwner(Base):
+    """An owner that heartbeats: alive while ``now < expires_at``; ``epoch`` counts its lapses."""
+
+    __tablename__ = "session_owners"
+
+    alloc_id: Mapped[str] = mapped_column(AllocIdType, primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
 
 
 bindings = cast(Table, SessionBinding.__table__)
+owners = cast(Table, SessionOwner.__table__)
