@@ -7,11 +7,13 @@ Session ids are secrets: backends keep only their SHA-256 digest.
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from session_repo._core.inputs import DEFAULT_TTL_MS, Ttl, check_session_id, ttl_ms
 from session_repo._core.keys import log_ref, session_key
+from session_repo.lease import Lease
 from session_repo.metrics import Health, SessionStoreMetrics
 
 __all__ = ["SessionRepository", "Ttl", "session_ref", "ttl_seconds"]
@@ -136,14 +138,18 @@ class SessionRepository(Protocol):
         """
         ...
 
-    async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
-        """Extend a live binding to now + ttl, keeping its owner.
+    async def touch(
+        self, session_id: str, ttl: Ttl | None = None, *, generation: int | None = None
+    ) -> bool:
+        """Extend a live binding to now + ttl, keeping its owner and generation.
 
         If there is no live binding (none, or an expired one), nothing changes.
 
         Args:
             session_id: the client's session key.
             ttl: the binding's new life from now; ``None`` for the repository's default.
+            generation: if given, extend only while the live binding has this
+                generation (compare-and-set); ``False`` otherwise.
 
         Returns:
             ``True`` if a live binding was extended, ``False`` if there is none.
@@ -157,7 +163,7 @@ class SessionRepository(Protocol):
         """
         ...
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str, *, generation: int | None = None) -> bool:
         """Remove ``session_id``'s binding.
 
         If there is no live binding (none, or an expired one), this is a no-op
@@ -165,6 +171,8 @@ class SessionRepository(Protocol):
 
         Args:
             session_id: the client's session key.
+            generation: if given, remove only while the live binding has this
+                generation (compare-and-set); ``False`` otherwise.
 
         Returns:
             ``True`` if a live binding was removed.
@@ -192,6 +200,103 @@ class SessionRepository(Protocol):
         Raises:
             TypeError: ``alloc_id`` is not a ``str``.
             InvalidInput: ``alloc_id`` breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
+        ...
+
+    async def acquire(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> Lease:
+        """``claim``, answering the winner's lease; the caller won iff ``owner == alloc_id``.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for the repository's default.
+            replacing: an owner whose live binding this claim may take over.
+
+        Returns:
+            The lease after the call. Its ``generation`` is new whenever the owner
+                changed or the binding was made anew, so it fences out the previous owner.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
+        ...
+
+    async def lease(self, session_id: str) -> Lease | None:
+        """``lookup`` with the generation and expiry; reading changes nothing.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            The live binding's lease, or ``None`` (no binding, an expired one, or one
+                whose owner's heartbeat lapsed).
+
+        Raises:
+            TypeError: ``session_id`` is not a ``str``.
+            InvalidInput: ``session_id`` breaks an input rule.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
+        ...
+
+    async def heartbeat(self, alloc_id: str, ttl: Ttl) -> None:
+        """``alloc_id`` is alive until now + ttl.
+
+        Once an owner has heartbeated, its bindings are live only while its heartbeat
+        is: when it lapses they are dead at once, and stay dead (a later heartbeat
+        starts afresh; the owner acquires its sessions again, with new generations).
+        An owner that never heartbeats keeps bindings by their own ttl alone.
+
+        Args:
+            alloc_id: the instance that is alive.
+            ttl: how long it counts as alive without another heartbeat.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
+        ...
+
+    async def release(self, alloc_id: str) -> int:
+        """The owner leaves cleanly: its heartbeat and every binding of it go.
+
+        Args:
+            alloc_id: the instance that leaves.
+
+        Returns:
+            How many live bindings it held.
+
+        Raises:
+            TypeError: ``alloc_id`` is not a ``str``.
+            InvalidInput: ``alloc_id`` breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+            StorageError: the store failed (``ResilientSessionRepository`` never
+                raises it).
+        """
+        ...
+
+    async def owners(self) -> dict[str, datetime]:
+        """The owners with a live heartbeat, and when each lapses (timezone-aware UTC).
+
+        Raises:
             RepositoryClosed: the repository was closed.
             StorageError: the store failed (``ResilientSessionRepository`` never
                 raises it).
