@@ -59,6 +59,7 @@ ONE_IDEA = {
     "session_repo/resilience/wrapper.py": "each operation served on the primary or the fallback",
     "session_repo/testing/simulator.py": "Fly's proxy: half of it is the docstrings users read",
     "session_repo/config.py": "one frozen dataclass and its environment variables",
+    "session_repo/contract.py": "the Protocol: one docstring per operation, which users read",
 }
 LONG = 300
 
