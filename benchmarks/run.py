@@ -58,6 +58,7 @@ class Settings:
     seed: int = 20240601
     idle_stall_s: float = 0.3  # the ticker alone, before anything runs: the machine's floor
     footprint: bool = True  # bytes per session of the in-process stores
+    heartbeats: bool = False  # every owner heartbeats: lookups meet live owner rows
     scale_sizes: tuple[int, ...] = (10_000, 1_000_000)  # () skips the scale lookups
     cleanup_rows: int = 1_000_000  # half of them expired; 0 skips cleanup under load
     cleanup_baseline_s: float = 3.0  # traffic without cleanup, to compare with
@@ -322,7 +323,12 @@ async def run_benchmarks(
         folder = Path(tmp)
         template = SqliteTemplate(folder, dataset)
         setup = Setup(
-            dataset=dataset, sqlite=template, postgres=postgres, redis=redis, mariadb=mariadb
+            dataset=dataset,
+            sqlite=template,
+            postgres=postgres,
+            redis=redis,
+            mariadb=mariadb,
+            heartbeats=settings.heartbeats,
         )
         failures: list[str] = []
         longest: list[LongestCallback] = []
@@ -420,6 +426,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--cleanup-rows", type=int, help="rows, half expired (default 1000000)")
     add("--callback-seconds", type=float, help="callback-timing pass per scenario (1; 0: off)")
     add("--footprint", action=argparse.BooleanOptionalAction, help="memory per session (on)")
+    add("--heartbeats", action="store_true", help="the library's owners heartbeat (off)")
     add("--pg-url", help=f"PostgreSQL maintenance URL (default {PG_ADMIN_URL})")
     add("--pg-database", help=f"the benchmark's own database (default {PG_DATABASE})")
     add("--mysql-url", help=f"MariaDB maintenance URL (default {MYSQL_ADMIN_URL})")
@@ -452,6 +459,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "scale_sizes": args.scale_sizes,
         "cleanup_rows": args.cleanup_rows,
         "footprint": args.footprint,
+        "heartbeats": args.heartbeats or None,
         "callback_seconds": args.callback_seconds,
         "pg_admin_url": args.pg_url,
         "pg_database": args.pg_database,

@@ -23,6 +23,8 @@ class Setup:
     postgres: PostgresTemplate | None = None
     redis: RedisTemplate | None = None
     mariadb: MariadbTemplate | None = None
+    heartbeats: bool = False
+    """The library's subjects heartbeat every owner, so lookups check live owner rows."""
 
     def need_sqlite(self) -> SqliteTemplate:
         if self.sqlite is None:

@@ -7,7 +7,7 @@ the calls are the library's public API with the workload's ttl, as a user makes 
 from __future__ import annotations
 
 from benchmarks.subjects.base import Setup
-from benchmarks.workload import TTL_S
+from benchmarks.workload import ALLOC_IDS, CLAIMER, TTL_S
 from session_repo import SessionRepository
 
 __all__ = ["LibrarySubject"]
@@ -36,6 +36,9 @@ class LibrarySubject:
         await repo.__aenter__()
         self._repo = repo
         await self.preload(repo, setup)
+        if setup.heartbeats:  # after preloading: a heartbeat's epoch is what rows carry
+            for owner in (*ALLOC_IDS, CLAIMER):
+                await repo.heartbeat(owner, 10 * TTL_S)
 
     def _r(self) -> SessionRepository:
         assert self._repo is not None, "open() first"

@@ -193,3 +193,22 @@ def test_service_layer_bootstrap_defaults(monkeypatch: pytest.MonkeyPatch) -> No
     placement = service_layer.bootstrap()
     assert isinstance(placement.repository, MemorySessionRepository)
     assert placement.instance_id == "148ed193b95089"
+
+
+# -- fencing tokens -------------------------------------------------------------
+
+
+async def test_fencing_example_refuses_the_stalled_owner() -> None:
+    fencing = example("fencing")
+    said = await fencing.main()
+    assert said[0].startswith("b took over with generation")
+    assert "refused" in said[1]
+    assert said[2].endswith("machine-b")
+
+
+def test_fencing_store_catches_a_stale_generation() -> None:
+    store = example("fencing").FencedStore()
+    store.write("s", "new", 5)
+    with pytest.raises(example("fencing").StaleOwner):
+        store.write("s", "old", 4)
+    assert store.data == {"s": "new"}
