@@ -23,7 +23,7 @@ from session_repo import (
     SessionRepository,
     SqlSessionRepository,
 )
-from session_repo.backends.sql.model import bindings
+from session_repo.backends.sql.model import bindings, owners
 from session_repo.clock import Clock
 from session_repo.testing import FakeClock
 from tests.redis_cluster import clear_cluster, cluster_rows
@@ -78,6 +78,7 @@ async def _clear_through_pooler(location: str | None) -> None:
     try:
         async with engine.begin() as conn:
             await conn.execute(bindings.delete())
+            await conn.execute(owners.delete())
     finally:
         await engine.dispose()
 

@@ -144,10 +144,11 @@ def migrated_url(name: str) -> str:
 
 
 async def clear_sql_table(url: str) -> None:
-    """Empty ``session_bindings`` so each test starts from nothing."""
+    """Empty ``session_bindings`` and ``session_owners`` so each test starts from nothing."""
     engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM session_bindings"))
+            await conn.execute(text("DELETE FROM session_owners"))
     finally:
         await engine.dispose()
