@@ -8,6 +8,8 @@ project's pytest plugin (``session_repo.testing.plugin``).
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +119,11 @@ async def _sql_rows(repo: SessionRepository) -> StoredRows:
 
 
 def _sqlite_location(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite'}"
+    path = tmp_path / "store.sqlite"
+    template = os.environ.get("SESSION_REPO_TEST_SQLITE_FROM")
+    if template:  # tests/backends/test_upgrade_from_0001.py: a file upgraded from 0001
+        shutil.copy(template, path)
+    return f"sqlite+aiosqlite:///{path}"
 
 
 REDIS_PREFIX = "session-repo-suite:"
