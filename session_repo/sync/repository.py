@@ -1,29 +1,19 @@
-"""``SyncSessionRepository``: the repository for blocking code (WSGI, Flask, scripts).
-
-Every call runs the async repository on one private event loop in one thread of its
-own, and blocks until it is done: errors are raised in the caller, and what was
-written is there when the call returns (nothing is fired and forgotten). Any number
-of threads may call at once. ``close()`` (or leaving ``with``) refuses new calls,
-waits for the ones in flight, closes the repository and stops the thread.
-"""
+"""The blocking facade's methods: the contract's, each run on the private loop."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self
 
 from session_repo.contract import SessionRepository, Ttl
-from session_repo.errors import RepositoryClosed
 from session_repo.factory import create_session_repository
+from session_repo.lease import Lease
 from session_repo.metrics import Health, SessionStoreMetrics
+from session_repo.sync.loop import LoopThread
 
 __all__ = ["SyncSessionRepository"]
-
-T = TypeVar("T")
 
 
 class SyncSessionRepository:
@@ -42,21 +32,14 @@ class SyncSessionRepository:
         *,
         timeout: float | None = None,
     ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="session-repo sync loop", daemon=True
-        )
-        self._lock = threading.Lock()
-        self._pending: set[concurrent.futures.Future[Any]] = set()
-        self._closed = False
-        self._timeout = timeout
-        self._thread.start()
+        self._runner = LoopThread(timeout)
+        self._call = self._runner.call
         if repository is None:
             repository = create_session_repository
         if isinstance(repository, SessionRepository):
             self.repository: SessionRepository = repository
         else:  # a factory: build it on the loop, where it will run
-            self.repository = self._call(_build(repository))
+            self.repository = self._runner.build(repository)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -90,19 +73,7 @@ class SyncSessionRepository:
         Raises:
             RuntimeError: called from the facade's own loop thread (it would wait forever).
         """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pending = set(self._pending)
-        self._check_thread()
-        concurrent.futures.wait(pending)
-        try:
-            asyncio.run_coroutine_threadsafe(self.repository.close(), self._loop).result()
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+        self._runner.close(self.repository.close())
 
     # -- the contract, blocking -----------------------------------------------------
 
@@ -160,36 +131,120 @@ class SyncSessionRepository:
         """
         return self._call(self.repository.claim(session_id, alloc_id, ttl, replacing=replacing))
 
-    def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
+    def acquire(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> Lease:
+        """``claim``, answering the winner's lease, blocking; the caller won iff it is the owner.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for the repository's default.
+            replacing: an owner whose live binding this call may take over.
+
+        Returns:
+            The lease after the call, with its fencing ``generation``.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
+        return self._call(self.repository.acquire(session_id, alloc_id, ttl, replacing=replacing))
+
+    def lease(self, session_id: str) -> Lease | None:
+        """The live binding's lease (owner, generation, expiry), or ``None``, blocking.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            The lease, or ``None`` when there is no live binding.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
+        return self._call(self.repository.lease(session_id))
+
+    def touch(
+        self, session_id: str, ttl: Ttl | None = None, *, generation: int | None = None
+    ) -> bool:
         """Extend a live binding to now + ttl, blocking; ``False`` if there is none.
 
         Args:
             session_id: the client's session key.
             ttl: the binding's new life from now; ``None`` for the repository's default.
+            generation: if given, extend only while the live binding has it.
 
         Returns:
-            Whether there was a live binding to extend.
+            Whether a live binding (with ``generation``, if given) was extended.
 
         Raises:
             RepositoryClosed: the facade or its repository was closed.
             TimeoutError: the call took longer than ``timeout``; it was cancelled.
         """
-        return self._call(self.repository.touch(session_id, ttl))
+        return self._call(self.repository.touch(session_id, ttl, generation=generation))
 
-    def delete(self, session_id: str) -> bool:
+    def delete(self, session_id: str, *, generation: int | None = None) -> bool:
         """Remove a live binding, blocking; ``True`` if there was one.
 
         Args:
             session_id: the client's session key.
+            generation: if given, remove only while the live binding has it.
 
         Returns:
-            Whether a live binding was removed.
+            Whether a live binding (with ``generation``, if given) was removed.
 
         Raises:
             RepositoryClosed: the facade or its repository was closed.
             TimeoutError: the call took longer than ``timeout``; it was cancelled.
         """
-        return self._call(self.repository.delete(session_id))
+        return self._call(self.repository.delete(session_id, generation=generation))
+
+    def heartbeat(self, alloc_id: str, ttl: Ttl) -> None:
+        """``alloc_id`` is alive until now + ttl, blocking until written.
+
+        Args:
+            alloc_id: the instance that is alive.
+            ttl: how long it counts as alive without another heartbeat.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
+        self._call(self.repository.heartbeat(alloc_id, ttl))
+
+    def release(self, alloc_id: str) -> int:
+        """The owner leaves: its heartbeat and bindings are removed, blocking.
+
+        Args:
+            alloc_id: the instance that leaves.
+
+        Returns:
+            How many live bindings it held.
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
+        return self._call(self.repository.release(alloc_id))
+
+    def owners(self) -> dict[str, datetime]:
+        """The owners with a live heartbeat and when each lapses, blocking.
+
+        Returns:
+            Alloc id to the end of its heartbeat (timezone-aware UTC).
+
+        Raises:
+            RepositoryClosed: the facade or its repository was closed.
+            TimeoutError: the call took longer than ``timeout``; it was cancelled.
+        """
+        return self._call(self.repository.owners())
 
     def delete_owner(self, alloc_id: str) -> int:
         """Remove every binding of an instance that is gone, blocking; how many live ones.
@@ -241,37 +296,3 @@ class SyncSessionRepository:
             TimeoutError: the call took longer than ``timeout``; it was cancelled.
         """
         return self._call(self.repository.health())
-
-    # -- running on the loop ----------------------------------------------------------
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        future = self._submit(coro)
-        try:
-            return future.result(self._timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise
-        finally:
-            with self._lock:
-                self._pending.discard(future)
-
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        with self._lock:
-            if self._closed:
-                coro.close()
-                raise RepositoryClosed("SyncSessionRepository is closed")
-            self._check_thread(coro)
-            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-            self._pending.add(future)
-        return future
-
-    def _check_thread(self, coro: Coroutine[Any, Any, Any] | None = None) -> None:
-        """Blocking on the loop from the loop's own thread would wait forever."""
-        if threading.current_thread() is self._thread:
-            if coro is not None:
-                coro.close()
-            raise RuntimeError("SyncSessionRepository called from its own loop thread")
-
-
-async def _build(factory: Callable[[], SessionRepository]) -> SessionRepository:
-    return factory()

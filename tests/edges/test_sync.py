@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -24,6 +25,7 @@ import pytest
 
 from session_repo import (
     InvalidInput,
+    Lease,
     MemorySessionRepository,
     RepositoryClosed,
     SqlSessionRepository,
@@ -69,6 +71,35 @@ def test_the_same_methods_block_and_return_what_the_async_ones_do(fake_clock: Fa
         metrics = repo.metrics()
         assert (metrics.sessions, metrics.upserts, metrics.claims) == (0, 3, 2)
         assert repo.health().status == "ok"
+
+
+def test_leases_block_and_return_what_the_async_ones_do(fake_clock: FakeClock) -> None:
+    with SyncSessionRepository(MemorySessionRepository(clock=fake_clock)) as repo:
+        repo.heartbeat("machine-a", 10)
+        assert repo.owners() == {"machine-a": datetime.fromtimestamp(fake_clock.now() + 10, UTC)}
+        won = repo.acquire("s-1", "machine-a", ttl=60)
+        assert isinstance(won, Lease)
+        assert won.owner == "machine-a"
+        assert won.expires_at == datetime.fromtimestamp(fake_clock.now() + 60, UTC)
+        lost = repo.acquire("s-1", "machine-b")
+        assert lost == won  # the holder's lease, unchanged
+        assert repo.lease("s-1") == won
+        assert repo.lease("nope") is None
+        assert repo.touch("s-1", 30, generation=won.generation + 1) is False
+        assert repo.touch("s-1", 30, generation=won.generation) is True
+        assert repo.delete("s-1", generation=won.generation + 1) is False
+        fake_clock.advance(10)  # machine-a's heartbeat lapses: its binding dies with it
+        assert repo.owners() == {}
+        assert repo.lease("s-1") is None
+        taken = repo.acquire("s-1", "machine-b")
+        assert (taken.owner, taken.generation > won.generation) == ("machine-b", True)
+        assert repo.delete("s-1", generation=taken.generation) is True
+        repo.heartbeat("machine-c", 10)
+        repo.acquire("s-2", "machine-c")
+        assert repo.release("machine-c") == 1
+        assert repo.owners() == {}
+        with pytest.raises(InvalidInput):
+            repo.touch("s-2", generation=0)
 
 
 def test_errors_are_raised_in_the_calling_thread() -> None:
