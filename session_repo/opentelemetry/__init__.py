@@ -2,7 +2,8 @@
 
 ``instrument(repository)`` wraps a repository in one whose operations
 (``lookup``, ``upsert``, ``claim``, ``touch``, ``delete``, ``delete_owner``,
-``cleanup``) each make a span named and attributed by the database semantic
+``cleanup``, and the leases' ``acquire``, ``lease``, ``heartbeat``, ``release``,
+``owners``) each make a span named and attributed by the database semantic
 conventions and record ``db.client.operation.duration``; the counters and gauges
 that ``session_repo.prometheus`` exports are observable instruments here. A
 session id appears only as its log reference (``session_ref``), never in clear.

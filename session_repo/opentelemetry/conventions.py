@@ -5,7 +5,8 @@ Span name ``{db.operation.name} {target}`` (the SQL backends' table, else
 ``CLIENT``; attributes ``db.system.name`` (the backend: ``sqlite``, ``postgresql``,
 ``mysql``, ``mariadb``, ``redis``, ``valkey``, ``memory``), ``db.operation.name``,
 ``db.collection.name``, and our own ``session_repo.backend``,
-``session_repo.outcome`` (``hit``/``miss``, ``won``/``lost``, ``ok``),
+``session_repo.outcome`` (``hit``/``miss`` for lookup and lease, ``won``/``lost``
+for claim and acquire, ``ok``/``miss`` for touch and delete, else ``ok``),
 ``session_repo.session.ref`` (the session's log reference, never its id) and
 ``session_repo.removed``. On failure: ``error.type`` (the class of the error
 beneath a ``StorageError``: ``sqlite3.OperationalError``; else the error's own),
@@ -27,7 +28,10 @@ from session_repo.errors import StorageError
 
 __all__ = ["OPERATIONS", "SCOPE", "Described", "describe", "error_type", "sdk_behind"]
 
-OPERATIONS = ("upsert", "lookup", "claim", "touch", "delete", "delete_owner", "cleanup")
+OPERATIONS = (
+    "upsert", "lookup", "claim", "touch", "delete", "delete_owner", "cleanup",
+    "acquire", "lease", "heartbeat", "release", "owners",
+)  # fmt: skip
 """The operations that get a span and a duration."""
 
 SCOPE = "session_repo"
@@ -102,11 +106,11 @@ def ok(result: object) -> str:
     return "ok"
 
 
-def hit(owner: str | None) -> str:
-    """A lookup's outcome: ``hit`` or ``miss``."""
-    return "miss" if owner is None else "hit"
+def hit(found: object) -> str:
+    """A lookup's or lease's outcome: ``hit``, or ``miss`` when there was no live binding."""
+    return "miss" if found is None else "hit"
 
 
 def found(done: bool) -> str:
-    """A touch's or delete's outcome: ``ok``, or ``miss`` when there was no live binding."""
+    """A touch's or delete's outcome: ``ok``, or ``miss`` (no live binding of that generation)."""
     return "ok" if done else "miss"

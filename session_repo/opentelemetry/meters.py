@@ -3,7 +3,7 @@
 The duration is recorded per call by the traced repository. The counters and
 gauges are observable instruments read from the repository's ``counters()`` (no
 I/O, any thread), as ``session_repo.prometheus`` reads them. The gauges that need
-I/O (sessions, expired rows, bytes) are the last ``metrics()`` read: each
+I/O (sessions, expired rows, owners, bytes) are the last ``metrics()`` read: each
 collection asks for a fresh read on the repository's loop, without waiting for
 it (the reader may run on that loop), so a collection shows the read the one
 before it asked for.
@@ -47,6 +47,7 @@ COUNTERS = {
 GAUGES = {
     "sessions": ("{session}", "Live bindings, as last read."),
     "expired_rows": ("{row}", "Expired rows not yet cleaned up, as last read."),
+    "owners": ("{owner}", "Owners with a live heartbeat, as last read."),
     "storage_bytes": ("By", "Bytes the store uses, as last read."),
     "fallback_active": ("1", "1 while serving from the fallback store."),
     "journal_entries": ("{write}", "Outage writes waiting to be written back."),
@@ -150,6 +151,7 @@ class Meters:
                 value = {
                     "sessions": last.sessions,
                     "expired_rows": last.expired,
+                    "owners": last.owners,
                     "storage_bytes": last.storage_bytes,
                 }[name]
             return [] if value is None else [Observation(value, self._attrs)]

@@ -1,43 +1,28 @@
 """``TracedSessionRepository``: a span and a duration per operation, by the conventions.
 
-What the spans say is in ``session_repo.opentelemetry.conventions``; the
-metrics are ``session_repo.opentelemetry.meters``.
+Each call is recorded by ``session_repo.opentelemetry.calls``; what the spans say
+is in ``session_repo.opentelemetry.conventions``; the metrics are
+``session_repo.opentelemetry.meters``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Self, TypeVar
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Self
 
-from opentelemetry import context as otel_context
-from opentelemetry import metrics as otel_metrics
-from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from session_repo._version import __version__
-from session_repo.contract import SessionRepository, Ttl, session_ref
-from session_repo.errors import RepositoryClosed, SessionRepoError, StorageError
+from session_repo.contract import SessionRepository, Ttl
+from session_repo.lease import Lease
 from session_repo.metrics import Health, Instrumented, Latency, SessionStoreMetrics
-from session_repo.opentelemetry.conventions import (
-    OPERATIONS,
-    SCOPE,
-    describe,
-    error_type,
-    found,
-    hit,
-    ok,
-    sdk_behind,
-)
-from session_repo.opentelemetry.meters import Meters
+from session_repo.opentelemetry.calls import Calls
+from session_repo.opentelemetry.conventions import OPERATIONS, found, hit, ok
 
 __all__ = ["OPERATIONS", "TracedSessionRepository"]
-
-T = TypeVar("T")
 
 
 class TracedSessionRepository:
@@ -75,101 +60,26 @@ class TracedSessionRepository:
                 f"repository must be a SessionRepository, not {type(repository).__name__}"
             )
         self._repo = repository
-        self._tracer_provider = tracer_provider
-        self._meter_provider = meter_provider
         backend = type(repository).__name__
         if isinstance(repository, Instrumented):
             backend = repository.backend
         self._backend = backend
-        described = describe(backend, attributes)
-        self._names, self._span_attrs = described.names, described.span_attributes
-        meter = (meter_provider or otel_metrics).get_meter(SCOPE, __version__)
-        self._meters = Meters(meter, repository, described.metric_attributes, refresh_timeout)
-        self._tracer = (tracer_provider or trace).get_tracer(SCOPE, __version__)
-        self._tracing = self._metering = False
+        self._calls = Calls(
+            repository, backend, tracer_provider, meter_provider, attributes, refresh_timeout
+        )
+        self._meters = self._calls.meters
+        self._traced = self._calls.traced
         self._arm()
 
     def _arm(self) -> None:
         """Serve the traced operations iff an SDK is behind the tracer or meter provider."""
-        if self._tracing and self._metering:
-            return  # a global provider, once set, stays set
-        tracer_provider = self._tracer_provider or trace.get_tracer_provider()
-        meter_provider = self._meter_provider or otel_metrics.get_meter_provider()
-        self._tracing, self._metering = sdk_behind(tracer_provider, meter_provider)
-        if self._tracing:  # the SDK's own tracer: no proxy between
-            self._tracer = tracer_provider.get_tracer(SCOPE, __version__)
+        recording = self._calls.arm()
         instance = vars(self)
         for op in OPERATIONS:
-            if self._tracing or self._metering:
+            if recording:
                 instance.pop(op, None)  # the class's traced method
             else:
                 instance[op] = getattr(self._repo, op)  # the wrapped one's, at no cost
-
-    async def _traced(
-        self,
-        op: str,
-        session_id: str | None,
-        call: Awaitable[T],
-        outcome: Callable[[T], str],
-    ) -> T:
-        span = token = None
-        try:
-            if self._meters.loop is None:
-                self._meters.loop = asyncio.get_running_loop()
-            if self._tracing:
-                span = self._tracer.start_span(
-                    self._names[op], kind=SpanKind.CLIENT, attributes=self._span_attrs[op]
-                )
-                if session_id is not None and span.is_recording():
-                    with contextlib.suppress(TypeError, ValueError):  # the call raises it itself
-                        span.set_attribute("session_repo.session.ref", session_ref(session_id))
-                token = otel_context.attach(trace.set_span_in_context(span))
-        except BaseException:
-            if isinstance(call, Coroutine):
-                call.close()  # never awaited: no "coroutine was never awaited" warning
-            raise
-        started = time.perf_counter()
-        try:
-            result = await call
-        except BaseException as exc:
-            self._failed(op, started, span, exc)
-            raise
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-        said = outcome(result)
-        if self._metering:
-            self._meters.done(op, said, time.perf_counter() - started)
-        if span is not None:
-            span.set_attribute("session_repo.outcome", said)
-            if isinstance(result, int) and not isinstance(result, bool):
-                span.set_attribute("session_repo.removed", result)
-            span.end()
-        return result
-
-    def _failed(self, op: str, started: float, span: trace.Span | None, exc: BaseException) -> None:
-        """Say how the operation failed on its span and duration; never the session id.
-
-        Only the library's own storage errors give their message (it is written to
-        be logged); any other error is named by its type alone.
-        """
-        named = error_type(exc)
-        if self._metering:
-            self._meters.failed(op, named, time.perf_counter() - started)
-        if span is None:
-            return
-        span.set_attribute("error.type", named)
-        if isinstance(exc, StorageError):
-            span.set_attribute("session_repo.transient", exc.transient)
-        if isinstance(exc, StorageError | RepositoryClosed):
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
-        elif isinstance(exc, asyncio.CancelledError):
-            span.set_status(Status(StatusCode.ERROR, "cancelled"))
-        else:
-            kind = "input" if isinstance(exc, SessionRepoError | TypeError) else "error"
-            span.set_status(Status(StatusCode.ERROR, f"{kind}: {type(exc).__name__}"))
-        span.end()
 
     # -- the contract --------------------------------------------------------
 
@@ -212,22 +122,78 @@ class TracedSessionRepository:
             "claim", session_id, call, lambda winner: "won" if winner == alloc_id else "lost"
         )
 
-    async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
+    async def acquire(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> Lease:
+        """``claim``, answering the winner's lease (see ``SessionRepository``).
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for the repository's default.
+            replacing: an owner whose live binding this call may take over.
+        """
+        call = self._repo.acquire(session_id, alloc_id, ttl, replacing=replacing)
+        return await self._traced(
+            "acquire", session_id, call, lambda got: "won" if got.owner == alloc_id else "lost"
+        )
+
+    async def lease(self, session_id: str) -> Lease | None:
+        """The live binding's lease, else ``None`` (see ``SessionRepository``).
+
+        Args:
+            session_id: the client's session key.
+        """
+        return await self._traced("lease", session_id, self._repo.lease(session_id), hit)
+
+    async def touch(
+        self, session_id: str, ttl: Ttl | None = None, *, generation: int | None = None
+    ) -> bool:
         """Extend a live binding (see ``SessionRepository``).
 
         Args:
             session_id: the client's session key.
             ttl: the binding's new life from now; ``None`` for the repository's default.
+            generation: if given, extend only while the live binding has it.
         """
-        return await self._traced("touch", session_id, self._repo.touch(session_id, ttl), found)
+        call = self._repo.touch(session_id, ttl, generation=generation)
+        return await self._traced("touch", session_id, call, found)
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str, *, generation: int | None = None) -> bool:
         """Remove a binding (see ``SessionRepository``).
 
         Args:
             session_id: the client's session key.
+            generation: if given, remove only while the live binding has it.
         """
-        return await self._traced("delete", session_id, self._repo.delete(session_id), found)
+        call = self._repo.delete(session_id, generation=generation)
+        return await self._traced("delete", session_id, call, found)
+
+    async def heartbeat(self, alloc_id: str, ttl: Ttl) -> None:
+        """The owner is alive until now + ttl (see ``SessionRepository``).
+
+        Args:
+            alloc_id: the instance that is alive.
+            ttl: how long it counts as alive without another heartbeat.
+        """
+        await self._traced("heartbeat", None, self._repo.heartbeat(alloc_id, ttl), ok)
+
+    async def release(self, alloc_id: str) -> int:
+        """The owner leaves: its heartbeat and bindings go (see ``SessionRepository``).
+
+        Args:
+            alloc_id: the instance that leaves.
+        """
+        return await self._traced("release", None, self._repo.release(alloc_id), ok)
+
+    async def owners(self) -> dict[str, datetime]:
+        """The owners with a live heartbeat, and when each lapses (see ``SessionRepository``)."""
+        return await self._traced("owners", None, self._repo.owners(), ok)
 
     async def delete_owner(self, alloc_id: str) -> int:
         """Remove every binding of an instance that is gone (see ``SessionRepository``).

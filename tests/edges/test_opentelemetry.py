@@ -409,3 +409,61 @@ async def test_the_overhead_benchmark_runs() -> None:
     found = await ops_per_second(SUBJECTS, 0.05, 1)
     assert set(found) == {"bare", "no-sdk", "sdk"}
     assert all(ops > 0 for ops in found.values())
+
+
+async def test_the_lease_operations_are_spans_with_their_outcomes_and_the_owners_gauge(
+    repo: SessionRepository, telemetry: Telemetry, fake_clock: FakeClock
+) -> None:
+    system = "memory" if isinstance(repo, MemorySessionRepository) else "sqlite"
+    async with telemetry.instrument(repo) as traced:
+        assert isinstance(traced, SessionRepository)
+        await repo.heartbeat("machine-z", 20)  # not traced: the wrapped repository's own
+        await traced.heartbeat("machine-a", 10)
+        won = await traced.acquire(SECRET, "machine-a", 60)
+        lost = await traced.acquire(SECRET, "machine-b")
+        assert (won.owner, lost) == ("machine-a", won)
+        assert await traced.lease(SECRET) == won
+        assert await traced.lease("unknown") is None
+        assert await traced.touch(SECRET, 30, generation=won.generation + 1) is False
+        assert await traced.touch(SECRET, 30, generation=won.generation) is True
+        assert await traced.delete(SECRET, generation=won.generation + 1) is False
+        assert set(await traced.owners()) == {"machine-a", "machine-z"}
+        await traced.metrics()  # the gauges exported are these from now on
+        gauges = telemetry.points()
+        assert await traced.release("machine-a") == 1
+        fake_clock.advance(1)
+
+    spans = telemetry.finished()
+    said = [
+        (s.name.split()[0], s.attributes.get("session_repo.outcome")) for s in spans if s.attributes
+    ]
+    assert said == [
+        ("heartbeat", "ok"),
+        ("acquire", "won"),
+        ("acquire", "lost"),
+        ("lease", "hit"),
+        ("lease", "miss"),
+        ("touch", "miss"),
+        ("touch", "ok"),
+        ("delete", "miss"),
+        ("owners", "ok"),
+        ("release", "ok"),
+    ]
+    for span in spans:
+        attrs = dict(span.attributes or {})
+        assert span.kind is SpanKind.CLIENT
+        assert attrs["db.system.name"] == system
+        assert attrs["db.operation.name"] == span.name.split()[0]
+    refs = [s.attributes.get("session_repo.session.ref") for s in spans if s.attributes]
+    secret, unknown = session_ref(SECRET), session_ref("unknown")
+    assert refs[1:8] == [secret, secret, secret, unknown, secret, secret, secret]
+    assert refs[0] is refs[8] is refs[9] is None  # heartbeat, owners, release: no session
+    assert spans[-1].attributes is not None
+    assert spans[-1].attributes["session_repo.removed"] == 1
+    assert [p.value for p in gauges["session_repo.owners"]] == [2]  # 1 session, 2 owners
+    durations = {
+        (p.attributes["db.operation.name"], p.attributes["session_repo.outcome"])
+        for p in telemetry.points()["db.client.operation.duration"]
+    }
+    assert {("acquire", "won"), ("acquire", "lost"), ("heartbeat", "ok")} <= durations
+    the_secret_is_nowhere(spans, telemetry.points())
