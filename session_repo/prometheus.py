@@ -4,12 +4,12 @@ A scrape never waits for the store. Counters and latencies live in the process:
 the collector reads them with the repository's ``counters()`` and
 ``latencies()``, which do no I/O, so a scrape shows them live from any thread,
 the event loop's own included (``make_asgi_app()`` mounted in the app). The
-gauges that need I/O (sessions, expired rows, storage bytes) are read by a
-background task on the repository's loop every ``refresh_interval`` seconds,
-and a scrape serves the last value read. The task starts when the collector is
-created (or first scraped, or refreshed) on a running loop, and ends when the
-repository is closed or ``close()`` is awaited. Every metric name starts
-``session_repo_``; every sample is labelled with the ``backend``.
+gauges that need I/O (sessions, expired rows, owners with a live heartbeat,
+storage bytes) are read by a background task on the repository's loop every
+``refresh_interval`` seconds, and a scrape serves the last value read. The task
+starts when the collector is created (or first scraped, or refreshed) on a running
+loop, and ends when the repository is closed or ``close()`` is awaited. Every
+metric name starts ``session_repo_``; every sample is labelled with the ``backend``.
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ class SessionStoreCollector(Collector):
         if last is not None:
             yield gauge("sessions", "Live bindings.", last.sessions)
             yield gauge("expired_rows", "Expired rows not yet cleaned up.", last.expired)
+            yield gauge("owners", "Owners with a live heartbeat.", last.owners)
             if last.storage_bytes is not None:
                 yield gauge("storage_bytes", "Bytes the store uses.", last.storage_bytes)
         yield gauge(

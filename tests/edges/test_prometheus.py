@@ -240,3 +240,22 @@ def test_register_uses_the_default_registry() -> None:
         assert samples(text)[("session_repo_lookups_total", MEMORY)] == 0
     finally:
         REGISTRY.unregister(collector)
+
+
+async def test_the_owners_gauge_counts_live_heartbeats(fake_clock: FakeClock) -> None:
+    async with MemorySessionRepository(clock=fake_clock) as repo:
+        registry = CollectorRegistry()
+        collector = register(repo, registry)
+        await repo.heartbeat("machine-a", 10)
+        await repo.heartbeat("machine-b", 20)
+        await collector.refresh()
+        assert samples(generate_latest(registry).decode())[("session_repo_owners", MEMORY)] == 2
+        fake_clock.advance(10)  # machine-a's heartbeat lapses at exactly its end
+        await collector.refresh()
+        found = samples(generate_latest(registry).decode())
+        assert found[("session_repo_owners", MEMORY)] == 1
+        assert not any("generation" in name for name, _ in found)  # no per-session token
+        await repo.release("machine-b")
+        await collector.refresh()
+        assert samples(generate_latest(registry).decode())[("session_repo_owners", MEMORY)] == 0
+        await collector.close()
