@@ -25,9 +25,9 @@ async def bindings_under(client: Any, match: str) -> list[tuple[bytes, str]]:
     rows: list[tuple[bytes, str]] = []
     try:
         async for key in client.scan_iter(match=match, count=1000):
-            owner = await client.get(key)
-            if owner is not None:
-                rows.append((bytes.fromhex(key.rsplit(":", 1)[1]), owner))
+            value = await client.get(key)
+            if value is not None:  # "owner generation epoch expires_at"
+                rows.append((bytes.fromhex(key.rsplit(":", 1)[1]), value.partition(" ")[0]))
     finally:
         await client.aclose()
     return rows

@@ -53,13 +53,17 @@ def digest(session_id: str) -> str:
 async def test_layout_keeps_only_digests(repo: RedisSessionRepository, client: Any) -> None:
     await repo.upsert("secret-session-id", "machine-a", ttl=30)
     keys = sorted([key async for key in client.scan_iter(match=f"{PREFIX}*")])
-    assert keys == [
-        f"{PREFIX}e",
-        f"{PREFIX}o:machine-a",
-        f"{PREFIX}s:{digest('secret-session-id')}",
-    ]
+    binding = f"{PREFIX}s:{digest('secret-session-id')}"
+    assert keys == [f"{PREFIX}e", f"{PREFIX}g", f"{PREFIX}o:machine-a", binding]
     assert not any("secret-session-id" in key for key in keys)
-    ttl = await client.pttl(f"{PREFIX}s:{digest('secret-session-id')}")
+    owner, generation, epoch, expires_at = (await client.get(binding)).split(" ")
+    lease = await repo.lease("secret-session-id")
+    assert lease is not None
+    assert (owner, int(generation), epoch) == ("machine-a", lease.generation, "0")
+    assert int(expires_at) == int(lease.expires_at.timestamp() * 1000)
+    assert await client.get(f"{PREFIX}g") == generation  # the last one given
+    assert await client.pttl(f"{PREFIX}g") == -1  # never expires
+    ttl = await client.pttl(binding)
     assert 29_000 < ttl <= 30_000
     # The index lives as long as its longest binding (read a moment later: a little slack).
     assert await client.pttl(f"{PREFIX}o:machine-a") >= ttl - 50
@@ -90,15 +94,26 @@ async def test_a_rebound_session_is_not_taken_down_with_its_old_owner(
     assert await client.exists(f"{PREFIX}o:machine-c") == 0  # the owner it knew: tidied
 
 
-async def test_cleanup_drops_stale_index_entries_once_past_their_expiry(
+async def test_a_rebind_moves_the_index_entry_at_once(
     repo: RedisSessionRepository, client: Any
 ) -> None:
     await repo.upsert("keep", "machine-a", ttl=60)
     await repo.upsert("s", "machine-a", ttl=0.05)
-    await repo.upsert("s", "machine-b", ttl=60)
+    await repo.upsert("s", "machine-b", ttl=60)  # the script read the old owner: its entry goes
     await asyncio.sleep(0.1)
-    index_a = await client.zrange(f"{PREFIX}o:machine-a", 0, -1)
-    assert sorted(index_a) == sorted([digest("s"), digest("keep")])
+    assert await client.zrange(f"{PREFIX}o:machine-a", 0, -1) == [digest("keep")]
+    assert await client.zrange(f"{PREFIX}o:machine-b", 0, -1) == [digest("s")]
+    assert await repo.cleanup() == 0  # nothing expired: the binding lives, with machine-b
+    assert await repo.lookup("s") == "machine-b"
+
+
+async def test_cleanup_drops_stale_index_entries_once_past_their_expiry(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    """An index entry whose binding went elsewhere (as a write before leases left it)."""
+    await repo.upsert("keep", "machine-a", ttl=60)
+    await repo.upsert("s", "machine-b", ttl=60)
+    await client.zadd(f"{PREFIX}o:machine-a", {digest("s"): 1})  # scored long expired
     assert await repo.cleanup() == 0  # nothing expired: the binding lives, with machine-b
     assert await client.zrange(f"{PREFIX}o:machine-a", 0, -1) == [digest("keep")]
     assert await client.zrange(f"{PREFIX}o:machine-b", 0, -1) == [digest("s")]
@@ -196,18 +211,6 @@ async def test_one_failing_write_in_a_pipelined_tick_fails_only_its_caller(
     assert await repo.lookup("bad") is None  # the failed script wrote nothing
 
 
-async def test_lookups_of_one_tick_share_one_round_trip(
-    repo: RedisSessionRepository, client: Any
-) -> None:
-    for n in range(20):
-        await repo.upsert(f"s{n}", f"machine-{n}")
-    before = (await client.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
-    owners = await asyncio.gather(*(repo.lookup(f"s{n}") for n in range(20)))
-    after = (await client.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
-    assert owners == [f"machine-{n}" for n in range(20)]
-    assert after - before == 1
-
-
 class CountingConnection(aioredis_connection()):  # type: ignore[misc]
     """A real connection that counts the commands it sends (MONITOR-free, per client)."""
 
@@ -218,18 +221,42 @@ class CountingConnection(aioredis_connection()):  # type: ignore[misc]
         return super().pack_command(*args)
 
 
+def counting_client() -> Any:
+    """A client whose connections count what they send in ``CountingConnection.sent``."""
+    import redis.asyncio as aioredis
+
+    require_server("redis")
+    pool = aioredis.ConnectionPool.from_url(
+        REDIS_URL, decode_responses=True, connection_class=CountingConnection
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+async def test_lookups_of_one_tick_share_one_round_trip(client: Any) -> None:
+    counted = counting_client()
+    try:
+        async with RedisSessionRepository(counted, key_prefix=PREFIX, cleanup_interval=0) as repo:
+            await repo.heartbeat("machine-0", 30)  # liveness read in the same script
+            for n in range(20):
+                await repo.upsert(f"s{n}", f"machine-{n % 3}")
+            await repo.lookup("s0")  # the script is loaded
+            CountingConnection.sent.clear()
+            owners = await asyncio.gather(*(repo.lookup(f"s{n}") for n in range(20)))
+            assert owners == [f"machine-{n % 3}" for n in range(20)]
+            setup = {"HELLO", "CLIENT", "SELECT", "PING"}  # a connection the burst opened
+            # The first goes at once, alone; the 19 queued behind it share one script.
+            sent = [c for c in CountingConnection.sent if c not in setup]
+            assert sent == ["EVALSHA", "EVALSHA"]
+    finally:
+        await counted.aclose()
+
+
 LONG, SHORT = 18_000, 2000
 
 
 async def test_metrics_costs_the_same_few_commands_for_20k_sessions() -> None:
-    import redis.asyncio as aioredis
-
-    require_server("redis")
     prefix = f"{PREFIX}gauges:"
-    pool = aioredis.ConnectionPool.from_url(
-        REDIS_URL, decode_responses=True, connection_class=CountingConnection
-    )
-    counted = aioredis.Redis(connection_pool=pool)
+    counted = counting_client()
     repo = RedisSessionRepository(counted, key_prefix=prefix, cleanup_interval=0)
     try:
         async with repo:

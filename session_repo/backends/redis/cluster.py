@@ -3,19 +3,26 @@
 On a cluster every key a script touches must be in one hash slot. The single-node
 layout (one expiries set for all bindings) cannot be: here the bindings are spread
 over ``BUCKETS`` buckets by the first byte of their digest, and each bucket is a hash
-tag, so a binding, its bucket's expiries and its owner's index in that bucket share
-a slot::
+tag, so a binding and every key its scripts read or write share a slot::
 
-    <prefix>{<bucket>}s:<digest hex>    the binding (owner, with a PX ttl)
+    <prefix>{<bucket>}s:<digest hex>    the binding ("owner generation epoch expires_at", PX)
     <prefix>{<bucket>}e                 the bucket's expiries (digest -> expiry ms)
     <prefix>{<bucket>}o:<alloc id>      an owner's index in the bucket
+    <prefix>{<bucket>}g                 the bucket's generation counter (never expires)
+    <prefix>{<bucket>}M                 marks: alloc id -> epoch, owners that heartbeat
+    <prefix>{<bucket>}h:<alloc id>      an owner's heartbeat in the bucket (PX)
+
+A generation is monotonic per session since the session's bucket is fixed. Every
+bucket keeps its own copy of each owner's mark and heartbeat: a heartbeat is one
+script per bucket (64 small writes, pipelined, every few seconds), and then a
+lookup, a claim or a write reads the owner's liveness in the binding's own slot.
 
 Each write (upsert, claim, touch, delete) is still one script on one slot, so it is
-atomic as on one node. ``delete_owner``, ``cleanup`` and the gauges visit every
-bucket (the client sends each command to the node serving its slot). The lookups of
-one tick are one ``MGET`` per slot, sent to every node at once. A ``key_prefix`` with
-a hash tag of its own (``"{sessions}:"``) wins over the bucket's: everything is then
-in one slot, on one node.
+atomic as on one node. Heartbeats, ``release``, ``delete_owner``, ``cleanup``,
+``owners`` and the gauges visit every bucket (the client sends each command to the
+node serving its slot). The lookups of one tick are one script per bucket, sent to
+every node at once. A ``key_prefix`` with a hash tag of its own (``"{sessions}:"``)
+wins over the bucket's: everything is then in one slot, on one node.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from session_repo._core.storage import Gauges
 from session_repo.backends.redis.clients import ClientFamily
 from session_repo.backends.redis.storage import RedisStorage
 from session_repo.errors import ConfigError
@@ -134,26 +140,13 @@ class ClusterStorage(RedisStorage):
 
     def __init__(self, client: Any, prefix: str, **kwargs: Any) -> None:
         super().__init__(client, prefix, **kwargs)
-        self._tags = [f"{prefix}{{{bucket}}}" for bucket in range(BUCKETS)]
+        self._bucket_tags = [f"{prefix}{{{bucket}}}" for bucket in range(BUCKETS)]
 
-    def _key(self, key: bytes) -> str:
-        return f"{self._tags[key[0] & _MASK]}s:{key.hex()}"
+    def _tag(self, key: bytes) -> str:
+        return self._bucket_tags[key[0] & _MASK]
 
-    def _keys(self, key: bytes, owner: str) -> list[str]:
-        tag = self._tags[key[0] & _MASK]
-        return [f"{tag}s:{key.hex()}", f"{tag}e", f"{tag}o:{owner}"]
-
-    def _shards(self) -> list[tuple[str, str, str]]:
-        return [(f"{tag}s:", f"{tag}e", f"{tag}o:") for tag in self._tags]
-
-    async def _owned_shards(self, alloc_id: str) -> list[tuple[str, str, str]]:
-        """The buckets where ``alloc_id`` has an index: one ``ZCARD`` each, in one pipeline."""
-        shards = self._shards()
-        async with self._client.pipeline(transaction=False) as pipe:
-            for _, _, owners in shards:
-                pipe.zcard(owners + alloc_id)
-            sizes = await pipe.execute()
-        return [shard for shard, size in zip(shards, sizes, strict=True) if int(size)]
+    def _tags(self) -> list[str]:
+        return self._bucket_tags
 
     def _index_pattern(self) -> str:
         return f"{self._prefix}{{*}}o:*"
@@ -161,7 +154,7 @@ class ClusterStorage(RedisStorage):
     def _parse_index(self, index: str) -> tuple[str, str]:
         rest = index[len(self._prefix) :]
         tag_end = rest.index("}") + 1
-        return f"{self._prefix}{rest[:tag_end]}s:", rest[tag_end + 2 :]
+        return f"{self._prefix}{rest[:tag_end]}", rest[tag_end + 2 :]
 
     def _wait_groups(self, requests: list[Any]) -> list[tuple[dict[str, Any], list[int]]]:
         """One ``WAIT`` per master written, on the connection that wrote there."""
@@ -170,21 +163,6 @@ class ClusterStorage(RedisStorage):
             node = self._client.get_node_from_key(keys[0])
             nodes.setdefault(node.name, (node, []))[1].append(n)
         return [({"target_nodes": node}, members) for node, members in nodes.values()]
-
-    async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
-        """The lookups of one tick: an ``MGET`` per slot, every node's in one pipeline."""
-        async with self._slots:
-            owners = await self._client.mget_nonatomic(keys)
-        return [None if owner is None else self._text(owner) for owner in owners]
-
-    async def gauges(self, now: int) -> Gauges:
-        """Live and expired bindings: two ``ZCOUNT`` per bucket, in one pipeline."""
-        async with self._slots, self._client.pipeline(transaction=False) as pipe:
-            for _, expiries, _ in self._shards():
-                pipe.zcount(expiries, f"({now}", "+inf")
-                pipe.zcount(expiries, "-inf", now)
-            counts = [int(count) for count in await pipe.execute()]
-        return Gauges(sum(counts[0::2]), sum(counts[1::2]), None)
 
     async def ping(self) -> str:
         async with self._slots:

@@ -1,23 +1,27 @@
 """``RedisSessionRepository``: bindings as Redis (or Valkey) keys with native expiry.
 
-Layout under ``key_prefix``: ``s:<digest hex>`` holds the owner with a ``PX``
-ttl; ``o:<alloc id>`` is the owner's index, a sorted set of digests scored by
-expiry (ms), used by ``delete_owner``; ``e`` scores every binding's digest by
-its expiry, so the gauges are two ``ZCOUNT`` (O(log n)), never a scan. Every
-change to a binding and its indexes happens in one Lua script, so they cannot
-drift; an owner index expires itself after its longest binding, and ``cleanup``
-drops the entries whose binding has gone or moved.
+Layout under ``key_prefix``: ``s:<digest hex>`` holds the owner, the binding's
+generation, its owner's epoch and its expiry, with a ``PX`` ttl; ``o:<alloc id>``
+is the owner's index, a sorted set of digests scored by expiry (ms), used by
+``delete_owner``, ``release`` and cleanup; ``e`` scores every binding's digest by
+its expiry, so the gauges are a few ``ZCOUNT`` (O(log n)), never a scan; ``g`` is
+the generation counter; ``M`` marks the owners that heartbeat (alloc id -> epoch)
+and ``h:<alloc id>`` is an owner's heartbeat, with a ``PX`` ttl. Every change to
+a binding and its indexes happens in one Lua script, so they cannot drift; an
+owner index expires itself after its longest binding, and ``cleanup`` drops the
+entries whose binding has gone or moved.
 
-Every key a script touches is in its ``KEYS``: a write names the index of the
-owner it writes (the old owner's keeps a stale entry, checked against the binding
-by whoever reads it). Every key starts with ``key_prefix``: a prefix with a hash
-tag (``"{sessions}:"``) puts a tenant's keys in one Redis Cluster slot.
+Every key starts with ``key_prefix``: a prefix with a hash tag (``"{sessions}:"``)
+puts a tenant's keys in one Redis Cluster slot.
 
-Redis decides expiry by its own clock (a fake clock does not expire bindings);
-the injected clock only scores the indexes. The lookups of one event-loop tick
-go to Redis as one ``MGET``, the writes as one pipeline. ``valkey://`` and
-``valkeys://`` URLs (or a ``valkey.asyncio.Valkey`` client) use valkey-py, with
-the same scripts and semantics.
+Redis decides expiry, of bindings and heartbeats alike, by its own clock (a fake
+clock expires neither); the injected clock scores the indexes and gives the
+``expires_at`` that leases and ``owners`` report. A lapse stays final after the
+heartbeat key has expired: the owner's mark says it heartbeats
+(``session_repo.backends.redis.owners``). The lookups of one event-loop tick go to
+Redis as one script, the writes as one pipeline. ``valkey://`` and ``valkeys://``
+URLs (or a ``valkey.asyncio.Valkey`` client) use valkey-py, with the same scripts
+and semantics.
 
 ``redis+cluster://host:port[,host:port...]/`` (``rediss+cluster://``,
 ``valkey+cluster://``), or a ``RedisCluster`` client, is a Redis Cluster: the
@@ -72,11 +76,12 @@ class RedisSessionRepository(StoreFront):
         max_connections: the most batches of commands in flight at once (a burst
             waits for a turn); the connection pool built from a URL has two more,
             for a lone lookup and a lone write (on a cluster: per node).
-        wait_replicas: with n > 0, every write (upsert, claim, touch, delete) waits
-            until n replicas have it (Redis's ``WAIT``, after the writes on their
-            connection); if fewer did within ``wait_timeout``, the write stays on the
-            master and the call raises a transient ``StorageError``. Narrows what a
-            failover can lose; Redis's replication stays asynchronous.
+        wait_replicas: with n > 0, every write (upsert, claim, acquire, touch,
+            delete, heartbeat, release) waits until n replicas have it (Redis's
+            ``WAIT``, after the writes on their connection); if fewer did within
+            ``wait_timeout``, the write stays on the master and the call raises a
+            transient ``StorageError``. Narrows what a failover can lose; Redis's
+            replication stays asynchronous.
         wait_timeout: seconds a write waits for its replicas.
 
     Raises:
@@ -189,7 +194,6 @@ class RedisSessionRepository(StoreFront):
                 client,
                 self._prefix,
                 batch=self.cleanup_batch,
-                now_ms=self.now_ms,
                 slots=self._max_connections,
                 no_script=again,
                 wait=self._wait,
@@ -199,7 +203,6 @@ class RedisSessionRepository(StoreFront):
                 client,
                 self._prefix,
                 batch=self.cleanup_batch,
-                now_ms=self.now_ms,
                 slots=self._max_connections,
                 no_script=errors.NoScriptError,
                 wait=self._wait,

@@ -1,44 +1,49 @@
 """``RedisStorage``: the ``Storage`` of ``RedisSessionRepository``.
 
-The Lua scripts live in ``scripts/*.lua`` (shipped in the wheel); each change to a
-binding and its indexes is one script, so they cannot drift. Every key a script
-touches is passed in KEYS. A write names the index of the owner it writes, so
-upsert, claim and delete take one round trip whoever held the session before; the
-old owner's index keeps a stale entry, which ``delete_owner`` and cleanup check
-against the binding (and drop) before acting on it.
+A binding is ``s:<digest hex>`` holding ``"owner generation epoch expires_at"``
+with a native ttl (``PX``): Redis expires it by its own clock; ``expires_at`` is
+the front's clock, for ``lease``. The owner goes first and alloc ids hold no
+space, so a plain owner (a binding written before leases) still reads, as
+generation 0. The epoch is the owner's heartbeat epoch when it was written
+(``session_repo.backends.redis.owners``).
+
+Each change to a binding and its indexes is one Lua script (``scripts/*.lua``),
+so they cannot drift, and reads the binding it replaces: the same live owner keeps
+its generation, any other write takes a fresh one, and the old owner's index entry
+goes. Generations come from ``g``, a counter under the binding's tag that never
+expires: each fresh one is above every one given there and at least the server's
+clock in microseconds, so a generation still rises after a failover lost the
+counter's last increments (replication is asynchronous), as long as the new
+master's clock is past the old one's last write.
+
+The lookups of one event-loop tick are one script per tag (one in all on a single
+node): the bindings' values and, for owners that heartbeat, their marks and
+heartbeat keys, in one round trip.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from session_repo._core.batching import TickBatcher
-from session_repo._core.cancel import cancel_requests, reraise_swallowed
-from session_repo._core.storage import Gauges
-from session_repo.backends.redis.replica_wait import waited_batch
-from session_repo.backends.redis.scripts import load
-from session_repo.errors import StorageError
+from session_repo._core.storage import LeaseRow
+from session_repo.backends.redis.owners import OwnerOps
 
 __all__ = ["RedisStorage"]
 
-# Owners remembered per digest, so touch names the right index on the first try and
-# delete tidies it; when full, forgotten at once (a missing hint costs a touch one
-# more round trip, and leaves delete's index entry to cleanup).
-_HINTS = 10_000
-# Tries of a touch whose binding keeps changing owner under it.
-_TRIES = 5
+
+def _lease(value: str) -> LeaseRow:
+    owner, generation, _, expires_at = value.split(" ")
+    return LeaseRow(owner, int(generation), int(expires_at))
 
 
-class RedisStorage:
+class RedisStorage(OwnerOps):
     """Bindings under ``prefix`` in one Redis client; implements ``Storage``.
 
     Args:
         client: a ``redis.asyncio.Redis`` client (with ``decode_responses``).
         prefix: starts every key.
-        batch: the most index entries one cleanup or ``delete_owner`` step handles.
-        now_ms: the front's clock, in milliseconds (to turn an expiry into a ttl).
+        batch: the most index entries one cleanup, release or ``delete_owner`` step handles.
         slots: the most batches and maintenance commands in flight at once; a burst
             waits for a slot (the client's own pool need not block, which costs every
             command). A lone lookup and a lone write take no slot: with them, at most
@@ -57,227 +62,98 @@ class RedisStorage:
         prefix: str,
         *,
         batch: int,
-        now_ms: Callable[[], int],
         slots: int,
         no_script: type[Exception] | tuple[type[Exception], ...],
         wait: tuple[int, int] = (0, 0),
     ) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._batch = batch
-        self._now_ms = now_ms
-        self._slots = asyncio.Semaphore(slots)
-        self._no_script = no_script
-        self._expiries = f"{prefix}e"
-        self._owners: dict[bytes, str] = {}
+        super().__init__(client, prefix, batch=batch, slots=slots, no_script=no_script, wait=wait)
         self._lookups = TickBatcher(self._lookup_batch, alone=self._lookup_alone)
-        self._scripts = TickBatcher(self._script_batch, alone=self._script_alone)
-        self._wait = wait
-        if wait[0]:  # no lone path: a WAIT must follow its writes on their connection
-            self._scripts = TickBatcher(self._waited_batch)
-        self._upsert = client.register_script(load("upsert"))
-        self._claim = client.register_script(load("claim"))
-        self._touch = client.register_script(load("touch"))
-        self._delete = client.register_script(load("delete"))
-        self._drop_owned = client.register_script(load("drop_owned"))
-        self._prune = client.register_script(load("prune"))
-        self._forget = client.register_script(load("forget"))
-
-    def _hint(self, key: bytes, owner: str) -> None:
-        if len(self._owners) >= _HINTS:
-            self._owners.clear()
-        self._owners[key] = owner
-
-    def _key(self, key: bytes) -> str:
-        return f"{self._prefix}s:{key.hex()}"
-
-    def _keys(self, key: bytes, owner: str) -> list[str]:
-        """A write script's KEYS: the binding, the expiries and ``owner``'s index."""
-        prefix = self._prefix
-        return [f"{prefix}s:{key.hex()}", self._expiries, f"{prefix}o:{owner}"]
-
-    def _shards(self) -> list[tuple[str, str, str]]:
-        """Each part of the layout: (bindings' prefix, expiries, owner indexes' prefix)."""
-        prefix = self._prefix
-        return [(f"{prefix}s:", self._expiries, f"{prefix}o:")]
-
-    async def _owned_shards(self, alloc_id: str) -> list[tuple[str, str, str]]:
-        """The shards where ``alloc_id`` may have an index (all of them, here: one)."""
-        return self._shards()
-
-    def _index_pattern(self) -> str:
-        """A ``SCAN`` match for every owner index."""
-        return f"{self._prefix}o:*"
-
-    def _parse_index(self, index: str) -> tuple[str, str]:
-        """An owner index's (bindings' prefix, owner)."""
-        return f"{self._prefix}s:", index[len(self._prefix) + 2 :]
+        self._lookup = self._script("lookup")
+        self._upsert = self._script("upsert")
+        self._acquire = self._script("acquire")
+        self._touch = self._script("touch")
+        self._delete = self._script("delete")
 
     async def close(self) -> None:
         """Let batched calls finish (the client is closed by its owner)."""
-        for batcher in (self._lookups, self._scripts):
-            await batcher.drain()
+        await self._lookups.drain()
+        await super().close()
 
-    @staticmethod
-    def _text(value: Any) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
+    def _write(self, key: bytes) -> tuple[list[str], list[Any]]:
+        """A write script's KEYS (binding, expiries, counter, marks) and first ARGV."""
+        tag, digest = self._tag(key), key.hex()
+        return [f"{tag}s:{digest}", f"{tag}e", f"{tag}g", f"{tag}M"], [tag, digest]
 
-    async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts.call((script, keys, args))
-
-    @staticmethod
-    async def _script_alone(request: tuple[Any, list[str], list[Any]]) -> Any:
-        script, keys, args = request
-        return await script(keys=keys, args=args)
-
-    async def _script_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
-        """The writes of one event-loop tick as one pipeline (each script still atomic).
-
-        ``EVALSHA`` by hand: redis-py's pipelined scripts ask ``SCRIPT EXISTS`` first,
-        a round trip more per batch. A script Redis lost (a restart, ``SCRIPT FLUSH``)
-        did not run: that request is sent again alone, which loads it. Sent as a raw
-        command: a cluster pipeline refuses its ``evalsha()`` method (redis-py #2914),
-        yet routes ``EVALSHA`` by its keys.
-        """
-        async with self._slots:
-            async with self._client.pipeline(transaction=False) as pipe:  # reset if cut off
-                for script, keys, args in requests:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            for n, result in enumerate(results):
-                if isinstance(result, self._no_script):
-                    script, keys, args = requests[n]
-                    try:
-                        results[n] = await script(keys=keys, args=args)
-                    except Exception as exc:  # its own caller's failure only
-                        results[n] = exc
-        return results
-
-    def _wait_groups(self, requests: list[Any]) -> list[tuple[dict[str, Any], list[int]]]:
-        """Which requests one ``WAIT`` covers, and its options: here, one for all."""
-        return [({}, list(range(len(requests))))]
-
-    async def _waited_batch(self, requests: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
-        return await waited_batch(
-            self._client,
-            requests,
-            wait=self._wait,
-            slots=self._slots,
-            no_script=self._no_script,
-            groups=self._wait_groups,
-        )
-
-    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        ttl = max(expires_at - self._now_ms(), 1)
-        keys = self._keys(key, alloc_id)
-        await self._run_script(self._upsert, keys, [key.hex(), alloc_id, expires_at, ttl])
-        self._hint(key, alloc_id)
-
-    async def lookup(self, key: bytes, now: int) -> str | None:
-        owner: str | None = await self._lookups.call(self._key(key))
-        if owner is None:
-            self._owners.pop(key, None)
-        elif self._owners.get(key) != owner:
-            self._hint(key, owner)
-        return owner
-
-    async def _lookup_alone(self, key: str) -> str | None:
-        owner = await self._client.get(key)
-        return None if owner is None else self._text(owner)
-
-    async def _lookup_batch(self, keys: list[str]) -> list[str | None]:
-        """The lookups of one event-loop tick as one MGET."""
-        async with self._slots:
-            owners = await self._client.mget(keys)
-        return [None if owner is None else self._text(owner) for owner in owners]
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
+        keys, args = self._write(key)
+        # At least 1 ms: native TTLs take no less (an expiry of ``now`` is "not live").
+        args += [alloc_id, expires_at, max(expires_at - now, 1)]
+        await self._run_script(self._upsert, keys, args)
 
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        keys = self._keys(key, alloc_id)
-        # At least 1 ms: native TTLs take no less (an expiry of ``now`` is "not live").
-        args = [key.hex(), alloc_id, expires_at, max(expires_at - now, 1), replacing or ""]
-        owner = self._text(await self._run_script(self._claim, keys, args))
-        self._hint(key, owner)
-        return owner
+        return (await self.acquire(key, alloc_id, expires_at, now, replacing)).owner
 
-    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
-        """Extend in the owner's index too: named by the owner last seen, again if wrong."""
-        believed = self._owners.get(key, "")
-        for _ in range(_TRIES):
-            keys = self._keys(key, believed)
-            args = [key.hex(), believed, expires_at, max(expires_at - now, 1)]
-            reply = await self._run_script(self._touch, keys, args)
-            status = int(reply[0])
-            if status == 1:
-                return True
-            if status == 0:
-                self._owners.pop(key, None)
-                return False
-            believed = self._text(reply[1])
-            self._hint(key, believed)
-        raise StorageError("the binding kept changing owner; try again", transient=True)
+    async def acquire(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> LeaseRow:
+        keys, args = self._write(key)
+        args += [alloc_id, expires_at, max(expires_at - now, 1), replacing or ""]
+        owner, generation, end = await self._run_script(self._acquire, keys, args)
+        return LeaseRow(self._text(owner), int(generation), int(end))
 
-    async def delete(self, key: bytes, now: int) -> bool:
-        believed = self._owners.pop(key, "")
-        keys = self._keys(key, believed)
-        reply = await self._run_script(self._delete, keys, [key.hex(), believed])
-        return int(reply[0]) == 1
+    async def touch(
+        self, key: bytes, expires_at: int, now: int, generation: int | None = None
+    ) -> bool:
+        keys, args = self._write(key)
+        args += [expires_at, max(expires_at - now, 1), "" if generation is None else generation]
+        return int(await self._run_script(self._touch, keys, args)) == 1
 
-    async def delete_owner(self, alloc_id: str, now: int) -> int:
-        removed = 0
-        before = cancel_requests()
-        async with self._slots:  # one command at a time: one connection
-            for bindings, expiries, owners in await self._owned_shards(alloc_id):
-                index = owners + alloc_id
-                while found := await self._client.zrange(index, 0, self._batch - 1):
-                    reraise_swallowed(before)  # a long loop stops at once when cancelled
-                    digests = [self._text(digest) for digest in found]
-                    keys = [index, expiries, *(bindings + d for d in digests)]
-                    removed += int(await self._drop_owned(keys=keys, args=[alloc_id, *digests]))
-        return removed
+    async def delete(self, key: bytes, now: int, generation: int | None = None) -> bool:
+        keys, args = self._write(key)
+        args.append("" if generation is None else generation)
+        return int(await self._run_script(self._delete, keys, args)) == 1
 
-    async def cleanup(self, now: int, batch: int) -> int:
-        """Forget the expiries of bindings Redis has expired; prune the owner indexes."""
-        forgotten = 0
-        async with self._slots:  # one command at a time: one connection
-            for bindings, expiries, _ in self._shards():
-                forgotten += await self._sweep(self._forget, expiries, bindings, now, batch)
-            async for raw_index in self._client.scan_iter(match=self._index_pattern(), count=1000):
-                index = self._text(raw_index)
-                bindings, owner = self._parse_index(index)
-                await self._sweep(self._prune, index, bindings, now, batch, owner)
-        return forgotten
+    async def lookup(self, key: bytes, now: int) -> str | None:
+        tag = self._tag(key)
+        value: str | None = await self._lookups.call((tag, f"{tag}s:{key.hex()}"))
+        return None if value is None else value.partition(" ")[0]
 
-    async def _sweep(
-        self, script: Any, zset: str, bindings: str, now: int, batch: int, *lead: str
-    ) -> int:
-        """Run ``script`` over the entries of ``zset`` scored <= now, a batch at a time.
+    async def lease(self, key: bytes, now: int) -> LeaseRow | None:
+        tag = self._tag(key)
+        value: str | None = await self._lookups.call((tag, f"{tag}s:{key.hex()}"))
+        return None if value is None else _lease(value)
 
-        It gets ``KEYS = [zset, *bindings]`` and ``ARGV = [*lead, *digests]`` and says
-        how many entries it dropped; those it keeps are skipped, so the sweep ends.
-        ``bindings`` is the prefix of the bindings' keys, before the digest.
-        """
-        dropped = start = 0
-        before = cancel_requests()
-        while found := await self._client.zrangebyscore(zset, "-inf", now, start=start, num=batch):
-            reraise_swallowed(before)  # a long sweep stops at once when cancelled
-            digests = [self._text(digest) for digest in found]
-            keys = [zset, *(bindings + d for d in digests)]
-            gone = int(await script(keys=keys, args=[*lead, *digests]))
-            dropped += gone
-            start += len(digests) - gone
-            if len(digests) < batch:
-                break
-        return dropped
+    async def _lookup_alone(self, request: tuple[str, str]) -> str | None:
+        tag, key = request
+        (value,) = await self._lookup(keys=[key], args=[tag])
+        return None if value is None else self._text(value)
 
-    async def gauges(self, now: int) -> Gauges:
-        """Live and expired bindings: two ZCOUNT in one round trip, whatever the count."""
-        async with self._slots, self._client.pipeline(transaction=False) as pipe:
-            pipe.zcount(self._expiries, f"({now}", "+inf")
-            pipe.zcount(self._expiries, "-inf", now)
-            sessions, expired = await pipe.execute()
-        return Gauges(int(sessions), int(expired), None)
+    async def _lookup_batch(self, requests: list[tuple[str, str]]) -> list[str | None]:
+        """The lookups of one tick: one script per tag, all in one pipeline."""
+        tags: dict[str, list[int]] = {}
+        for n, (tag, _) in enumerate(requests):
+            tags.setdefault(tag, []).append(n)
+        scripts = [
+            (self._lookup, [requests[n][1] for n in members], [tag])
+            for tag, members in tags.items()
+        ]
+        if len(scripts) == 1:
+            async with self._slots:
+                replies = [await self._script_alone(scripts[0])]
+        else:
+            async with self._slots:
+                replies = await self._pipelined(scripts)
+        values: list[Any] = [None] * len(requests)
+        for members, reply in zip(tags.values(), replies, strict=True):
+            if isinstance(reply, Exception):  # fails the lookups of its tag only
+                for n in members:
+                    values[n] = reply
+                continue
+            for n, value in zip(members, reply, strict=True):
+                values[n] = None if value is None else self._text(value)
+        return values
 
     async def ping(self) -> str:
         async with self._slots:

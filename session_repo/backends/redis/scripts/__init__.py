@@ -1,4 +1,9 @@
-"""The Redis backend's Lua scripts, one file each; the write scripts run after ``bind.lua``."""
+"""The Redis backend's Lua scripts, one file each, after the shared parts they use.
+
+``lib.lua`` (the key layout, a binding's value, the liveness rule) comes first in
+every script but ``forget``; ``bind.lua`` (generations, writing a binding) next in
+the write scripts.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,22 @@ from importlib.resources import files
 
 __all__ = ["load"]
 
-_AFTER_BIND = {"upsert", "claim", "touch", "delete"}
+_PRELUDES = {
+    "forget": (),
+    "upsert": ("lib", "bind"),
+    "acquire": ("lib", "bind"),
+    "touch": ("lib", "bind"),
+    "delete": ("lib", "bind"),
+}
 
 
 @cache
 def load(name: str) -> str:
-    """The source of ``<name>.lua``, with ``bind.lua`` first for the write scripts.
+    """The source of ``<name>.lua``, after the shared parts it uses.
 
     Args:
         name: the script's file name without ``.lua``.
     """
     here = files(__package__)
-    body = (here / f"{name}.lua").read_text(encoding="utf-8")
-    if name in _AFTER_BIND:
-        return (here / "bind.lua").read_text(encoding="utf-8") + body
-    return body
+    parts = (*_PRELUDES.get(name, ("lib",)), name)
+    return "".join((here / f"{part}.lua").read_text(encoding="utf-8") for part in parts)

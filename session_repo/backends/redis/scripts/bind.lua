@@ -1,15 +1,52 @@
--- Shared by the write scripts (upsert, claim, touch, delete), which run after it.
--- KEYS[1] = binding, KEYS[2] = expiries, KEYS[3] = an owner's index; ARGV[1] =
--- digest hex. An owner's index may keep entries of bindings since rebound or
--- deleted: whoever reads it (delete_owner, cleanup) checks the binding's owner.
-local function index(idx, expires_at, ttl)
-  redis.call('ZADD', idx, expires_at, ARGV[1])
+-- Shared by the write scripts (upsert, acquire, touch, delete), which run after it.
+-- KEYS[1] = the binding; ARGV[2] = its digest (hex).
+local KEY, DIGEST = KEYS[1], ARGV[2]
+
+local function index(owner, expires_at, ttl)
+  local idx = TAG .. 'o:' .. owner
+  redis.call('ZADD', idx, expires_at, DIGEST)
   if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end  -- -1: none yet
 end
--- The binding is written last: a script that fails (a key of the wrong type) stops
--- before it, and Redis keeps what a failed script did.
-local function bind(owner, expires_at, ttl)
-  index(KEYS[3], expires_at, ttl)
-  redis.call('ZADD', KEYS[2], expires_at, ARGV[1])
-  redis.call('SET', KEYS[1], owner, 'PX', ttl)
+
+-- The binding there now (owner, gen, ep, exp, live), or nil.
+local function current()
+  local value = redis.call('GET', KEY)
+  if not value then return nil end
+  local owner, gen, ep, exp = parse(value, KEY)
+  return {owner = owner, gen = gen, ep = ep, exp = exp, live = alive(owner, ep)}
+end
+
+-- A new generation: above every one given under this tag, and at least the server's
+-- clock in microseconds, so that it still rises after a failover lost the last ones.
+local function fresh()
+  local now = redis.call('TIME')
+  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = tonumber(redis.call('GET', TAG .. 'g') or '0')
+  local gen = string.format('%.0f', math.max(last + 1, floor))
+  redis.call('SET', TAG .. 'g', gen)
+  return gen
+end
+
+local function write(owner, gen, ep, expires_at, ttl)
+  index(owner, expires_at, ttl)
+  redis.call('ZADD', TAG .. 'e', expires_at, DIGEST)
+  redis.call('SET', KEY, owner .. ' ' .. gen .. ' ' .. ep .. ' ' .. expires_at, 'PX', ttl)
+end
+
+-- Bind to owner: the same live owner keeps its generation, anything else takes a new
+-- one. The binding is written before the old owner's index entry goes: a script that
+-- fails (a key of the wrong type) stops before it, and Redis keeps what it did.
+local function bind(old, owner, expires_at, ttl)
+  local gen
+  if old and old.live and old.owner == owner and old.gen ~= '0' then gen = old.gen else gen = fresh() end
+  write(owner, gen, redis.call('HGET', MARKS, owner) or '0', expires_at, ttl)
+  if old and old.owner ~= owner then redis.call('ZREM', TAG .. 'o:' .. old.owner, DIGEST) end
+  return {owner, gen, expires_at}
+end
+
+-- The live binding if it has generation want ('' for any), or nil.
+local function held(want)
+  local old = current()
+  if old and old.live and (want == '' or old.gen == want) then return old end
+  return nil
 end

@@ -1,4 +1,3 @@
--- Bind or rebind: KEYS[3] = the new owner's index. ARGV[2] = owner, ARGV[3] =
--- expires_at, ARGV[4] = ttl ms. The old owner's index entry is left for its readers.
-bind(ARGV[2], ARGV[3], tonumber(ARGV[4]))
+-- Bind or rebind: ARGV[3] = owner, ARGV[4] = expires_at, ARGV[5] = ttl ms.
+bind(current(), ARGV[3], ARGV[4], tonumber(ARGV[5]))
 return 1
