@@ -4,12 +4,17 @@ Every answer the primary gives is kept in a bounded warm cache. Once degraded, a
 session is copied from there into the fallback the first time it is used (it is
 *seeded*), so sessions that were routing keep routing; every outage write that
 changed something is journaled for write-back.
+
+A seeded session's owner, if it heartbeats through this wrapper, has its last known
+heartbeat seeded first (once per outage), so the fallback kills the owner's
+bindings when that heartbeat lapses, as the primary would.
 """
 
 from __future__ import annotations
 
 import logging
 
+from session_repo._core.storage import LeaseRow
 from session_repo.backends.memory import MemorySessionRepository
 from session_repo.resilience.journal import Journal, Write
 from session_repo.resilience.warm import WarmCache
@@ -44,6 +49,7 @@ class FallbackState:
         self.warm = WarmCache(warm_sessions)
         # Sessions the fallback holds this outage; none while healthy (cleared on recovery).
         self._seeded: set[bytes] = set()
+        self._beats_seeded: set[str] = set()  # owners whose heartbeat the fallback has
         self._default_ttl_ms = default_ttl_ms
         self._backend = backend
         self._dropped_logged = False
@@ -79,14 +85,42 @@ class FallbackState:
 
     async def owner(self, key: bytes, now: int) -> str | None:
         """The fallback's owner of ``key``, seeded from the warm cache on first use."""
-        if key not in self._seeded:
-            self._seeded.add(key)
-            row = self.warm.get(key, now)
-            if row is None:
-                await self.fallback.run("delete", lambda s: s.delete(key, now))
-            else:
-                await self.fallback.run("upsert", lambda s: s.upsert(key, *row))
+        await self.seed(key, now)
         return await self.fallback.run("lookup", lambda s: s.lookup(key, now))
+
+    async def lease(self, key: bytes, now: int) -> LeaseRow | None:
+        """The fallback's lease of ``key`` (its own generation), seeded on first use."""
+        await self.seed(key, now)
+        return await self.fallback.run("lease", lambda s: s.lease(key, now))
+
+    async def seed(self, key: bytes, now: int) -> None:
+        """Copy ``key``'s warm row (and its owner's heartbeat) into the fallback, once."""
+        if key in self._seeded:
+            return
+        self._seeded.add(key)
+        row = self.warm.get(key, now)
+        if row is None:
+            await self.fallback.run("delete", lambda s: s.delete(key, now))
+        else:
+            await self.seed_beat(row[0], now)
+            await self.fallback.run("upsert", lambda s: s.upsert(key, *row, now))
+
+    async def seed_beat(self, alloc_id: str, now: int) -> None:
+        """Copy ``alloc_id``'s last known heartbeat into the fallback, once per outage."""
+        if alloc_id in self._beats_seeded:
+            return
+        self._beats_seeded.add(alloc_id)
+        end = self.warm.beat_of(alloc_id)
+        if end is not None:
+            await self.fallback.run("heartbeat", lambda s: s.heartbeat(alloc_id, end, now))
+
+    async def beat(self, alloc_id: str, expires_at: int, now: int) -> None:
+        """An outage heartbeat: applied to the fallback, kept (the latest) for write-back."""
+        await self.seed_beat(alloc_id, now)
+        await self.fallback.run("heartbeat", lambda s: s.heartbeat(alloc_id, expires_at, now))
+        self.warm.beat(alloc_id, expires_at, now)
+        if not self.journal.record_beat(alloc_id, expires_at):
+            self._dropped()
 
     def journaled(
         self, write: Write, key: bytes, before: str | None, owner: str, expires_at: int
@@ -100,6 +134,13 @@ class FallbackState:
         if not self.journal.record_delete_owner(alloc_id):
             self._dropped()
 
+    def journaled_release(self, alloc_id: str) -> None:
+        """Keep an outage ``release`` for write-back, in order with the rest."""
+        self._beats_seeded.add(alloc_id)  # its heartbeat is gone: nothing to seed
+        self.warm.released(alloc_id)
+        if not self.journal.record_release(alloc_id):
+            self._dropped()
+
     def degraded(self) -> None:
         """A new outage began: a full journal is logged again."""
         self._dropped_logged = False
@@ -107,6 +148,7 @@ class FallbackState:
     def recovered(self) -> None:
         """The primary serves again: the fallback forgets the outage."""
         self._seeded.clear()
+        self._beats_seeded.clear()
         self.fallback.clear()
 
     def _dropped(self) -> None:

@@ -2,7 +2,8 @@
 
 An entry leaves the journal as it is applied; one that fails goes back to the
 journal's front and ends this try (the probe tries again), the rest of its batch
-staying written. While a batch is in flight, a writer of one of its sessions
+staying written. Each round writes the outage heartbeats first (see the journal),
+then one batch. While a batch is in flight, a writer of one of its sessions
 waits for it (one round trip); once a batch went through, a session with nothing
 left to write back may use the primary again.
 """
@@ -15,7 +16,7 @@ from session_repo._core.front import StoreFront
 from session_repo._core.keys import log_ref
 from session_repo.errors import RepositoryClosed
 from session_repo.resilience.claims import ClaimLostReports
-from session_repo.resilience.journal import Entry, write_back
+from session_repo.resilience.journal import BARRIERS, Entry, write_back, write_beat
 from session_repo.resilience.outage import FallbackState
 
 __all__ = ["WriteBack"]
@@ -65,6 +66,11 @@ class WriteBack:
         written = lost = 0
         try:
             while journal:
+                beats = journal.take_beats()
+                if beats:
+                    await self._beat(beats)
+                    written += len(beats)
+                    continue
                 batch = journal.take_batch()
                 outcomes = await self._write(batch)
                 # A batch went through: sessions with nothing to write back may use the
@@ -78,6 +84,25 @@ class WriteBack:
         finally:
             self.recovering = False
         return written, lost
+
+    async def _beat(self, beats: dict[str, int]) -> None:
+        """Write heartbeats back together; the failed ones go back to the journal."""
+        outcomes: list[BaseException | None] = [RepositoryClosed("unsent")] * len(beats)
+        try:
+            await self._primary.open()
+            now = self._primary.now_ms()
+            outcomes = await asyncio.gather(
+                *(write_beat(self._primary, owner, end, now) for owner, end in beats.items()),
+                return_exceptions=True,
+            )
+        finally:
+            failure: BaseException | None = None
+            for (owner, end), outcome in zip(beats.items(), outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    self._state.journal.put_back_beat(owner, end)
+                    failure = outcome
+        if failure is not None:
+            raise failure
 
     async def _write(self, batch: list[Entry]) -> list[str | BaseException | None]:
         writing = asyncio.Event()
@@ -110,7 +135,7 @@ class WriteBack:
             if isinstance(outcome, BaseException):
                 state.journal.put_back(entry)
                 failure = outcome
-            elif entry.kind == "owner":
+            elif entry.kind in BARRIERS:  # their bindings went (a heartbeat after stays)
                 state.warm.forget_owner(entry.owner)
             elif entry.kind == "claim" and outcome is not None and outcome != entry.owner:
                 state.seen(entry.key, outcome, self._primary.now_ms())

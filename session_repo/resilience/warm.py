@@ -23,6 +23,15 @@ Every healthy call records its answer here, so this is on the hot path, at up to
   one object, not two.
 - cachetools' ``LRUCache`` (the first version) reorders on every read and keeps its
   order in Python code: ~1.2 us per new session once full, against ~0.25 us here.
+
+It must never seed a binding whose owner is dead. The primary already answers
+``None`` for an owner whose heartbeat lapsed (and that answer drops the row), but a
+row kept from earlier would outlive it: so the heartbeats that go through this
+wrapper are kept here too (``beat``), and ``get`` gives nothing for an owner whose
+last known heartbeat has ended. A heartbeat after a lapse forgets the owner's rows
+(the lapse was final for them, as on the primary), and so does a release, or an
+``owners()`` answer that no longer lists it. Owners that heartbeat elsewhere are not
+extrapolated: their renewals cannot reach this process during an outage.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ class WarmCache:
         self._most_owners = max_sessions + SPARE_OWNERS
         self._bits = self._most_owners.bit_length()
         self._mask = (1 << self._bits) - 1
+        self._beats: dict[str, int] = {}  # owner -> its heartbeat's end (ms), as told here
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -135,11 +145,50 @@ class WarmCache:
             rows.move_to_end(key)
 
     def get(self, key: bytes, now: int) -> tuple[str, int] | None:
-        """The live row for ``key`` as (owner, expires_at), if any."""
+        """The live row for ``key`` as (owner, expires_at), if any.
+
+        A row whose owner's known heartbeat has ended is not live.
+        """
         row = self._rows.get(key)
         if row is None or row >> self._bits <= now:
             return None
-        return self._owners[row & self._mask], row >> self._bits
+        owner = self._owners[row & self._mask]
+        beat = self._beats.get(owner)
+        if beat is not None and beat <= now:
+            return None
+        return owner, row >> self._bits
+
+    def beat(self, alloc_id: str, expires_at: int, now: int) -> None:
+        """``alloc_id`` heartbeated until ``expires_at``; after a lapse, its rows go."""
+        last = self._beats.get(alloc_id)
+        if last is not None and last <= now:
+            self.forget_owner(alloc_id)
+        self._beats[alloc_id] = expires_at
+
+    def beat_of(self, alloc_id: str) -> int | None:
+        """The end of ``alloc_id``'s last heartbeat told here, if it ever beat here."""
+        return self._beats.get(alloc_id)
+
+    def beating(self) -> list[str]:
+        """The owners whose heartbeats were told here."""
+        return list(self._beats)
+
+    def released(self, alloc_id: str) -> None:
+        """``alloc_id`` left: its rows and its heartbeat go."""
+        self.forget_owner(alloc_id)
+        self._beats.pop(alloc_id, None)
+
+    def owners_seen(self, live: dict[str, int]) -> None:
+        """An ``owners()`` answer: a heartbeat kept here but not listed lapsed or left.
+
+        Args:
+            live: alloc id -> heartbeat end (ms), the owners live on the store.
+        """
+        for alloc_id in [o for o in self._beats if o not in live]:
+            self.released(alloc_id)
+        for alloc_id, end in live.items():
+            if alloc_id in self._beats:
+                self._beats[alloc_id] = end
 
     def keys_of(self, alloc_id: str) -> list[bytes]:
         """The sessions known to be ``alloc_id``'s (a scan: ``delete_owner`` is rare)."""
@@ -159,6 +208,7 @@ class WarmCache:
         self._rows.clear()
         self._numbers.clear()
         self._owners.clear()
+        self._beats.clear()
 
     def _number(self, owner: str) -> int:
         """A number for an owner not numbered yet."""

@@ -19,6 +19,19 @@ on write-back is counted (``claims_lost``) and reported to the claim-lost
 listeners. Service flips back to the primary with no await between the journal
 running empty and the flip.
 
+Leases while degraded (issue 14): ``acquire`` and ``lease`` are answered by the
+fallback, with the fallback's own generations: a fencing token issued while degraded
+is good only against the fallback (a token the primary issued does not match there,
+so a conditional call with it answers ``False``), and once a win is written back
+the primary's generation is the one that counts. ``acquire`` is journaled as a
+claim; a conditional ``touch``/``delete`` acts on the fallback by its generation and
+is journaled in its plain form only if it acted. ``heartbeat`` is applied to the
+fallback and journaled folded per owner, written back (before the bindings) only
+if it has not lapsed by then. ``release`` is applied to the fallback, forgets the
+owner's warm sessions and is journaled in order. ``owners`` is the fallback's: the
+heartbeats made through this wrapper. The warm cache never seeds a binding whose
+owner it knows to be dead (see ``warm``).
+
 Not covered, by design: a process that dies while degraded loses the writes it
 has not written back (the journal lives in memory, like the fallback).
 """
@@ -41,6 +54,7 @@ from session_repo._core.front import StoreFront
 from session_repo._core.inputs import (
     Ttl,
     check_alloc_id,
+    check_generation,
     check_session_id,
     non_negative_seconds,
     positive_int,
@@ -48,10 +62,11 @@ from session_repo._core.inputs import (
     ttl_ms,
 )
 from session_repo._core.keys import session_key
-from session_repo._core.storage import Gauges
+from session_repo._core.storage import Gauges, LeaseRow
 from session_repo.backends.memory import MemorySessionRepository
 from session_repo.contract import SessionRepository
 from session_repo.errors import InvalidInput, RepositoryClosed, StorageError
+from session_repo.lease import Lease
 from session_repo.metrics import Health, Latency, SessionStoreMetrics
 from session_repo.resilience.claims import ClaimLostListener, ClaimLostReports
 from session_repo.resilience.outage import FallbackState
@@ -291,9 +306,10 @@ class ResilientSessionRepository:
         owner = check_alloc_id(alloc_id)
         life = ttl_ms(ttl, self._default_ttl_ms)
         if self._healthy:
-            expires_at = self._primary.now_ms() + life
+            now = self._primary.now_ms()
+            expires_at = now + life
             try:
-                await self._primary.run("upsert", lambda s: s.upsert(key, owner, expires_at))
+                await self._primary.run("upsert", lambda s: s.upsert(key, owner, expires_at, now))
             except StorageError as failed:
                 await self._upsert_served(key, owner, life, failed)
             else:
@@ -306,14 +322,15 @@ class ResilientSessionRepository:
         self, key: bytes, owner: str, life: int, failed: StorageError | None = None
     ) -> None:
         async def on_primary() -> None:
-            expires_at = self._now_ms() + life
-            await self._primary.run("upsert", lambda s: s.upsert(key, owner, expires_at))
+            now = self._now_ms()
+            expires_at = now + life
+            await self._primary.run("upsert", lambda s: s.upsert(key, owner, expires_at, now))
             self._state.answered(key, owner, expires_at)
 
         async def on_fallback() -> None:
             now = self._now_ms()
             before = await self._state.owner(key, now)
-            await self._fallback.run("upsert", lambda s: s.upsert(key, owner, now + life))
+            await self._fallback.run("upsert", lambda s: s.upsert(key, owner, now + life, now))
             self._state.journaled("upsert", key, before, owner, now + life)
 
         await self._serve("upsert", key, on_primary, on_fallback, failed)
@@ -438,15 +455,150 @@ class ResilientSessionRepository:
 
         return await self._serve("claim", key, on_primary, on_fallback, failed)
 
-    async def touch(self, session_id: str, ttl: Ttl | None = None) -> bool:
-        """Extend a live binding to now + ttl, keeping its owner.
+    async def acquire(
+        self,
+        session_id: str,
+        alloc_id: str,
+        ttl: Ttl | None = None,
+        *,
+        replacing: str | None = None,
+    ) -> Lease:
+        """``claim``, answering the winner's lease: the caller won iff ``owner == alloc_id``.
+
+        While degraded the fallback answers, with its own generation (a fencing
+        token good only against the fallback); a win is written back as a claim,
+        and then the primary's generation is the one that counts.
+
+        Args:
+            session_id: the client's session key.
+            alloc_id: the instance that wants the session.
+            ttl: how long a new binding lives; ``None`` for the primary's default.
+            replacing: an owner whose live binding this claim may take over.
+
+        Returns:
+            The lease after the call: the caller's, or the holder's, unchanged.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
+        key = session_key(check_session_id(session_id))
+        owner = check_alloc_id(alloc_id)
+        if replacing is not None:
+            check_alloc_id(replacing, "replacing")
+        life = ttl_ms(ttl, self._default_ttl_ms)
+        if self._healthy:
+            now = self._primary.now_ms()
+            try:
+                row = await self._primary.run(
+                    "acquire", lambda s: s.acquire(key, owner, now + life, now, replacing)
+                )
+            except StorageError as failed:
+                row = await self._acquire_served(key, owner, life, replacing, failed)
+            else:
+                self._warm.put(key, row.owner, row.expires_at)
+        else:
+            row = await self._acquire_served(key, owner, life, replacing)
+        self._counters.claims += 1
+        return Lease.from_ms(*row)
+
+    async def _acquire_served(
+        self,
+        key: bytes,
+        owner: str,
+        life: int,
+        replacing: str | None,
+        failed: StorageError | None = None,
+    ) -> LeaseRow:
+        async def on_primary() -> LeaseRow:
+            now = self._now_ms()
+            row = await self._primary.run(
+                "acquire", lambda s: s.acquire(key, owner, now + life, now, replacing)
+            )
+            self._state.answered(key, row.owner, row.expires_at)
+            return row
+
+        async def on_fallback() -> LeaseRow:
+            now = self._now_ms()
+            before = await self._state.owner(key, now)
+            row = await self._fallback.run(
+                "acquire", lambda s: s.acquire(key, owner, now + life, now, replacing)
+            )
+            if row.owner == owner and (before != owner or replacing == owner):
+                self._state.journaled("claim", key, before, owner, now + life)
+            return row
+
+        return await self._serve("acquire", key, on_primary, on_fallback, failed)
+
+    async def lease(self, session_id: str) -> Lease | None:
+        """``lookup`` with the generation and expiry; while degraded, the fallback's.
+
+        Args:
+            session_id: the client's session key.
+
+        Returns:
+            The live binding's lease, or ``None`` if there is none (also when its
+                owner's heartbeat lapsed).
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule.
+            RepositoryClosed: the repository was closed.
+        """
+        key = session_key(check_session_id(session_id))
+        row: LeaseRow | None
+        if self._healthy:
+            now = self._primary.now_ms()
+            try:
+                row = await self._primary.run("lease", lambda s: s.lease(key, now))
+            except StorageError as failed:
+                row = await self._lease_served(key, failed)
+            else:
+                if row is None:
+                    self._warm.put(key, None, now)
+                else:
+                    self._warm.seen(key, row.owner, now, row.expires_at)
+        else:
+            row = await self._lease_served(key)
+        if row is None:
+            self._counters.looked_up(None)
+            return None
+        self._counters.looked_up(row.owner)
+        return Lease.from_ms(*row)
+
+    async def _lease_served(
+        self, key: bytes, failed: StorageError | None = None
+    ) -> LeaseRow | None:
+        async def on_primary() -> LeaseRow | None:
+            now = self._now_ms()
+            row = await self._primary.run("lease", lambda s: s.lease(key, now))
+            if row is None:
+                self._state.answered(key, None, now)
+            else:
+                self._state.answered(key, row.owner, row.expires_at)
+            return row
+
+        async def on_fallback() -> LeaseRow | None:
+            return await self._state.lease(key, self._now_ms())
+
+        return await self._serve("lease", key, on_primary, on_fallback, failed)
+
+    async def touch(
+        self, session_id: str, ttl: Ttl | None = None, *, generation: int | None = None
+    ) -> bool:
+        """Extend a live binding to now + ttl, keeping its owner and generation.
+
+        While degraded, ``generation`` is matched against the fallback's own.
 
         Args:
             session_id: the client's session key.
             ttl: the binding's new life from now; ``None`` for the primary's default.
+            generation: if given, extend only while the live binding has it.
 
         Returns:
-            ``True`` if a live binding was extended, ``False`` if there is none.
+            ``True`` if a live binding was extended, ``False`` if there is none (or
+                its generation is not ``generation``).
 
         Raises:
             TypeError: an argument has the wrong type.
@@ -455,49 +607,60 @@ class ResilientSessionRepository:
         """
         key = session_key(check_session_id(session_id))
         life = ttl_ms(ttl, self._default_ttl_ms)
+        if generation is not None:
+            check_generation(generation)
         if self._healthy:
             now = self._primary.now_ms()
             try:
-                touched = await self._primary.run("touch", lambda s: s.touch(key, now + life, now))
+                touched = await self._primary.run(
+                    "touch", lambda s: s.touch(key, now + life, now, generation)
+                )
             except StorageError as failed:
-                touched = await self._touch_served(key, life, failed)
+                touched = await self._touch_served(key, life, generation, failed)
             else:
                 if touched:
                     self._warm.renew(key, now + life)
-                else:
+                elif generation is None:  # else: perhaps only another generation
                     self._warm.put(key, None, now)
         else:
-            touched = await self._touch_served(key, life)
+            touched = await self._touch_served(key, life, generation)
         self._counters.touches += 1
         return touched
 
     async def _touch_served(
-        self, key: bytes, life: int, failed: StorageError | None = None
+        self, key: bytes, life: int, generation: int | None, failed: StorageError | None = None
     ) -> bool:
         async def on_primary() -> bool:
             now = self._now_ms()
-            touched = await self._primary.run("touch", lambda s: s.touch(key, now + life, now))
+            touched = await self._primary.run(
+                "touch", lambda s: s.touch(key, now + life, now, generation)
+            )
             if touched:
                 self._state.renewed(key, now + life)
-            else:
+            elif generation is None:
                 self._state.answered(key, None, now)
             return touched
 
         async def on_fallback() -> bool:
             now = self._now_ms()
             before = await self._state.owner(key, now)
-            touched = await self._fallback.run("touch", lambda s: s.touch(key, now + life, now))
+            touched = await self._fallback.run(
+                "touch", lambda s: s.touch(key, now + life, now, generation)
+            )
             if touched and before is not None:
                 self._state.journaled("touch", key, before, before, now + life)
             return touched
 
         return await self._serve("touch", key, on_primary, on_fallback, failed)
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str, *, generation: int | None = None) -> bool:
         """Remove ``session_id``'s binding; without a live one, a no-op.
+
+        While degraded, ``generation`` is matched against the fallback's own.
 
         Args:
             session_id: the client's session key.
+            generation: if given, remove only while the live binding has it.
 
         Returns:
             ``True`` if a live binding was removed.
@@ -508,31 +671,39 @@ class ResilientSessionRepository:
             RepositoryClosed: the repository was closed.
         """
         key = session_key(check_session_id(session_id))
+        if generation is not None:
+            check_generation(generation)
         if self._healthy:
             now = self._primary.now_ms()
             try:
-                deleted = await self._primary.run("delete", lambda s: s.delete(key, now))
+                deleted = await self._primary.run(
+                    "delete", lambda s: s.delete(key, now, generation)
+                )
             except StorageError as failed:
-                deleted = await self._delete_served(key, failed)
+                deleted = await self._delete_served(key, generation, failed)
             else:
-                self._warm.put(key, None, now)
+                if deleted or generation is None:
+                    self._warm.put(key, None, now)
         else:
-            deleted = await self._delete_served(key)
+            deleted = await self._delete_served(key, generation)
         if deleted:
             self._counters.deletes += 1
         return deleted
 
-    async def _delete_served(self, key: bytes, failed: StorageError | None = None) -> bool:
+    async def _delete_served(
+        self, key: bytes, generation: int | None, failed: StorageError | None = None
+    ) -> bool:
         async def on_primary() -> bool:
             now = self._now_ms()
-            deleted = await self._primary.run("delete", lambda s: s.delete(key, now))
-            self._state.answered(key, None, now)
+            deleted = await self._primary.run("delete", lambda s: s.delete(key, now, generation))
+            if deleted or generation is None:
+                self._state.answered(key, None, now)
             return deleted
 
         async def on_fallback() -> bool:
             now = self._now_ms()
             before = await self._state.owner(key, now)
-            deleted = await self._fallback.run("delete", lambda s: s.delete(key, now))
+            deleted = await self._fallback.run("delete", lambda s: s.delete(key, now, generation))
             if deleted:
                 self._state.journaled("delete", key, before, "", 0)
             return deleted
@@ -574,6 +745,98 @@ class ResilientSessionRepository:
         self._counters.deletes += removed
         return removed
 
+    async def heartbeat(self, alloc_id: str, ttl: Ttl) -> None:
+        """``alloc_id`` is alive until now + ttl; its bindings die when this lapses.
+
+        While degraded the fallback takes it (its bindings live on there) and the
+        latest one is written back on recovery, unless it has lapsed by then.
+
+        Args:
+            alloc_id: the instance that is alive.
+            ttl: how long it counts as alive without another heartbeat.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
+        owner = check_alloc_id(alloc_id)
+        life = ttl_ms(ttl, self._default_ttl_ms)
+
+        async def on_primary() -> None:
+            now = self._now_ms()
+            await self._primary.run("heartbeat", lambda s: s.heartbeat(owner, now + life, now))
+            self._warm.beat(owner, now + life, now)
+
+        async def on_fallback() -> None:
+            now = self._now_ms()
+            await self._state.beat(owner, now + life, now)
+
+        await self._serve("heartbeat", None, on_primary, on_fallback)
+
+    async def release(self, alloc_id: str) -> int:
+        """An owner leaves: its heartbeat and every binding of it are removed.
+
+        The warm cache forgets its sessions at once, so no outage serves them.
+
+        Args:
+            alloc_id: the instance that leaves.
+
+        Returns:
+            How many live bindings it held, in the store serving now.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            InvalidInput: an argument breaks an input rule; nothing was written.
+            RepositoryClosed: the repository was closed.
+        """
+        owner = check_alloc_id(alloc_id)
+
+        async def on_primary() -> int:
+            now = self._now_ms()
+            removed = await self._primary.run("release", lambda s: s.release(owner, now))
+            self._warm.released(owner)
+            return removed
+
+        async def on_fallback() -> int:
+            now = self._now_ms()
+            for key in self._warm.keys_of(owner):  # its known sessions, counted below
+                await self._state.seed(key, now)
+            self._state.journaled_release(owner)
+            return await self._fallback.run("release", lambda s: s.release(owner, now))
+
+        removed = await self._serve("release", None, on_primary, on_fallback)
+        self._counters.deletes += removed
+        return removed
+
+    async def owners(self) -> dict[str, datetime]:
+        """The owners with a live heartbeat, and when each lapses.
+
+        While degraded, as the fallback knows them: the heartbeats made through this
+        wrapper (its own machine's), not those other instances made.
+
+        Returns:
+            Alloc id to the end of its heartbeat (timezone-aware UTC).
+
+        Raises:
+            RepositoryClosed: the repository was closed.
+        """
+
+        async def on_primary() -> dict[str, int]:
+            now = self._now_ms()
+            ends = await self._primary.run("owners", lambda s: s.owners(now))
+            self._warm.owners_seen(ends)
+            return ends
+
+        async def on_fallback() -> dict[str, int]:
+            now = self._now_ms()
+            for owner in self._warm.beating():
+                await self._state.seed_beat(owner, now)
+            return await self._fallback.run("owners", lambda s: s.owners(now))
+
+        ends = await self._serve("owners", None, on_primary, on_fallback)
+        return {owner: datetime.fromtimestamp(end / 1000, UTC) for owner, end in ends.items()}
+
     async def cleanup(self) -> int:
         """Remove expired rows from the store serving now, batch by batch.
 
@@ -613,7 +876,9 @@ class ResilientSessionRepository:
             except StorageError:
                 self._counters.errors += 1
             else:
-                self._gauges = Gauges(gauges.sessions, gauges.expired, gauges.storage_bytes)
+                self._gauges = Gauges(
+                    gauges.sessions, gauges.expired, gauges.storage_bytes, gauges.owners
+                )
         return self.counters()
 
     def counters(self) -> SessionStoreMetrics:
@@ -624,13 +889,14 @@ class ResilientSessionRepository:
         own = self._counters
         primary = self._primary.counters()
         last = [t for t in (own.last_cleanup_at, primary.last_cleanup_at) if t is not None]
-        sessions, expired, size = self._gauges
+        sessions, expired, size, owners = self._gauges
         return dataclasses.replace(
             own.snapshot(
                 sessions=sessions,
                 expired=expired,
                 storage_bytes=size,
                 fallback_active=self._degraded,
+                owners=owners,
             ),
             cleaned=own.cleaned + primary.cleaned,
             last_cleanup_at=max(last, default=None),

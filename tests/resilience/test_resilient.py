@@ -31,6 +31,7 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
+from session_repo._core.storage import LeaseRow
 from session_repo.backends.base import Gauges, StoreFront
 from session_repo.backends.memory import MemoryStorage
 from session_repo.resilience.journal import WRITE_BACK_BATCH as BATCH
@@ -47,9 +48,9 @@ class BreakableStorage(MemoryStorage):
         super().__init__(100_000)
         self.store = store
 
-    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
         await self.store.fault(write=True)
-        await super().upsert(key, alloc_id, expires_at)
+        await super().upsert(key, alloc_id, expires_at, now)
 
     async def lookup(self, key: bytes, now: int) -> str | None:
         await self.store.fault()
@@ -58,16 +59,40 @@ class BreakableStorage(MemoryStorage):
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        await self.store.fault(write=True)
-        return await super().claim(key, alloc_id, expires_at, now, replacing)
+        await self.store.fault(write=True)  # (the memory claim is its acquire: one fault)
+        return (await MemoryStorage.acquire(self, key, alloc_id, expires_at, now, replacing)).owner
 
-    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
+    async def acquire(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> LeaseRow:
         await self.store.fault(write=True)
-        return await super().touch(key, expires_at, now)
+        return await super().acquire(key, alloc_id, expires_at, now, replacing)
 
-    async def delete(self, key: bytes, now: int) -> bool:
+    async def lease(self, key: bytes, now: int) -> LeaseRow | None:
+        await self.store.fault()
+        return await super().lease(key, now)
+
+    async def touch(
+        self, key: bytes, expires_at: int, now: int, generation: int | None = None
+    ) -> bool:
         await self.store.fault(write=True)
-        return await super().delete(key, now)
+        return await super().touch(key, expires_at, now, generation)
+
+    async def delete(self, key: bytes, now: int, generation: int | None = None) -> bool:
+        await self.store.fault(write=True)
+        return await super().delete(key, now, generation)
+
+    async def heartbeat(self, alloc_id: str, expires_at: int, now: int) -> None:
+        await self.store.fault(write=True)
+        await super().heartbeat(alloc_id, expires_at, now)
+
+    async def release(self, alloc_id: str, now: int) -> int:
+        await self.store.fault(write=True)
+        return await super().release(alloc_id, now)
+
+    async def owners(self, now: int) -> dict[str, int]:
+        await self.store.fault()
+        return await super().owners(now)
 
     async def delete_owner(self, alloc_id: str, now: int) -> int:
         await self.store.fault(write=True)
@@ -472,11 +497,11 @@ async def test_an_entry_is_applied_once_even_when_its_batch_partly_fails(
     original = store.storage.upsert
     failed: list[bytes] = []
 
-    async def first_fails(key: bytes, alloc_id: str, expires_at: int) -> None:
+    async def first_fails(key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
         if not failed:
             failed.append(key)
             raise StorageError("injected: deadlock", transient=True)
-        await original(key, alloc_id, expires_at)
+        await original(key, alloc_id, expires_at, now)
 
     deletes = 0
     original_claim = store.storage.claim
@@ -569,11 +594,11 @@ async def test_a_failed_write_back_keeps_only_what_was_not_written(
     original = store.storage.upsert
     written: list[bytes] = []
 
-    async def third_fails(key: bytes, alloc_id: str, expires_at: int) -> None:
+    async def third_fails(key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
         if len(written) >= 2:
             raise CORRUPT
         written.append(key)
-        await original(key, alloc_id, expires_at)
+        await original(key, alloc_id, expires_at, now)
 
     store.storage.upsert = third_fails  # type: ignore[method-assign]
     store.error = None
