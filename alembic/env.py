@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL, Connection
 from alembic import context
 from session_repo.backends.sql.engine import BEGIN_OPTION, create_engine, parse_url
 from session_repo.backends.sql.migrate import migration_lock
-from session_repo.backends.sql.model import metadata
+from session_repo.backends.sql.model import GENERATION_SOURCE, metadata
 from session_repo.config import SessionStoreConfig
 
 config = context.config
@@ -28,6 +28,15 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 def _url() -> URL:
     """The URL as the library reads it (``postgres://`` from a host: asyncpg)."""
     return parse_url(config.get_main_option("sqlalchemy.url") or SessionStoreConfig.from_env().url)
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave SQLite's generation counter to the migrations: it is no model table.
+
+    PostgreSQL and MariaDB keep the generations in a sequence, which autogenerate
+    does not compare; SQLite in a one-row table of that name (revision 0002).
+    """
+    return not (type_ == "table" and name == GENERATION_SOURCE)
 
 
 def run_migrations_offline() -> None:
@@ -48,6 +57,7 @@ def do_run_migrations(connection: Connection) -> None:
         connection=connection,
         target_metadata=metadata,
         compare_type=True,
+        include_name=include_name,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
