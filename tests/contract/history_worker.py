@@ -1,5 +1,7 @@
 """One process of the linearizability workload: random calls on a few hot keys, recorded.
 
+With ``Plan.leases`` the calls include ``acquire``, ``lease`` and touch/delete given a
+generation (one this process saw for the key, sometimes an older one: stale).
 Each process has its own repository on the shared store and runs a few asyncio tasks;
 every call is recorded with ``time.monotonic_ns()`` (CLOCK_MONOTONIC, one clock for
 every process of the machine) before it is sent and after its answer arrives. A call
@@ -19,7 +21,9 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 from session_repo import (
+    Lease,
     MemorySessionRepository,
+    RedisSessionRepository,
     SessionRepository,
     SqlSessionRepository,
     StorageError,
@@ -35,6 +39,18 @@ TTL = 600
 OP_TIMEOUT = 20.0
 KINDS = ("lookup", "upsert", "claim", "claim-replacing", "touch", "delete")
 WEIGHTS = (20, 10, 20, 25, 10, 15)
+LEASE_KINDS = (
+    *KINDS,
+    *("lease", "acquire", "acquire-replacing", "touch-generation", "delete-generation"),
+)
+LEASE_WEIGHTS = (6, 6, 6, 6, 4, 4, 14, 14, 14, 13, 13)
+# What each kind is recorded as (the rest: itself).
+RECORDED = {
+    "claim-replacing": "claim",
+    "acquire-replacing": "acquire",
+    "touch-generation": "touch",
+    "delete-generation": "delete",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,9 @@ class Plan:
     max_ops: int = 200  # calls each task makes at most
     think: float = 0.005  # longest pause between a task's calls, seconds
     bug: str | None = None  # a planted bug (see ``build``), or None for the real store
+    leases: bool = False  # also acquire, lease and conditional touch/delete
+    key_prefix: str = "hot-key-"  # the keys are this and a number
+    redis_prefix: str | None = None  # a Redis store's key prefix (None: the suite's)
 
 
 async def _racy_claim(
@@ -109,53 +128,91 @@ def build(backend_name: str, url: str | None, plan: Plan) -> SessionRepository:
         bugged = {"racy-claim": RacyClaims, "stale-lookup": StaleLookups}[plan.bug]
         assert url is not None, "the planted bugs live on a SQLite file"
         return bugged(url, **options)
+    if backend_name == "redis" and plan.redis_prefix is not None:
+        assert url is not None
+        return RedisSessionRepository(url, key_prefix=plan.redis_prefix, **options)
     from tests.conftest import BACKENDS
 
     return BACKENDS[backend_name].build(url, SystemClock(), options)
 
 
-async def _invoke(repo: SessionRepository, kind: str, key: str, owner: str, other: str) -> Any:
+def _answer(lease: Lease | None) -> tuple[str, int] | None:
+    return None if lease is None else (lease.owner, lease.generation)
+
+
+async def _invoke(
+    repo: SessionRepository, kind: str, key: str, owner: str, other: str, generation: int
+) -> Any:
     if kind == "lookup":
         return await repo.lookup(key)
+    if kind == "lease":
+        return _answer(await repo.lease(key))
     if kind == "upsert":
         return await repo.upsert(key, owner, TTL)
-    if kind == "claim":
-        return await repo.claim(key, owner, TTL)
-    if kind == "claim-replacing":
-        return await repo.claim(key, owner, TTL, replacing=other)
+    if kind in ("claim", "claim-replacing"):
+        return await repo.claim(key, owner, TTL, replacing=other if "-" in kind else None)
+    if kind in ("acquire", "acquire-replacing"):
+        return _answer(
+            await repo.acquire(key, owner, TTL, replacing=other if "-" in kind else None)
+        )
     if kind == "touch":
         return await repo.touch(key, TTL)
+    if kind == "touch-generation":
+        return await repo.touch(key, TTL, generation=generation)
+    if kind == "delete-generation":
+        return await repo.delete(key, generation=generation)
     return await repo.delete(key)
 
 
+def _generation(rng: random.Random, seen: list[int]) -> int:
+    """Mostly the last generation seen for the key; sometimes an older one (stale)."""
+    if not seen:
+        return rng.randint(1, 3)
+    if rng.random() < 0.7:
+        return seen[-1]
+    return rng.choice(seen[:-1]) if len(seen) > 1 else max(1, seen[-1] - 1)
+
+
 async def _task(
-    repo: SessionRepository, client: str, rng: random.Random, plan: Plan, history: list[Op]
+    repo: SessionRepository,
+    client: str,
+    rng: random.Random,
+    plan: Plan,
+    history: list[Op],
+    seen: dict[str, list[int]],
 ) -> None:
-    keys = [f"hot-key-{n}" for n in range(plan.keys)]
+    keys = [f"{plan.key_prefix}{n}" for n in range(plan.keys)]
     owners = [f"machine-{n}" for n in range(plan.owners)]
+    kinds, weights = (LEASE_KINDS, LEASE_WEIGHTS) if plan.leases else (KINDS, WEIGHTS)
     deadline = time.monotonic() + plan.duration
     for _ in range(plan.max_ops):
         if time.monotonic() >= deadline:
             return
-        kind = rng.choices(KINDS, WEIGHTS)[0]
+        kind = rng.choices(kinds, weights)[0]
         key, owner, other = rng.choice(keys), rng.choice(owners), rng.choice(owners)
+        generation = _generation(rng, seen.setdefault(key, []))
         call = time.monotonic_ns()
         try:
-            result = await asyncio.wait_for(_invoke(repo, kind, key, owner, other), OP_TIMEOUT)
+            result = await asyncio.wait_for(
+                _invoke(repo, kind, key, owner, other, generation), OP_TIMEOUT
+            )
         except (StorageError, TimeoutError) as exc:
             ret, result = None, type(exc).__name__
         else:
             ret = time.monotonic_ns()
+            if isinstance(result, tuple) and result[1] not in seen[key][-1:]:
+                seen[key].append(result[1])
         history.append(
             Op(
                 client=client,
                 key=key,
-                kind="claim" if kind == "claim-replacing" else kind,
+                kind=RECORDED.get(kind, kind),
                 call=call,
                 ret=ret,
                 result=result,
-                owner=owner if kind in ("upsert", "claim", "claim-replacing") else None,
-                replacing=other if kind == "claim-replacing" else None,
+                owner=owner if kind.startswith(("upsert", "claim", "acquire")) else None,
+                replacing=other if kind.endswith("-replacing") else None,
+                generation=generation if kind.endswith("-generation") else None,
             )
         )
         await asyncio.sleep(rng.uniform(0, plan.think))
@@ -171,9 +228,10 @@ async def record(repo: SessionRepository, name: str, plan: Plan, seed: int) -> l
         seed: seeds the tasks' choices.
     """
     history: list[Op] = []
+    seen: dict[str, list[int]] = {}  # the generations this process saw, per key
     await asyncio.gather(
         *(
-            _task(repo, f"{name}t{n}", random.Random(seed * 100 + n), plan, history)
+            _task(repo, f"{name}t{n}", random.Random(seed * 100 + n), plan, history, seen)
             for n in range(plan.tasks)
         )
     )

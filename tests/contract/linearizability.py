@@ -7,10 +7,18 @@ meets a return whose call it could not place. A cache of (linearized set, model 
 prunes every configuration it has already explored. Keys are checked one by one
 (linearizability is compositional over independent objects).
 
-The model is one binding's owner (``None`` for no binding): the histories use a ttl long
-enough that nothing expires while they run. An operation that raised is indeterminate: it
-may or may not have taken effect, so its return is at +infinity and any result is
-accepted; one that has no effect on the owner (``lookup``, ``touch``) is then dropped.
+The model is one binding: (owner, generation, least). The histories use a ttl long
+enough that nothing expires while they run. ``generation`` is the live binding's once
+an answer has shown it, else ``None`` (upsert and claim take a fresh one unseen; a later
+``lease``/``acquire`` or successful conditional op pins it). ``least`` is the least
+value a fresh generation may have: above every one the key had (the live binding's is
+always the greatest issued), so 1 + the last one shown. An unseen fresh one is >= least
+too, and the next fresh one after it is taken to need only that (not + 1 per unseen
+step: lenient, so that unseen steps do not multiply the states the memo tells apart).
+An operation that raised is indeterminate: it may or may not have taken effect, so its
+return is at +infinity and any result is accepted (leaving it out of the linearization
+is "no effect"); one that cannot change the binding (``lookup``, ``lease``, ``touch``) is
+then dropped. ``fencing_faults`` checks what needs no search.
 """
 
 from __future__ import annotations
@@ -18,9 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-__all__ = ["Op", "Verdict", "check_history", "check_key", "step"]
+__all__ = ["INITIAL", "Op", "Verdict", "check_history", "check_key", "fencing_faults", "step"]
 
 Owner = str | None
+State = tuple[Owner, int | None, int]  # (owner, generation if shown, least fresh one)
+INITIAL: State = (None, None, 1)  # no binding; generations are >= 1
+_NO_EFFECT = ("lookup", "lease", "touch")
 _INFINITY = float("inf")
 
 
@@ -28,17 +39,19 @@ _INFINITY = float("inf")
 class Op:
     """One call: what was asked, when (ns, one clock for every process), what came back.
 
-    ``ret`` is ``None`` for a call that raised: indeterminate.
+    ``ret`` is ``None`` for a call that raised: indeterminate. ``acquire`` and ``lease``
+    answer ``(owner, generation)`` (``lease``: or ``None``).
     """
 
     client: str
     key: str
-    kind: str  # lookup, upsert, claim, touch, delete
+    kind: str  # lookup, lease, upsert, claim, acquire, touch, delete
     call: int
     ret: int | None
     result: object = None
-    owner: str | None = None  # the alloc id given to upsert / claim
-    replacing: str | None = None  # claim's ``replacing=``
+    owner: str | None = None  # the alloc id given to upsert / claim / acquire
+    replacing: str | None = None  # claim's and acquire's ``replacing=``
+    generation: int | None = None  # touch's and delete's ``generation=``
 
     @property
     def definite(self) -> bool:
@@ -48,6 +61,8 @@ class Op:
         args = [repr(self.owner)] if self.owner is not None else []
         if self.replacing is not None:
             args.append(f"replacing={self.replacing!r}")
+        if self.generation is not None:
+            args.append(f"generation={self.generation}")
         ret = "?" if self.ret is None else f"{(self.ret - origin) / 1e6:9.3f}"
         outcome = "raised (indeterminate)" if self.ret is None else repr(self.result)
         return (
@@ -56,21 +71,68 @@ class Op:
         )
 
 
-def step(state: Owner, op: Op) -> tuple[bool, Owner]:
-    """The model: whether ``op`` may return its result in ``state``, and the state after."""
-    kind = op.kind
+def _shown(state: State, answer: object) -> tuple[bool, State]:
+    """Whether ``answer`` (owner, generation) is the live binding of ``state``; pins it."""
+    owner, generation, least = state
+    if not isinstance(answer, tuple) or owner is None or answer[0] != owner:
+        return False, state
+    shown: int = answer[1]
+    if generation is not None:
+        return shown == generation, state
+    return shown >= least, (owner, shown, shown + 1)
+
+
+def _held(state: State, wanted: int) -> tuple[bool, State]:
+    """Whether the live binding may have generation ``wanted``; the state if it has."""
+    owner, generation, least = state
+    if owner is None:
+        return False, state
+    if generation is not None:
+        return generation == wanted, state
+    return wanted >= least, (owner, wanted, wanted + 1)
+
+
+def step(state: State, op: Op) -> tuple[bool, State]:
+    """The model: whether ``op`` may return its result in ``state``, and the state after.
+
+    A conditional op that failed while the generation is unknown teaches nothing (the
+    model keeps no "not g"): lenient there, never wrong.
+    """
+    owner, generation, least = state
+    kind, result, definite = op.kind, op.result, op.ret is not None
     if kind == "lookup":
-        return (not op.definite or op.result == state), state
+        return (not definite or result == owner), state
+    if kind == "lease":
+        if not definite:
+            return True, state
+        return (result is None, state) if owner is None else _shown(state, result)
     if kind == "upsert":
-        return True, op.owner
-    if kind == "claim":
-        if state is not None and state != op.replacing:
-            return (not op.definite or op.result == state), state
-        return (not op.definite or op.result == op.owner), op.owner
+        return True, state if owner == op.owner else (op.owner, None, least)
+    if kind in ("claim", "acquire"):
+        if owner is not None and (owner != op.replacing or owner == op.owner):
+            after = state  # lost, or claimed its own binding: nothing changes
+        else:
+            after = (op.owner, None, least)
+        if not definite:
+            return True, after
+        return (result == after[0], after) if kind == "claim" else _shown(after, result)
+    wanted = op.generation
     if kind == "touch":
-        return (not op.definite or op.result == (state is not None)), state
+        if wanted is None:
+            return (not definite or result == (owner is not None)), state
+        if not definite:
+            return True, state
+        held, pinned = _held(state, wanted)
+        if result is True:
+            return held, pinned
+        return result is False and (generation is None or not held), state
     if kind == "delete":
-        return (not op.definite or op.result == (state is not None)), None
+        if wanted is None:
+            return (not definite or result == (owner is not None)), (None, None, least)
+        held, pinned = _held(state, wanted)
+        if not definite or result is True:  # linearized, an indeterminate one took effect
+            return held, (None, None, pinned[2])
+        return result is False and (generation is None or not held), state
     raise ValueError(f"unknown operation {kind!r}")
 
 
@@ -91,10 +153,10 @@ class BudgetExhausted(Exception):
     pass
 
 
-def _search(ops: Sequence[Op], initial: Owner, budget: int) -> tuple[bool, int]:
+def _search(ops: Sequence[Op], initial: State, budget: int) -> tuple[bool, int]:
     """Wing & Gong with memoization; (linearizable, steps). Raises ``BudgetExhausted``."""
-    # Indeterminate calls that cannot change the owner are dropped: any result, no effect.
-    ops = [op for op in ops if op.definite or op.kind not in ("lookup", "touch")]
+    # Indeterminate calls that cannot change the binding are dropped: any result, no effect.
+    ops = [op for op in ops if op.definite or op.kind not in _NO_EFFECT]
     n = len(ops)
     if n == 0:
         return True, 0
@@ -113,8 +175,8 @@ def _search(ops: Sequence[Op], initial: Owner, budget: int) -> tuple[bool, int]:
         prv[entry] = last
         last = entry
     definite_left = sum(1 for op in ops if op.definite)
-    cache: set[tuple[int, Owner]] = set()
-    stack: list[tuple[int, Owner]] = []
+    cache: set[tuple[int, State]] = set()
+    stack: list[tuple[int, State]] = []
     linearized = 0
     state = initial
     entry = nxt[head]
@@ -164,7 +226,7 @@ def _search(ops: Sequence[Op], initial: Owner, budget: int) -> tuple[bool, int]:
     return True, steps
 
 
-def _linearizable(ops: Sequence[Op], initials: Iterable[Owner], budget: int) -> tuple[bool, int]:
+def _linearizable(ops: Sequence[Op], initials: Iterable[State], budget: int) -> tuple[bool, int]:
     total = 0
     for initial in initials:
         ok, steps = _search(ops, initial, budget)
@@ -190,22 +252,24 @@ def _witness(ops: Sequence[Op], budget: int) -> tuple[list[Op], Op | None]:
     The end: the earliest return at which the history so far is already wrong (a
     history's prefix that cannot be linearized proves the whole cannot). The start: the
     latest quiescent instant (no call in flight) from which that stretch fails whatever
-    the owner was then. Calls that raised before that instant stay in the stretch (they
-    may have taken effect after it); one that took effect before it lands, unobserved,
-    at the end of a linearization of the stretch, so the stretch is a sound witness.
+    the owner and generation were then. Calls that raised before that instant stay in
+    the stretch (they may have taken effect after it); one that took effect before it
+    lands, unobserved, at the end of a linearization of the stretch, so the stretch is a
+    sound witness.
     """
     returns = sorted({op.ret for op in ops if op.ret is not None})
     lo, hi = 0, len(returns) - 1
     while lo < hi:  # the first cut that fails
         mid = (lo + hi) // 2
-        if _linearizable(_cut(ops, returns[mid]), [None], budget)[0]:
+        if _linearizable(_cut(ops, returns[mid]), [INITIAL], budget)[0]:
             lo = mid + 1
         else:
             hi = mid
     end = returns[lo]
     prefix = _cut(ops, end)
     culprit = next((op for op in prefix if op.ret == end), None)
-    owners: list[Owner] = [None, *sorted({op.owner for op in ops if op.owner is not None})]
+    names = sorted({op.owner for op in ops if op.owner is not None})
+    starts_from = [INITIAL, *((name, None, 1) for name in names)]  # of any generation
     starts = sorted({op.call for op in prefix}, reverse=True)
     for start in starts:
         if any(op.ret is not None and op.call < start <= op.ret for op in prefix):
@@ -213,24 +277,81 @@ def _witness(ops: Sequence[Op], budget: int) -> tuple[list[Op], Op | None]:
         window = [
             op
             for op in prefix
-            if op.call >= start or (op.ret is None and op.kind not in ("lookup", "touch"))
+            if op.call >= start or (op.ret is None and op.kind not in _NO_EFFECT)
         ]
-        if not _linearizable(window, owners, budget)[0]:
+        if not _linearizable(window, starts_from, budget)[0]:
             return window, culprit
     return prefix, culprit
 
 
-def check_key(key: str, ops: Sequence[Op], *, budget: int = 2_000_000) -> Verdict:
+def _shown_by(op: Op) -> tuple[int, str | None] | None:
+    """The generation a definite answer shows the key's live binding had, and its owner."""
+    if op.ret is None:
+        return None
+    if op.kind in ("acquire", "lease") and isinstance(op.result, tuple):
+        return op.result[1], op.result[0]
+    if op.kind in ("touch", "delete") and op.generation is not None and op.result is True:
+        return op.generation, None  # a conditional op that succeeded: the owner unsaid
+    return None
+
+
+def fencing_faults(ops: Iterable[Op]) -> list[tuple[str, Op, Op]]:
+    """What needs no search: (fault, earlier op, later op) for one key's ``ops``.
+
+    A generation belongs to one owner, and the live binding's is the greatest the key
+    was ever issued: so an answer whose call came after another's return never shows a
+    smaller generation (a successful conditional op shows its own; a stale one that
+    succeeded after a newer one was seen is caught here).
+    """
+    shown = [(op, *seen) for op in ops if (seen := _shown_by(op)) is not None]
+    faults: list[tuple[str, Op, Op]] = []
+    holders: dict[int, tuple[str, Op]] = {}
+    for op, generation, owner in shown:
+        if owner is not None:
+            first = holders.setdefault(generation, (owner, op))
+            if first[0] not in (owner, ""):
+                faults.append((f"generation {generation} held by two owners", first[1], op))
+                holders[generation] = ("", first[1])  # told once
+    by_return = sorted(shown, key=lambda seen: seen[0].ret or 0)
+    highest: tuple[Op, int, str | None] | None = None
+    returned = 0
+    for op, generation, _ in sorted(shown, key=lambda seen: seen[0].call):
+        while returned < len(by_return) and (by_return[returned][0].ret or 0) < op.call:
+            if highest is None or by_return[returned][1] > highest[1]:
+                highest = by_return[returned]
+            returned += 1
+        if highest is not None and generation < highest[1]:
+            faults.append(
+                (f"generation went back from {highest[1]} to {generation}", highest[0], op)
+            )
+    return faults
+
+
+def _fencing_verdict(key: str, ops: Sequence[Op], faults: list[tuple[str, Op, Op]]) -> Verdict:
+    origin = ops[0].call
+    lines = [f"key {key!r}: fencing broken ({len(ops)} ops; times in ms from the first call):"]
+    for what, earlier, later in faults[:5]:
+        lines += [f"  {what}:", f"    {earlier.describe(origin)}", f"    {later.describe(origin)}"]
+    return Verdict(False, key, len(ops), report="\n".join(lines), witness=list(faults[0][1:]))
+
+
+def check_key(
+    key: str, ops: Sequence[Op], *, budget: int = 2_000_000, fencing: bool = True
+) -> Verdict:
     """Whether one key's history is linearizable from no binding.
 
     Args:
         key: the key, for the report.
         ops: that key's operations, in any order.
         budget: the most search steps to spend; past it the verdict is "exhausted".
+        fencing: run ``fencing_faults`` first (a fault there is the verdict).
     """
     ordered = sorted(ops, key=lambda op: (op.call, op.ret is None, op.ret or 0))
+    faults = fencing_faults(ordered) if fencing else []
+    if faults:
+        return _fencing_verdict(key, ordered, faults)
     try:
-        ok, steps = _linearizable(ordered, [None], budget)
+        ok, steps = _linearizable(ordered, [INITIAL], budget)
     except BudgetExhausted as exc:
         return Verdict(
             False,
@@ -250,7 +371,7 @@ def check_key(key: str, ops: Sequence[Op], *, budget: int = 2_000_000) -> Verdic
     what = "the shortest failing window" if culprit else "all of it (no shorter window in budget)"
     lines = [
         f"key {key!r}: not linearizable ({len(ordered)} ops); {what},"
-        f" {len(window)} ops, starting from any owner (times in ms from its first call):",
+        f" {len(window)} ops, from any owner and generation (times in ms from its first call):",
         *(("  * " if op is culprit else "    ") + op.describe(origin) for op in window),
         "  (* the return by which the history already cannot be linearized)",
     ]

@@ -5,6 +5,11 @@ touch / delete at random on four hot keys of one real store, while the store's
 connections are killed under them (SQLite: the file locked from outside). The recorded
 history is then checked, key by key, with tests/contract/linearizability.py. The checker itself is
 shown to reject hand-made violations, and the workload to catch planted bugs.
+
+The stores are this file's own (a database of their own on the SQL servers, a key prefix
+and a client name of their own on Redis), so only connections these tests opened are
+killed and no other test's emptying of the shared ones can touch a running history.
+tests/contract/test_lease_histories.py runs the same with the lease calls.
 """
 
 from __future__ import annotations
@@ -14,20 +19,30 @@ import contextlib
 import multiprocessing
 import random
 import sqlite3
+import threading
 import time
+import uuid
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from session_repo import MemorySessionRepository, SqlSessionRepository
 from tests.conftest import backend_params
 from tests.contract.history_worker import Plan, RacyMemoryClaims, record, run_process
-from tests.contract.linearizability import Op, Verdict, check_history, check_key, step
+from tests.contract.linearizability import (
+    INITIAL,
+    Op,
+    Verdict,
+    check_history,
+    check_key,
+    step,
+)
+from tests.servers import require_server
 
 PROCESSES = 3
 BUDGET = 2_000_000  # search steps per key; a real run needs a few thousand
@@ -48,20 +63,27 @@ def op(
     return Op(client, key, kind, call, ret, result, owner, replacing)
 
 
+def owner_step(owner: str | None, call: Op) -> tuple[bool, str | None]:
+    """The model's step on the owner alone (generations: tests/contract/test_lease_histories.py)."""
+    state = INITIAL if owner is None else (owner, 5, 6)
+    ok, after = step(state, call)
+    return ok, after[0]
+
+
 def test_the_model_follows_the_contract() -> None:
-    assert step(None, op("claim", 0, 1, "a", "a")) == (True, "a")
-    assert step("b", op("claim", 0, 1, "b", "a")) == (True, "b")
-    assert step("b", op("claim", 0, 1, "a", "a"))[0] is False
-    assert step("b", op("claim", 0, 1, "a", "a", replacing="b")) == (True, "a")
-    assert step(None, op("claim", 0, 1, "a", "a", replacing="b")) == (True, "a")
-    assert step("c", op("claim", 0, 1, "c", "a", replacing="b")) == (True, "c")
-    assert step("a", op("claim", 0, 1, "a", "a")) == (True, "a")
-    assert step("a", op("touch", 0, 1, True)) == (True, "a")
-    assert step(None, op("touch", 0, 1, True))[0] is False
-    assert step("a", op("delete", 0, 1, True)) == (True, None)
-    assert step(None, op("delete", 0, 1, False)) == (True, None)
-    assert step("a", op("upsert", 0, 1, None, "b")) == (True, "b")
-    assert step("a", op("lookup", 0, 1, "a")) == (True, "a")
+    assert owner_step(None, op("claim", 0, 1, "a", "a")) == (True, "a")
+    assert owner_step("b", op("claim", 0, 1, "b", "a")) == (True, "b")
+    assert owner_step("b", op("claim", 0, 1, "a", "a"))[0] is False
+    assert owner_step("b", op("claim", 0, 1, "a", "a", replacing="b")) == (True, "a")
+    assert owner_step(None, op("claim", 0, 1, "a", "a", replacing="b")) == (True, "a")
+    assert owner_step("c", op("claim", 0, 1, "c", "a", replacing="b")) == (True, "c")
+    assert owner_step("a", op("claim", 0, 1, "a", "a")) == (True, "a")
+    assert owner_step("a", op("touch", 0, 1, True)) == (True, "a")
+    assert owner_step(None, op("touch", 0, 1, True))[0] is False
+    assert owner_step("a", op("delete", 0, 1, True)) == (True, None)
+    assert owner_step(None, op("delete", 0, 1, False)) == (True, None)
+    assert owner_step("a", op("upsert", 0, 1, None, "b")) == (True, "b")
+    assert owner_step("a", op("lookup", 0, 1, "a")) == (True, "a")
 
 
 async def test_the_model_agrees_with_a_sequential_run_on_memory() -> None:
@@ -168,6 +190,50 @@ def test_an_exhausted_budget_is_no_pass() -> None:
 
 # -- faults under a running workload --------------------------------------------------
 
+HISTORY_DB = "session_repo_history"  # this file's database on the SQL servers
+REDIS_PREFIX = "session-repo-history:"  # and key prefix on Redis, where its clients are
+REDIS_CLIENT = "session-repo-history"  # named this: the only ones the faults kill
+
+
+async def _history_database(name: str) -> str:
+    """The URL of this file's own database on server ``name``, schema at head, emptied."""
+    base = make_url(require_server(name))
+    admin = create_async_engine(base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            if name == "postgresql":
+                exists = await conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": HISTORY_DB}
+                )
+                if not exists:
+                    await conn.execute(text(f"CREATE DATABASE {HISTORY_DB}"))
+            else:
+                await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {HISTORY_DB}"))
+    finally:
+        await admin.dispose()
+    url = base.set(database=HISTORY_DB).render_as_string(hide_password=False)
+    repo = SqlSessionRepository(url, auto_migrate=True, cleanup_interval=0)
+    async with repo, repo.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM session_bindings"))
+    return url
+
+
+async def history_store(backend_name: str, tmp_path: Path) -> str:
+    """This test's store: a SQLite file, this file's database, or Redis as its clients."""
+    if backend_name == "sqlite":
+        url = _sqlite_url(tmp_path)
+        await _prepare_sqlite(url)
+        return url
+    if backend_name == "redis":
+        url = require_server("redis")
+        return f"{url}{'&' if '?' in url else '?'}client_name={REDIS_CLIENT}"
+    return await _history_database(backend_name)
+
+
+def history_plan(**shape: Any) -> Plan:
+    """A plan on keys of their own (no earlier run's bindings) and this file's Redis prefix."""
+    return Plan(key_prefix=f"hot-{uuid.uuid4().hex[:8]}-", redis_prefix=REDIS_PREFIX, **shape)
+
 
 async def _kill_postgresql(url: str) -> int:
     engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
@@ -176,9 +242,10 @@ async def _kill_postgresql(url: str) -> int:
             killed = await conn.scalar(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " WHERE datname = :db AND pid <> pg_backend_pid()"
                     " AND backend_type = 'client backend'"
-                )
+                ),
+                {"db": HISTORY_DB},
             )
             return int(killed or 0)
     finally:
@@ -193,8 +260,9 @@ async def _kill_mariadb(url: str) -> int:
             ids = await conn.scalars(
                 text(
                     "SELECT id FROM information_schema.processlist"
-                    " WHERE db = DATABASE() AND id <> CONNECTION_ID()"
-                )
+                    " WHERE db = :db AND id <> CONNECTION_ID() AND command <> 'Daemon'"
+                ),
+                {"db": HISTORY_DB},
             )
             for thread_id in list(ids):
                 with contextlib.suppress(Exception):  # it may have gone meanwhile
@@ -205,12 +273,16 @@ async def _kill_mariadb(url: str) -> int:
         await engine.dispose()
 
 
-async def _kill_redis(url: str) -> int:
+async def _kill_redis() -> int:
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url)
-    try:  # SKIPME yes (the default): the killer keeps its own connection
-        return int(await client.client_kill_filter(_type="normal", skipme=True))
+    client = aioredis.Redis.from_url(require_server("redis"))  # unnamed: never its own victim
+    killed = 0
+    try:
+        for entry in await client.client_list():
+            if entry.get("name") == REDIS_CLIENT:
+                killed += int(await client.client_kill_filter(_id=str(entry["id"])))
+        return killed
     finally:
         await client.aclose()
 
@@ -230,7 +302,7 @@ async def _fault(backend_name: str, url: str, rng: random.Random) -> int:
     if backend_name == "mariadb":
         return await _kill_mariadb(url)
     if backend_name == "redis":
-        return await _kill_redis(url)
+        return await _kill_redis()
     path = url.removeprefix("sqlite+aiosqlite:///")
     return await asyncio.to_thread(_lock_sqlite, path, rng.uniform(0.05, 0.3))
 
@@ -249,7 +321,7 @@ async def _keep_faulting(backend_name: str, url: str, stop: asyncio.Event) -> in
 # -- the workload ---------------------------------------------------------------------
 
 
-async def _run_workload(
+async def run_workload(
     backend_name: str, url: str, plan: Plan, *, faults: bool
 ) -> tuple[list[Op], int]:
     """Every call of ``PROCESSES`` spawned processes, and how many faults hit them."""
@@ -269,7 +341,11 @@ async def _run_workload(
     stop = asyncio.Event()
     faulting: asyncio.Task[int] | None = None
     try:
-        await asyncio.to_thread(barrier.wait, 120)
+        try:
+            await asyncio.to_thread(barrier.wait, 120)
+        except threading.BrokenBarrierError:  # a worker failed before the start: say why
+            report = await asyncio.to_thread(results.get, True, 30)
+            raise AssertionError(f"worker {report[0]} failed to start:\n{report[2]}") from None
         if faults:
             faulting = asyncio.create_task(_keep_faulting(backend_name, url, stop))
         reports = [await asyncio.to_thread(results.get, True, 180) for _ in workers]
@@ -285,7 +361,7 @@ async def _run_workload(
     return [call for _, history, _ in reports for call in history], fault_count
 
 
-def _failure(verdicts: list[Verdict]) -> str:
+def failure(verdicts: list[Verdict]) -> str:
     return "\n\n".join(v.report for v in verdicts if not v.ok)
 
 
@@ -304,15 +380,11 @@ STORES = backend_params("sqlite", "postgresql", "mariadb", "redis")
 @pytest.mark.slow
 @pytest.mark.parametrize("backend_name", STORES)
 async def test_histories_under_killed_connections_are_linearizable(
-    backend_name: str, store_location: str | None, tmp_path: Path
+    backend_name: str, tmp_path: Path
 ) -> None:
-    url = store_location
-    if backend_name == "sqlite":
-        url = _sqlite_url(tmp_path)
-        await _prepare_sqlite(url)
-    assert url is not None
+    url = await history_store(backend_name, tmp_path)
     started = time.monotonic()
-    history, faults = await _run_workload(backend_name, url, Plan(), faults=True)
+    history, faults = await run_workload(backend_name, url, history_plan(), faults=True)
     ran = time.monotonic() - started
     verdicts = check_history(history, budget=BUDGET)
     checked = time.monotonic() - started - ran
@@ -324,8 +396,8 @@ async def test_histories_under_killed_connections_are_linearizable(
     )
     print(summary)
     assert len(verdicts) == Plan().keys
-    assert not any(v.exhausted for v in verdicts), f"{summary}\n{_failure(verdicts)}"
-    assert all(v.ok for v in verdicts), f"{summary}\n{_failure(verdicts)}"
+    assert not any(v.exhausted for v in verdicts), f"{summary}\n{failure(verdicts)}"
+    assert all(v.ok for v in verdicts), f"{summary}\n{failure(verdicts)}"
     assert faults > 0
 
 
@@ -337,9 +409,9 @@ async def test_histories_under_killed_connections_are_linearizable(
 async def test_planted_bugs_across_processes_are_caught(bug: str, tmp_path: Path) -> None:
     url = _sqlite_url(tmp_path)
     await _prepare_sqlite(url)
-    history, _ = await _run_workload("sqlite", url, Plan(bug=bug), faults=False)
+    history, _ = await run_workload("sqlite", url, Plan(bug=bug), faults=False)
     verdicts = check_history(history, budget=BUDGET)
-    assert not any(v.exhausted for v in verdicts), _failure(verdicts)
+    assert not any(v.exhausted for v in verdicts), failure(verdicts)
     failed = [v for v in verdicts if not v.ok]
     assert failed, f"the planted {bug} went unnoticed in {len(history)} calls"
     assert failed[0].witness
@@ -350,5 +422,5 @@ async def test_a_racy_claim_among_tasks_is_caught() -> None:
     async with RacyMemoryClaims(default_ttl=600) as repo:
         history = await record(repo, "p", Plan(tasks=9, duration=2.0, think=0.005), seed=1)
     verdicts = check_history(history, budget=BUDGET)
-    assert not any(v.exhausted for v in verdicts), _failure(verdicts)
+    assert not any(v.exhausted for v in verdicts), failure(verdicts)
     assert any(not v.ok for v in verdicts), f"unnoticed in {len(history)} calls"
