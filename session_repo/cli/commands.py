@@ -16,6 +16,7 @@ from typing import Any
 from alembic import command
 from session_repo.backends.sql.engine import create_engine
 from session_repo.backends.sql.migrate import alembic_config, head_revision, upgrade
+from session_repo.cli.leases import lease, owners
 from session_repo.cli.output import EXIT_MISSING, cleanup_with_progress, json_default
 from session_repo.cli.store import (
     backend_name,
@@ -139,7 +140,7 @@ async def _cleanup(args: argparse.Namespace) -> int:
 
 
 async def _stats(args: argparse.Namespace) -> int:
-    """Show live and expired bindings and the storage size.
+    """Show live and expired bindings, live owners and the storage size.
 
     session-repo stats
     session-repo stats --json   # every SessionStoreMetrics field (counters: this run only)
@@ -155,6 +156,7 @@ async def _stats(args: argparse.Namespace) -> int:
         "backend": backend,
         "live sessions": metrics.sessions,
         "expired rows": f"{metrics.expired} (removed by cleanup)",
+        "live owners": f"{metrics.owners} (with a heartbeat)",
         "storage": "n/a" if size is None else f"{size / 1024:.1f} KiB",
     }
     for name, value in rows.items():
@@ -233,6 +235,7 @@ async def _bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS: tuple[Command, ...] = (
-    _migrate, _current, _get, _set, _delete, _cleanup, _stats, _health, _doctor, _demo, _bench,
+    _migrate, _current, _get, _set, _delete, lease, owners, _cleanup, _stats, _health, _doctor,
+    _demo, _bench,
 )  # fmt: skip
 """Every command, in the order ``--help`` lists them; each is named by its function."""

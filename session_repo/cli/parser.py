@@ -80,12 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[common],
         )
         sub[name].set_defaults(run=run)
-    for name in ("get", "set", "delete"):
+    for name in ("get", "set", "delete", "lease"):
         sub[name].add_argument("session_id", metavar="SID", help='session id; "-" reads stdin')
     sub["set"].add_argument("alloc_id", metavar="ALLOC", help="the owner: machine or instance id")
     sub["set"].add_argument("--ttl", type=float, metavar="SECONDS", help="default: from settings")
     sub["migrate"].add_argument("--sql", action="store_true", help="print the SQL, run nothing")
-    for name in ("current", "get", "cleanup", "stats", "health", "doctor"):
+    for name in ("current", "get", "lease", "owners", "cleanup", "stats", "health", "doctor"):
         sub[name].add_argument("--json", action="store_true", help="print the answer as JSON")
     sub["demo"].add_argument("--dir", help="where to create demo.sqlite (default: a temp dir)")
     bench = sub["bench"]

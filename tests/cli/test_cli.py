@@ -18,14 +18,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from session_repo import SessionStoreMetrics, cli
+from session_repo import Lease, SessionRepository, SessionStoreMetrics, SqlSessionRepository, cli
 from session_repo.backends.sql.migrate import head_revision
 from session_repo.cli.output import json_default
 from tests.servers import require_server
@@ -162,6 +162,102 @@ def test_session_id_from_stdin(db: Path, run: Invoke, monkeypatch: pytest.Monkey
     assert run("get", SID).out == "machine-a\n"
 
 
+# -- leases ------------------------------------------------------------------------
+
+
+def seed(db: Path, *calls: Callable[[SessionRepository], Awaitable[object]]) -> list[object]:
+    """Run ``calls`` on the SQLite file the CLI uses, as another process's library would."""
+
+    async def go() -> list[object]:
+        async with SqlSessionRepository(f"sqlite+aiosqlite:///{db}", cleanup_interval=0) as repo:
+            return [await call(repo) for call in calls]
+
+    return asyncio.run(go())
+
+
+def test_lease_shows_owner_generation_and_expiry(db: Path, run: Invoke) -> None:
+    started = time.time()
+    (won,) = seed(db, lambda r: r.acquire(SID, "machine-a", 600))
+    assert isinstance(won, Lease)
+    result = run("lease", SID)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[:2] == ["owner       machine-a", f"generation  {won.generation}"]
+    shown = re.fullmatch(r"expires_at  (\S+) \(in (\d+\.\d) s\)", lines[2])
+    assert shown is not None, lines[2]
+    assert datetime.fromisoformat(shown[1]) == won.expires_at.replace(
+        microsecond=won.expires_at.microsecond // 1000 * 1000
+    )
+    end = won.expires_at.timestamp()  # shown to 0.1 s, measured while the command ran
+    assert end - time.time() - 0.05 <= float(shown[2]) <= end - started + 0.05
+    assert json.loads(run("lease", SID, "--json").out) == {
+        "owner": "machine-a",
+        "generation": won.generation,
+        "expires_at": won.expires_at.isoformat(),
+    }
+    assert SID not in result.out + result.err
+
+
+def test_lease_of_nothing_prints_nothing_and_exits_1(db: Path, run: Invoke) -> None:
+    missing = run("lease", SID)
+    assert (missing.code, missing.out) == (1, "")
+    as_json = run("lease", SID, "--json")
+    assert (as_json.code, json.loads(as_json.out)) == (1, None)
+    *_, owners = seed(
+        db,
+        lambda r: r.heartbeat("machine-a", 1),
+        lambda r: r.acquire(SID, "machine-a"),
+        lambda r: r.owners(),
+    )
+    assert isinstance(owners, dict)
+    lapses = owners["machine-a"].timestamp()
+    assert run("lease", SID).code == 0
+    assert time.time() < lapses, "too slow to see the lease before its owner lapsed"
+    time.sleep(max(0.0, lapses + 0.05 - time.time()))  # machine-a's heartbeat lapsed:
+    assert (run("lease", SID).code, run("lease", SID).out) == (1, "")  # its binding with it
+    assert run("get", SID).code == 1
+
+
+def test_lease_reads_the_session_id_from_stdin(
+    db: Path, run: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(db, lambda r: r.acquire(SID, "machine-a"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(SID + "\n"))
+    result = run("lease", "-")
+    assert result.code == 0
+    assert result.out.startswith("owner       machine-a\n")
+
+
+def test_owners_lists_live_heartbeats_and_when_each_lapses(db: Path, run: Invoke) -> None:
+    assert run("owners").out == "no owner has a live heartbeat\n"
+    assert json.loads(run("owners", "--json").out) == {}
+    seed(
+        db,
+        lambda r: r.heartbeat("machine-b", 300),
+        lambda r: r.heartbeat("machine-a", 30),
+        lambda r: r.heartbeat("machine-gone", 0.05),
+    )
+    time.sleep(0.1)
+    result = run("owners")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert [line.split()[0] for line in lines] == ["machine-a", "machine-b"]  # sorted, live only
+    left = [float(re.findall(r"\(in (\d+\.\d) s\)", line)[0]) for line in lines]
+    assert 25 < left[0] <= 30
+    assert 295 < left[1] <= 300
+    (owners,) = seed(db, lambda r: r.owners())
+    assert isinstance(owners, dict)
+    as_json = json.loads(run("owners", "--json").out)
+    assert as_json == {owner: end.isoformat() for owner, end in owners.items()}
+    assert list(as_json) == ["machine-a", "machine-b"]
+
+
+def test_stats_shows_live_owners(db: Path, run: Invoke) -> None:
+    seed(db, lambda r: r.heartbeat("machine-a", 60), lambda r: r.heartbeat("machine-b", 60))
+    assert "live owners    2 (with a heartbeat)" in run("stats").out.splitlines()
+    assert json.loads(run("stats", "--json").out)["owners"] == 2
+
+
 # -- stats and health ------------------------------------------------------------
 
 
@@ -216,6 +312,7 @@ def test_control_character_in_session_id(db: Path, run: Invoke) -> None:
     secret = "secret\x01session"
     assert_one_line_error(run("set", secret, "machine-a"), "secret")
     assert_one_line_error(run("get", secret), "secret")
+    assert_one_line_error(run("lease", secret), "secret")
 
 
 @pytest.mark.parametrize(
@@ -228,6 +325,8 @@ def test_control_character_in_session_id(db: Path, run: Invoke) -> None:
         (["get", SID], {"SESSION_STORE_URL": "nonsense"}, "SESSION_STORE_URL"),
         (["get", SID, "surplus-secret"], {}, "unrecognized arguments"),
         (["surplus-secret"], {}, "unknown command"),
+        (["lease", SID, "surplus-secret"], {}, "unrecognized arguments"),
+        (["owners", "surplus-secret"], {}, "unrecognized arguments"),
         (["set", SID, "machine-a", "--ttl", "soon"], {}, "invalid float value"),
     ],
 )
@@ -257,7 +356,8 @@ def test_unwritable_sqlite_path(db: Path, run: Invoke, tmp_path: Path) -> None:
 
 
 def test_help_has_examples(run: Invoke) -> None:
-    for command in ("migrate", "current", "get", "set", "delete", "cleanup", "stats", "health"):
+    commands = ("migrate", "current", "get", "set", "delete", "lease", "owners", "cleanup", "stats")
+    for command in (*commands, "health"):
         result = run(command, "--help")
         assert result.code == 0
         assert f"examples:\n  session-repo {command}" in result.out
