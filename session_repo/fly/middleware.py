@@ -19,7 +19,8 @@ knows it owns (and calls the store), ``request`` and ``response`` parse headers
 without ever raising and answer in the app's place, ``replay_state`` signs replays,
 ``learning`` binds and unbinds by the app's answers, ``keys`` runs a ``key``
 callable, ``workers`` tells whether several processes share this machine's port,
-``replies`` answers a misrouted request (plain or replay-cache mode).
+``replies`` answers a misrouted request (plain or replay-cache mode), ``liveness``
+heartbeats for this machine between the ``lifespan``'s startup and shutdown.
 See ``docs/fly.md`` for the behaviour table and the limits.
 """
 
@@ -38,6 +39,8 @@ from session_repo.fly._log import fields, logger
 from session_repo.fly.eras import sessionless
 from session_repo.fly.keys import KeyFunction, KeyReader
 from session_repo.fly.learning import Answer, Learner
+from session_repo.fly.lifespan import run_lifespan
+from session_repo.fly.liveness import Liveness, Sleep, heartbeat_seconds
 from session_repo.fly.ownership import ClaimLostReporter, Ownership
 from session_repo.fly.replay_state import ReplayStateSigner, session_digest, src_field
 from session_repo.fly.replies import OWNER_ID, Replier, cache_mode
@@ -99,12 +102,22 @@ class FlyReplayMiddleware:
             ``fly-replay: instance=<owner>`` so Fly can cache them, a stale cache
             hit is replayed to the owner with ``fly-replay-cache: invalidate``, a
             replayed request is always served, and a free session served 2xx binds.
+        heartbeat_ttl: from the ASGI lifespan startup to its shutdown, this machine
+            heartbeats (``SessionRepository.heartbeat``) every third of this, in
+            seconds or a ``timedelta`` (``SESSION_REPO_HEARTBEAT_TTL``, else 30, when
+            None), and releases its sessions at shutdown: a machine that dies loses
+            them within this, and their next requests are served where they land.
+            A heartbeat not renewed before it lapses (by ``clock``, a sixth early)
+            voids what this machine remembers owning: each session is claimed again
+            before it is served, and replayed if another machine took it.
+        sleep: how the heartbeat task waits (``asyncio.sleep`` when None).
 
     Raises:
         InvalidInput: ``instance_id`` is not 1..64 of ``[0-9A-Za-z_-]``,
             ``replay_status`` is not an HTTP status, ``replay_timeout`` does not look
             like ``"5s"`` or ``"800ms"``, ``max_replay_body`` is negative, ``ttl``
-            is out of range, or ``SESSION_REPO_REPLAY_CACHE`` is not a boolean.
+            or ``heartbeat_ttl`` is out of range, or ``SESSION_REPO_REPLAY_CACHE`` is
+            not a boolean.
         TypeError: ``ttl`` is not a number or a ``timedelta``, ``key`` is not a
             synchronous callable, or ``query_param`` is not a str.
     """
@@ -128,6 +141,8 @@ class FlyReplayMiddleware:
         remember: int = 100_000,
         unbind_on_404: bool = False,
         replay_cache: bool | None = None,
+        heartbeat_ttl: Ttl | None = None,
+        sleep: Sleep | None = None,
     ) -> None:
         self.app = app
         self.repository = repository
@@ -169,9 +184,9 @@ class FlyReplayMiddleware:
             self.replay_cache,
         )
         self._key = KeyReader(key, self._clock) if key is not None else None
-        self._ownership = Ownership(
-            repository, self.instance_id or "", seconds, self._clock, remember
-        )
+        me = self.instance_id or ""
+        beat = Liveness(repository, me, heartbeat_seconds(heartbeat_ttl), self._clock, sleep)
+        self._ownership = Ownership(repository, me, seconds, self._clock, remember, beat)
         self._learner = Learner(
             self._ownership,
             self._header,
@@ -202,16 +217,20 @@ class FlyReplayMiddleware:
         """Route one ASGI connection: replay it to the session's owner, or serve it here.
 
         Args:
-            scope: the ASGI scope; only ``http`` and ``websocket`` are routed, the rest
-                (``lifespan``) passes through.
+            scope: the ASGI scope; only ``http`` and ``websocket`` are routed; the
+                ``lifespan`` passes through, with the heartbeat between its startup
+                and its shutdown.
             receive: the ASGI ``receive``.
             send: the ASGI ``send``.
         """
         me = self.instance_id
         if me is None or scope["type"] not in ("http", "websocket"):
-            if me is not None and scope["type"] == "lifespan" and not self._workers_checked:
-                self._workers_checked = True
-                warn_if_several(me)
+            if me is not None and scope["type"] == "lifespan":
+                if not self._workers_checked:
+                    self._workers_checked = True
+                    warn_if_several(me)
+                await run_lifespan(self.app, scope, receive, send, self._ownership.liveness)
+                return
             await self.app(scope, receive, send)
             return
         request = FlyRequest(scope, self._read_header, self._read_cookie, self._read_query)

@@ -1,7 +1,12 @@
 """Who owns a session, as one machine sees it: the repository, and a memory in front.
 
 The hot path for a session this machine owns does no storage I/O: it remembers what
-it claimed and when, and renews only when less than half of the TTL is left. The
+it claimed, when, and in which incarnation of its heartbeat (``Liveness``), and
+renews only when less than half of the TTL is left. Once its heartbeat may have
+lapsed, that memory is void: each session is claimed again (after a heartbeat)
+before it is served, and one another machine took meanwhile is replayed there. The
+memory holds only this machine's own sessions: another machine's ownership is asked
+of the store each time, so nothing here outlives that machine's heartbeat. The
 store failing never fails a request: a failed call is "no answer" (the request is
 served here), and the failure is logged once per burst.
 """
@@ -18,6 +23,7 @@ from session_repo.clock import Clock
 from session_repo.contract import SessionRepository, session_ref
 from session_repo.errors import SessionRepoError
 from session_repo.fly._log import fields, logger
+from session_repo.fly.liveness import Liveness
 
 __all__ = ["ClaimLostListener", "ClaimLostReporter", "Ownership"]
 
@@ -28,6 +34,7 @@ ClaimLostListener = Callable[[str, str], Awaitable[None]]
 
 _LOG_REF = re.compile(r"[0-9a-f]{12}")
 _UNKNOWN = object()  # what a failed store call returns: "no answer", not "no owner"
+_LAPSED = -1  # the incarnation of a claim made while the heartbeat was lapsed: trusted never
 _QUIET = 30.0  # seconds after a reported store failure during which more are only counted
 
 
@@ -58,6 +65,7 @@ class Ownership:
         ttl: the life of a binding it claims, in seconds.
         clock: the time source for renewals and for the quiet period of failure logs.
         remember: how many sessions it keeps in memory as its own.
+        liveness: this machine's heartbeat (whether its memory of what it owns holds).
     """
 
     def __init__(
@@ -67,13 +75,16 @@ class Ownership:
         ttl: float,
         clock: Clock,
         remember: int,
+        liveness: Liveness,
     ) -> None:
         self.repository = repository
         self.instance_id = instance_id
         self.ttl = ttl
         self._clock = clock
-        # session digest -> (when this instance last claimed or renewed it, its log ref)
-        self._owned: LRUCache[bytes, tuple[float, str]] = LRUCache(maxsize=remember)
+        self.liveness = liveness
+        # session digest -> (when this instance last claimed or renewed it, its log ref,
+        # the heartbeat's incarnation then: _LAPSED, matching none, if it was lapsed)
+        self._owned: LRUCache[bytes, tuple[float, str, int]] = LRUCache(maxsize=remember)
         self._reported_at: float | None = None  # when a store failure was last logged
         self._suppressed = 0
 
@@ -92,9 +103,9 @@ class Ownership:
         now = self._clock.now()
         entry = self._owned.get(digest)
         if entry is not None and now - entry[0] < self.ttl:
-            if now - entry[0] < self.ttl / 2:
-                return me
-            return await self.claim(key, digest, replacing=me) or me
+            if now - entry[0] < self.ttl / 2 and entry[2] == self.liveness.current(now):
+                return me  # the hot path (while lapsed, current() is None: equal to none)
+            return await self.claim(key, digest, replacing=me) or me  # renew, or re-acquire
         self._owned.pop(digest, None)
         owner = await self._store(self.repository.lookup(key), "lookup", key)
         if owner is _UNKNOWN:
@@ -116,12 +127,17 @@ class Ownership:
             The winner's id, or None when the store did not answer.
         """
         me = self.instance_id
+        liveness = self.liveness
+        if not await liveness.revive():  # a binding written while lapsed is dead at once
+            return None  # (the store did not answer the heartbeat: serve here)
+        incarnation = liveness.current(self._clock.now())
+        incarnation = _LAPSED if incarnation is None else incarnation
         claim = self.repository.claim(key, me, self.ttl, replacing=replacing)
         winner = await self._store(claim, "claim", key)
         if not isinstance(winner, str):
             return None
         if winner == me:
-            self._owned[digest] = (self._clock.now(), session_ref(key))
+            self._owned[digest] = (self._clock.now(), session_ref(key), incarnation)
         else:
             self._owned.pop(digest, None)
         return winner
@@ -133,10 +149,13 @@ class Ownership:
             digest: the session's ``session_digest``.
 
         Returns:
-            True when no renewal is due yet.
+            True when no renewal is due yet (nor a claim anew, after a lapse).
         """
         entry = self._owned.get(digest)
-        return entry is not None and self._clock.now() - entry[0] < self.ttl / 2
+        if entry is None:
+            return False
+        now = self._clock.now()
+        return now - entry[0] < self.ttl / 2 and entry[2] == self.liveness.current(now)
 
     async def forget(self, key: str, digest: bytes) -> None:
         """The session is gone: forget owning it and delete its binding.
@@ -157,7 +176,7 @@ class Ownership:
             ref: the session's log reference (``session_repo.contract.session_ref``).
             winner: the owner that holds the session now.
         """
-        for digest in [d for d, (_, r) in self._owned.items() if r == ref]:
+        for digest in [d for d, (_, r, _) in self._owned.items() if r == ref]:
             self._owned.pop(digest, None)
         ref = ref if isinstance(ref, str) and _LOG_REF.fullmatch(ref) else "?"
         logger.info(

@@ -20,8 +20,9 @@ replayed (it has ``fly-replay-src``; a cached replay has none, as Fly documents)
 served where it lands and never replayed again, so a stale hit costs one extra hop
 at most and ownership moving back and forth cannot make a loop.
 
-Owner liveness (issue "Leases that cannot split") plugs in at ``Replier.redirect``:
-that is where a replay to an owner whose heartbeat has lapsed must not be sent.
+No replay, cached or not, goes to an owner whose heartbeat has lapsed: the store
+counts such a binding dead (``lookup`` says None), so ``redirect`` is only ever
+asked for a live owner, and the request for a dead one's session is served here.
 """
 
 from __future__ import annotations
@@ -147,8 +148,6 @@ class Replier:
         Returns:
             True when answered here; False for an owner id that cannot go into a header.
         """
-        # Owner liveness (issue "Leases that cannot split") goes here: an owner whose
-        # heartbeat has lapsed is no replay target, cached or not.
         if not OWNER_ID.fullmatch(owner):
             assert request.session_id is not None  # only a keyed request is redirected
             ref = session_ref(request.session_id)
