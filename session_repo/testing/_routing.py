@@ -7,12 +7,15 @@ when nothing that matches is running.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["fallback_target", "refusal", "replay_src", "replay_target"]
+__all__ = ["fallback_target", "refusal", "replay_src", "replay_target", "replay_wait"]
 
 Choose = Callable[[Sequence[str]], str]
+_DURATION = re.compile(r"([0-9]{1,9})(ms|s)")
 
 
 def replay_target(
@@ -105,3 +108,22 @@ def replay_src(sender: str, region: str, state: str | None) -> str:
     """
     src = f"instance={sender};region={region};t={time.time_ns() // 1000}"
     return src if state is None else f"{src};state={state}"
+
+
+def replay_wait(timeout: str | None) -> float:
+    """How long Fly's proxy tries to reach a replay target that is down before giving up.
+
+    Fly: ``timeout`` "sets how long the proxy should try to reach the replay target
+    before giving up"; without one, "a replay will try for a while" (unbounded here).
+
+    Args:
+        timeout: the ``fly-replay`` ``timeout`` field (``"5s"``, ``"800ms"``), or None.
+
+    Returns:
+        Seconds; ``math.inf`` with no (or an unreadable) ``timeout``.
+    """
+    shape = _DURATION.fullmatch(timeout.strip()) if timeout is not None else None
+    if shape is None:
+        return math.inf
+    number, unit = shape.groups()
+    return int(number) / (1000 if unit == "ms" else 1)

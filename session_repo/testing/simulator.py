@@ -17,7 +17,8 @@ replays per header or cookie value as ``_replay_cache`` describes: ``hit``, ``mi
 and ``bypass`` in ``fly-replay-cache-status``, ``ttl_seconds`` on ``clock``, and
 ``fly-replay-cache: invalidate``.
 
-What it does not model: waiting out ``timeout`` (a stopped machine fails at once),
+What it does not model: waiting out ``timeout`` (a stopped machine fails at once; the
+time Fly would have spent trying is recorded as ``Delivery.waited``),
 cross-app ``app=`` replays, the JSON replay body, path-based ``fly-replay-cache``
 answers, regions' latency, Fly's exact error pages, or what ``fly-replay-failed``
 contains (Fly says "metadata about what went wrong"; here
@@ -58,7 +59,13 @@ from session_repo.testing._replay_cache import (
     ReplayCacheRule,
     with_cache_status,
 )
-from session_repo.testing._routing import fallback_target, refusal, replay_src, replay_target
+from session_repo.testing._routing import (
+    fallback_target,
+    refusal,
+    replay_src,
+    replay_target,
+    replay_wait,
+)
 
 __all__ = ["Delivery", "FlyProxySimulator", "ReplayCacheRule"]
 
@@ -80,6 +87,9 @@ class Delivery:
         fell_back: whether the request was sent back with ``fly-replay-failed``.
         cache: what the replay cache did (``hit``, ``miss``, ``bypass``), None when
             no rule applied.
+        waited: the seconds Fly's proxy would have spent trying to reach replay
+            targets that were down (each replay's ``timeout``; ``math.inf`` for a
+            replay with none), before it fell back or failed; 0 when none was down.
     """
 
     method: str
@@ -91,6 +101,7 @@ class Delivery:
     replays: int
     fell_back: bool
     cache: str | None = None
+    waited: float = 0.0
 
 
 class FlyProxySimulator:
@@ -219,7 +230,10 @@ class FlyProxySimulator:
         """Stop a machine (all when None): its connections drop and its memory is gone.
 
         ``graceful`` runs the app's lifespan shutdown (as ``fly machine stop`` lets it);
-        otherwise it is a crash. Either way requests in flight there are cut off.
+        otherwise it is a crash (a killed VM): the lifespan task is cancelled with no
+        shutdown, and what it started (the middleware's heartbeat) stops with it, so
+        the machine's heartbeat lapses in the store as a dead machine's would. Either
+        way requests in flight there are cut off.
 
         Args:
             machine_id: the machine to stop, or None for every running machine.
@@ -309,7 +323,7 @@ class FlyProxySimulator:
             return
         origin = target = self._chooser(running)
         headers = list(scope["headers"])
-        replays, fell_back = 0, False
+        replays, fell_back, waited = 0, False, 0.0
         cache, label = self.replay_cache, None
         key = cache.key(scope) if cache is not None else None
         if cache is not None and key is not None:
@@ -323,13 +337,13 @@ class FlyProxySimulator:
             replay, status, answer = await deliver(self._machines[target], hop, body, out, gone)
             if replay is None:
                 self._learn(scope, answer, target, status)
-                self._record(scope, origin, target, status, replays, fell_back, label)
+                self._record(scope, origin, target, status, replays, fell_back, label, waited)
                 return
             reason = refusal(len(body), replays, fell_back, self._max_body, self._max_replays)
             if reason is not None:
                 self.refused += 1
                 await proxy_error(send, 502, reason)
-                self._record(scope, origin, None, 502, replays, fell_back, label)
+                self._record(scope, origin, None, 502, replays, fell_back, label, waited)
                 return
             fields = replay_fields(replay)
             live = self._regions()
@@ -337,10 +351,11 @@ class FlyProxySimulator:
             if cache is not None and key is not None:  # "only one step of lookup": 1st replay
                 cache.learn(key, replay, answer, chosen if replays == 0 else None)
             if chosen is None:
+                waited += replay_wait(fields.get("timeout"))  # Fly tries that long first
                 chosen = fallback_target(fields.get("fallback"), target, live, self._chooser)
                 if chosen is None:
                     await proxy_error(send, 502, "the replay target could not be reached")
-                    self._record(scope, origin, None, 502, replays, fell_back, label)
+                    self._record(scope, origin, None, 502, replays, fell_back, label, waited)
                     return
                 self.fallbacks += 1
                 fell_back = True
@@ -399,6 +414,7 @@ class FlyProxySimulator:
         replays: int,
         fell_back: bool,
         cache: str | None = None,
+        waited: float = 0.0,
     ) -> None:
         session = self._session(scope)
         ref = session_ref(session) if session else None
@@ -407,7 +423,9 @@ class FlyProxySimulator:
             if creator is not None and creator != served_by and self._machines[creator].running:
                 self.misrouted += 1
         method, path = scope["method"], scope["path"]
-        delivery = Delivery(method, path, ref, origin, served_by, status, replays, fell_back, cache)
+        delivery = Delivery(
+            method, path, ref, origin, served_by, status, replays, fell_back, cache, waited
+        )
         self.deliveries.append(delivery)
 
     def creator(self, session_id: str) -> str | None:
