@@ -8,7 +8,14 @@ Each machine runs one process of this app (``uvicorn --factory mcp_fly_server:cr
 signs replays, and Fly sets ``FLY_MACHINE_ID`` and ``FLY_APP_NAME``.
 
 The tools say which machine answered and how many calls this session has made there,
-state that exists only in that machine's memory.
+state that exists only in that machine's memory. ``/healthz`` answers Fly's health
+checks (``health_app``: 200 while the store serves, 503 when it is down).
+
+The lifespan, in order: the app's own startup opens the repository and starts the MCP
+session manager; then the middleware starts heartbeating for this machine (it waits
+for the app's startup to complete). At shutdown the middleware stops the heartbeat
+and releases this machine's sessions first; then the app's own shutdown stops the
+session manager and closes the repository.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from cachetools import LRUCache
 from mcp.server import MCPServer
@@ -27,9 +35,23 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from session_repo import SessionRepository, create_session_repository
+from session_repo.asgi import health_app
 from session_repo.fly import FlyReplayMiddleware
 
 TTL = 600.0  # seconds; a binding lives as long as an idle MCP session
+
+
+def with_health(app: Any, repository: SessionRepository, path: str = "/healthz") -> Any:
+    """``app``, with ``path`` answered by ``health_app``: 200 while the store serves, else 503."""
+    health = health_app(repository)
+
+    async def serve(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == path:
+            await health(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return serve
 
 
 def create_app(
@@ -37,6 +59,7 @@ def create_app(
     *,
     instance_id: str | None = None,
     state_secret: str | None = None,
+    replay_cache: bool | None = None,
 ) -> Starlette:
     """The app for one machine; ``None`` arguments come from the environment."""
     instance_id = instance_id or os.environ.get("FLY_MACHINE_ID") or os.environ.get("FLY_ALLOC_ID")
@@ -64,11 +87,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with store:
-            async with server.session_manager.run():
-                yield
-            if instance_id:  # a clean stop ends this machine's sessions: release them
-                await store.delete_owner(instance_id)
+        # The middleware releases this machine's sessions before this shutdown runs.
+        async with store, server.session_manager.run():
+            yield
 
     fly = Middleware(
         FlyReplayMiddleware,
@@ -76,8 +97,11 @@ def create_app(
         instance_id=instance_id,
         ttl=TTL,
         state_secret=state_secret,
+        replay_cache=replay_cache,
     )
-    return Starlette(routes=[Mount("/", app=mcp_app)], middleware=[fly], lifespan=lifespan)
+    health = Middleware(with_health, repository=store)  # no session key: passed through
+    routes = [Mount("/", app=mcp_app)]
+    return Starlette(routes=routes, middleware=[fly, health], lifespan=lifespan)
 
 
 def _transport_security() -> TransportSecuritySettings | None:
