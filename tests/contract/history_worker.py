@@ -131,6 +131,9 @@ def build(backend_name: str, url: str | None, plan: Plan) -> SessionRepository:
     if backend_name == "redis" and plan.redis_prefix is not None:
         assert url is not None
         return RedisSessionRepository(url, key_prefix=plan.redis_prefix, **options)
+    if backend_name in ("sqlite", "postgresql", "mariadb"):
+        assert url is not None
+        return SqlSessionRepository(url, **options)  # as the suite builds it, fewer imports
     from tests.conftest import BACKENDS
 
     return BACKENDS[backend_name].build(url, SystemClock(), options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import queue
 import random
 import sqlite3
 import threading
@@ -344,7 +345,10 @@ async def run_workload(
         try:
             await asyncio.to_thread(barrier.wait, 120)
         except threading.BrokenBarrierError:  # a worker failed before the start: say why
-            report = await asyncio.to_thread(results.get, True, 30)
+            try:
+                report = await asyncio.to_thread(results.get, True, 30)
+            except queue.Empty:
+                report = ("?", None, "no report (it died)")
             raise AssertionError(f"worker {report[0]} failed to start:\n{report[2]}") from None
         if faults:
             faulting = asyncio.create_task(_keep_faulting(backend_name, url, stop))
