@@ -14,6 +14,7 @@ CONTRACT_NAMES = {
     "SessionStoreConfig",
     "SessionStoreMetrics",
     "Health",
+    "Lease",
     "Clock",
     "SystemClock",
     "create_session_repository",
@@ -61,6 +62,14 @@ def test_errors_module_tree() -> None:
 
 def test_testing_exports_fake_clock() -> None:
     assert "FakeClock" in session_repo.testing.__all__
+
+
+def test_lease_is_a_frozen_dataclass_of_the_contracts_fields() -> None:
+    import dataclasses
+
+    fields = [(f.name, f.type) for f in dataclasses.fields(session_repo.Lease)]
+    assert fields == [("owner", "str"), ("generation", "int"), ("expires_at", "datetime")]
+    assert session_repo.Lease.__dataclass_params__.frozen  # type: ignore[attr-defined]
 
 
 def test_package_is_typed() -> None:
