@@ -28,6 +28,7 @@ ROOMS = {
     "errors": "types",
     "clock": "types",
     "metrics": "types",
+    "lease": "types",
     "contract": "contract",
     "config": "contract",
 }
