@@ -21,9 +21,10 @@ running empty and the flip.
 
 Leases while degraded (issue 14): ``acquire`` and ``lease`` are answered by the
 fallback, with the fallback's own generations: a fencing token issued while degraded
-is good only against the fallback (a token the primary issued does not match there,
-so a conditional call with it answers ``False``), and once a win is written back
-the primary's generation is the one that counts. ``acquire`` is journaled as a
+is good only against the fallback, and once a win is written back the primary's
+generation is the one that counts. The two never mix (``tokens``): while degraded a
+conditional call with a token the primary issued answers ``False``, and after
+recovery one with a token the fallback issued does too. ``acquire`` is journaled as a
 claim; a conditional ``touch``/``delete`` acts on the fallback by its generation and
 is journaled in its plain form only if it acted. ``heartbeat`` is applied to the
 fallback and journaled folded per owner, written back (before the bindings) only
@@ -73,6 +74,7 @@ from session_repo.resilience.outage import FallbackState
 from session_repo.resilience.probe import Probe
 from session_repo.resilience.recovery import WriteBack
 from session_repo.resilience.retry import RetryPolicy
+from session_repo.resilience.tokens import FallbackTokens
 
 __all__ = ["ClaimLostListener", "ResilientSessionRepository"]
 
@@ -146,15 +148,18 @@ class ResilientSessionRepository:
         self._retry = RetryPolicy(
             retry_count, retry_delay, self._counters, lambda: not self._healthy
         )
+        warm_sessions = positive_int("warm_sessions", warm_sessions)
         self._state = FallbackState(
             fallback,
             journal_max=positive_int("journal_max", journal_max),
-            warm_sessions=positive_int("warm_sessions", warm_sessions),
+            warm_sessions=warm_sessions,
             default_ttl_ms=primary.default_ttl_ms,
             backend=primary.backend,
         )
         self._journal = self._state.journal
         self._warm = self._state.warm
+        self._tokens = FallbackTokens(warm_sessions)
+        self._stale_tokens = self._tokens.stale  # read by the healthy path: empty, mostly
         self._default_ttl_ms = primary.default_ttl_ms
         self._claims = ClaimLostReports(primary.backend)
         if on_claim_lost is not None:
@@ -498,6 +503,8 @@ class ResilientSessionRepository:
                 row = await self._acquire_served(key, owner, life, replacing, failed)
             else:
                 self._warm.put(key, row.owner, row.expires_at)
+                if self._stale_tokens:
+                    self._tokens.answered(key, row.generation, row.owner)
         else:
             row = await self._acquire_served(key, owner, life, replacing)
         self._counters.claims += 1
@@ -517,6 +524,7 @@ class ResilientSessionRepository:
                 "acquire", lambda s: s.acquire(key, owner, now + life, now, replacing)
             )
             self._state.answered(key, row.owner, row.expires_at)
+            self._tokens.answered(key, row.generation, row.owner)
             return row
 
         async def on_fallback() -> LeaseRow:
@@ -527,6 +535,7 @@ class ResilientSessionRepository:
             )
             if row.owner == owner and (before != owner or replacing == owner):
                 self._state.journaled("claim", key, before, owner, now + life)
+            self._tokens.issued(key, row.generation, row.owner)
             return row
 
         return await self._serve("acquire", key, on_primary, on_fallback, failed)
@@ -559,6 +568,8 @@ class ResilientSessionRepository:
                     self._warm.put(key, None, now)
                 else:
                     self._warm.seen(key, row.owner, now, row.expires_at)
+                    if self._stale_tokens:
+                        self._tokens.answered(key, row.generation, row.owner)
         else:
             row = await self._lease_served(key)
         if row is None:
@@ -577,10 +588,14 @@ class ResilientSessionRepository:
                 self._state.answered(key, None, now)
             else:
                 self._state.answered(key, row.owner, row.expires_at)
+                self._tokens.answered(key, row.generation, row.owner)
             return row
 
         async def on_fallback() -> LeaseRow | None:
-            return await self._state.lease(key, self._now_ms())
+            row = await self._state.lease(key, self._now_ms())
+            if row is not None:
+                self._tokens.issued(key, row.generation, row.owner)
+            return row
 
         return await self._serve("lease", key, on_primary, on_fallback, failed)
 
@@ -609,7 +624,7 @@ class ResilientSessionRepository:
         life = ttl_ms(ttl, self._default_ttl_ms)
         if generation is not None:
             check_generation(generation)
-        if self._healthy:
+        if self._healthy and (generation is None or not self._tokens.refused(key, generation)):
             now = self._primary.now_ms()
             try:
                 touched = await self._primary.run(
@@ -631,6 +646,8 @@ class ResilientSessionRepository:
         self, key: bytes, life: int, generation: int | None, failed: StorageError | None = None
     ) -> bool:
         async def on_primary() -> bool:
+            if generation is not None and self._tokens.refused(key, generation):
+                return False  # a token the fallback issued: it names no primary binding
             now = self._now_ms()
             touched = await self._primary.run(
                 "touch", lambda s: s.touch(key, now + life, now, generation)
@@ -642,6 +659,8 @@ class ResilientSessionRepository:
             return touched
 
         async def on_fallback() -> bool:
+            if generation is not None and not self._tokens.honoured(key, generation):
+                return False  # not a token the fallback issued: a primary one, perhaps
             now = self._now_ms()
             before = await self._state.owner(key, now)
             touched = await self._fallback.run(
@@ -673,7 +692,7 @@ class ResilientSessionRepository:
         key = session_key(check_session_id(session_id))
         if generation is not None:
             check_generation(generation)
-        if self._healthy:
+        if self._healthy and (generation is None or not self._tokens.refused(key, generation)):
             now = self._primary.now_ms()
             try:
                 deleted = await self._primary.run(
@@ -694,6 +713,8 @@ class ResilientSessionRepository:
         self, key: bytes, generation: int | None, failed: StorageError | None = None
     ) -> bool:
         async def on_primary() -> bool:
+            if generation is not None and self._tokens.refused(key, generation):
+                return False
             now = self._now_ms()
             deleted = await self._primary.run("delete", lambda s: s.delete(key, now, generation))
             if deleted or generation is None:
@@ -701,6 +722,8 @@ class ResilientSessionRepository:
             return deleted
 
         async def on_fallback() -> bool:
+            if generation is not None and not self._tokens.honoured(key, generation):
+                return False
             now = self._now_ms()
             before = await self._state.owner(key, now)
             deleted = await self._fallback.run("delete", lambda s: s.delete(key, now, generation))
@@ -973,6 +996,7 @@ class ResilientSessionRepository:
         self._healthy = not (self._degraded or self._closed)
 
     def _recovered(self) -> None:
+        self._tokens.recovered()
         self._degraded = False
         self._set_healthy()
 

@@ -31,7 +31,6 @@ from session_repo import (
     StorageError,
     create_session_repository,
 )
-from session_repo._core.storage import LeaseRow
 from session_repo.backends.base import Gauges, StoreFront
 from session_repo.backends.memory import MemoryStorage
 from session_repo.resilience.journal import WRITE_BACK_BATCH as BATCH
@@ -64,11 +63,11 @@ class BreakableStorage(MemoryStorage):
 
     async def acquire(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
-    ) -> LeaseRow:
+    ) -> Any:  # LeaseRow (not on a public path)
         await self.store.fault(write=True)
         return await super().acquire(key, alloc_id, expires_at, now, replacing)
 
-    async def lease(self, key: bytes, now: int) -> LeaseRow | None:
+    async def lease(self, key: bytes, now: int) -> Any:  # LeaseRow | None
         await self.store.fault()
         return await super().lease(key, now)
 

@@ -377,3 +377,37 @@ async def test_leases_through_a_locked_sqlite_file(tmp_path: Path) -> None:
         s2 = await fresh.lease("s2")
         assert s2 is not None
         assert s2.owner == "m1"
+
+
+# -- fencing tokens never cross between the stores -------------------------------
+
+
+async def test_a_stale_primary_token_never_acts_on_the_fallback(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    stale = await repo.acquire("s1", "m1")  # generation 1 on a fresh primary
+    assert (await store.acquire("s1", "m2", replacing="m1")).owner == "m2"
+    assert await repo.lookup("s1") == "m2"  # warm: m2 holds it
+    await degrade(repo, store)
+    assert await repo.lookup("s1") == "m2"  # seeded: generation 1 of a fresh fallback
+    assert await repo.delete("s1", generation=stale.generation) is False
+    assert await repo.touch("s1", generation=stale.generation) is False
+    assert await repo.lookup("s1") == "m2"
+    assert await journaled(repo) == 0
+
+
+async def test_a_fallback_token_never_acts_on_the_primary(
+    repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    await degrade(repo, store)
+    ours = await repo.acquire("s1", "m1")  # generation 1 of a fresh fallback
+    store.error = None
+    theirs = await store.acquire("s1", "m2")  # another instance, meanwhile: generation 1 too
+    assert theirs.generation == ours.generation
+    await wait_for(lambda: healthy(repo))
+    assert (await repo.metrics()).claims_lost == 1
+    assert await repo.delete("s1", generation=ours.generation) is False
+    assert await repo.touch("s1", generation=ours.generation) is False
+    assert await repo.lease("s1") == theirs
+    assert await repo.delete("s1", generation=ours.generation) is False  # still m2's, still refused
+    assert await store.lookup("s1") == "m2"
