@@ -6,7 +6,8 @@ heartbeat lands at its exact time. What is checked: the period and the expiry th
 store keeps (``owners()``), the release at shutdown, the app's own lifespan passed
 through untouched (its failures too), no heartbeat off Fly, a store that fails or
 hangs under the heartbeat (requests still served, the task keeps going, a crash
-still stops it), and the ``heartbeat_ttl`` setting and its environment variable.
+still stops it), the ``heartbeat_ttl`` setting and its environment variable, and a
+Starlette app whose own lifespan opens and closes the store.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from session_repo import InvalidInput, MemorySessionRepository
+from session_repo import InvalidInput, MemorySessionRepository, SqlSessionRepository
 from session_repo.fly import FlyReplayMiddleware
 from session_repo.testing import FakeClock, FlyProxySimulator
 from tests.fly.heartbeat_fleet import TTL, A, B, Flaky, Fleet, client, create, simulator
@@ -264,3 +273,48 @@ def test_a_bad_heartbeat_ttl_is_refused(
 
     with pytest.raises(error):
         FlyReplayMiddleware(app, repo, instance_id=A, heartbeat_ttl=setting)
+
+
+async def test_a_starlette_app_that_opens_and_closes_the_store_in_its_lifespan(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """The release runs before the app's own shutdown closes the store, the first heartbeat
+    after its startup opened it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sessions.sqlite'}"
+    ticker = Ticker(clock)
+    opened: list[str] = []
+
+    def machine(machine_id: str) -> Any:
+        store = SqlSessionRepository(url, clock=clock, cleanup_interval=0)
+
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            async with store:
+                opened.append(machine_id)
+                yield
+
+        async def hello(request: Request) -> Response:
+            return Response("hi", headers={"mcp-session-id": "s-" + machine_id})
+
+        fly = Middleware(
+            FlyReplayMiddleware,
+            repository=store,
+            instance_id=machine_id,
+            clock=clock,
+            heartbeat_ttl=TTL,
+            sleep=ticker.sleep,
+        )
+        return Starlette(routes=[Route("/", hello)], middleware=[fly], lifespan=lifespan)
+
+    async with SqlSessionRepository(url, clock=clock, cleanup_interval=0) as probe:
+        sim = FlyProxySimulator(machine, [A, B], chooser=lambda running: A)
+        async with sim, client(sim) as http:
+            assert opened == [A, B]
+            assert set(await probe.owners()) == {A, B}
+            assert (await http.get("/")).status_code == 200
+            assert await probe.lookup("s-" + A) == A
+            await ticker.advance(TTL / 3)
+            assert (await probe.owners())[A] == at(START + TTL / 3 + TTL)
+            await sim.stop(A)
+            assert set(await probe.owners()) == {B}  # released while the store was open
+            assert await probe.lookup("s-" + A) is None
