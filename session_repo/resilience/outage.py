@@ -122,6 +122,22 @@ class FallbackState:
         if not self.journal.record_beat(alloc_id, expires_at):
             self._dropped()
 
+    async def reassert(self, alloc_id: str, now: int) -> None:
+        """``alloc_id`` is a new incarnation on the primary: journal its live sessions as claims.
+
+        Its sessions here (warm or in the fallback) with no entry of their own, each
+        claimed replacing itself: on the primary its old binding is dead, so the claim
+        takes it back, unless another instance holds it (a lost claim, reported).
+        """
+        keys = set(self.warm.keys_of(alloc_id))
+        keys.update(key for key, owner, _ in self.fallback.bindings() if owner == alloc_id)
+        for key in keys:
+            if key in self.journal:
+                continue
+            row = await self.lease(key, now)
+            if row is not None and row.owner == alloc_id and key not in self.journal:
+                self.journaled("claim", key, alloc_id, alloc_id, row.expires_at)
+
     def journaled(
         self, write: Write, key: bytes, before: str | None, owner: str, expires_at: int
     ) -> None:

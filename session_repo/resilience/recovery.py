@@ -3,7 +3,13 @@
 An entry leaves the journal as it is applied; one that fails goes back to the
 journal's front and ends this try (the probe tries again), the rest of its batch
 staying written. Each round writes the outage heartbeats first (see the journal),
-then one batch. While a batch is in flight, a writer of one of its sessions
+then one batch. An owner whose heartbeat the primary no longer held live (it lapsed
+there during a long outage, while the fallback took its renewals) comes back as a
+new incarnation, which leaves its earlier bindings dead on the primary although
+the fallback told the owner they were alive: so each of its sessions live in the
+fallback (or warm) with nothing to write back is journaled as a claim replacing
+itself. Taken back unless another instance bound it meanwhile; then it is a lost
+claim, reported like any other. While a batch is in flight, a writer of one of its sessions
 waits for it (one round trip); once a batch went through, a session with nothing
 left to write back may use the primary again.
 """
@@ -91,6 +97,7 @@ class WriteBack:
         try:
             await self._primary.open()
             now = self._primary.now_ms()
+            live = await self._primary.run("owners", lambda s: s.owners(now))
             outcomes = await asyncio.gather(
                 *(write_beat(self._primary, owner, end, now) for owner, end in beats.items()),
                 return_exceptions=True,
@@ -103,6 +110,9 @@ class WriteBack:
                     failure = outcome
         if failure is not None:
             raise failure
+        for owner, end in beats.items():
+            if end > now and owner not in live:  # a new incarnation there: claim anew
+                await self._state.reassert(owner, now)
 
     async def _write(self, batch: list[Entry]) -> list[str | BaseException | None]:
         writing = asyncio.Event()

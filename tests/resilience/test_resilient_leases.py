@@ -216,6 +216,28 @@ async def test_a_heartbeat_is_written_back_before_the_bindings(
     assert await store.lookup("s1") == "m1"
 
 
+async def test_an_owner_that_lapsed_on_the_primary_takes_its_sessions_back(
+    repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
+) -> None:
+    """The outage outlasts m1's heartbeat on the primary while the fallback takes its
+    renewals: its heartbeat comes back as a new incarnation there, and its sessions,
+    dead there but alive as far as m1 was told, are claimed back (one was taken)."""
+    await repo.heartbeat("m1", 10)
+    await repo.acquire("s1", "m1")
+    await repo.acquire("s2", "m1")
+    await degrade(repo, store)
+    for _ in range(4):
+        fake_clock.advance(5)
+        await repo.heartbeat("m1", 10)
+    assert await repo.lookup("s1") == "m1"
+    store.error = None
+    assert (await store.acquire("s2", "m2")).owner == "m2"  # m1 is dead there
+    await wait_for(lambda: healthy(repo))
+    assert await store.lookup("s1") == "m1"
+    assert await store.lookup("s2") == "m2"
+    assert (await repo.metrics()).claims_lost == 1
+
+
 async def test_a_heartbeat_that_lapsed_during_the_outage_is_not_written_back(
     repo: ResilientSessionRepository, store: BreakableStore, fake_clock: FakeClock
 ) -> None:
