@@ -94,7 +94,10 @@ async def empty_db_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 async def _drop_schema(direct_url: str) -> None:
     conn = await asyncpg.connect(_raw_dsn(direct_url))
     try:
-        await conn.execute("DROP TABLE IF EXISTS session_bindings, alembic_version")
+        await conn.execute(
+            "DROP TABLE IF EXISTS session_bindings, session_owners, alembic_version; "
+            "DROP SEQUENCE IF EXISTS session_generation"
+        )
     finally:
         await conn.close()
 

@@ -365,9 +365,15 @@ def traced() -> Iterator[dict[int, list[str]]]:
 
 def writer_statements(seen: dict[int, list[str]]) -> list[str]:
     """What the one connection that wrote (the pipeline's writer) ran, pragmas aside:
-    a statement's first word, or all of BEGIN IMMEDIATE."""
+    a statement's first word, or all of BEGIN IMMEDIATE.
+
+    SQLite traces a statement once more for each trigger program it enters (the
+    generation counter's, revision 0002), with the same text: a repeat right after
+    a statement is that statement."""
     (writes,) = [s for s in seen.values() if any(q.startswith("INSERT") for q in s)]
-    return [q if q.startswith("BEGIN") else q.split()[0] for q in writes if "PRAGMA" not in q]
+    run = [q for q in writes if "PRAGMA" not in q]
+    run = [q for n, q in enumerate(run) if n == 0 or q != run[n - 1]]
+    return [q if q.startswith("BEGIN") else q.split()[0] for q in run]
 
 
 def free_to_write(path: Path) -> bool:

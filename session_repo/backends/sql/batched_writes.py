@@ -81,10 +81,10 @@ async def upsert_batch(
 async def claim_batch(
     requests: list[Claim],
     *,
-    many: Callable[[list[Claim], int], Awaitable[dict[bytes, str]]],
-    one: Callable[[Claim], Awaitable[str]],
+    many: Callable[[list[Claim], int], Awaitable[dict[bytes, Any]]],
+    one: Callable[[Claim], Awaitable[Any]],
 ) -> list[Any]:
-    """Each claim's outcome (the owner, or its exception): one statement for most.
+    """Each claim's outcome (its lease, or its exception): one statement for most.
 
     One statement updates a row once and compares one ``now``: the claims of
     distinct keys naming no ``replacing`` go together (with the latest ``now`` of
@@ -94,8 +94,8 @@ async def claim_batch(
     Args:
         requests: the claims.
         many: the claims given (sorted by key) and their ``now`` as one statement,
-            answering each key's owner.
-        one: one claim, answering its owner.
+            answering each key's lease.
+        one: one claim, answering its lease.
     """
     if len(requests) == 1:
         return [await one(requests[0])]
@@ -111,9 +111,9 @@ async def claim_batch(
         claims = sorted((requests[n] for n in together.values()), key=_by_key)
 
         async def run_together() -> list[Any]:
-            owners = await many(claims, max(claim[3] for claim in claims))
+            leases = await many(claims, max(claim[3] for claim in claims))
             missing = StorageError("claim returned no owner", transient=True)
-            return [owners.get(claim[0], missing) for claim in claims]
+            return [leases.get(claim[0], missing) for claim in claims]
 
         answered = await _each_alone_if_refused(run_together, one, claims)
         for claim, outcome in zip(claims, answered, strict=True):

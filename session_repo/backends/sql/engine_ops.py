@@ -13,7 +13,7 @@ from typing import TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from session_repo._core.storage import Gauges
+from session_repo._core.storage import Gauges, LeaseRow
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.sqlite_engine import BEGIN_OPTION
@@ -61,8 +61,15 @@ class EngineOps(SqlPath):
 
         return await self._read(work)
 
-    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        params = {"key": key, "alloc": alloc_id, "expires": expires_at}
+    async def lease(self, key: bytes, now: int) -> LeaseRow | None:
+        async def work(conn: AsyncConnection) -> LeaseRow | None:
+            row = (await conn.execute(self._sql.lease, {"key": key, "now": now})).one_or_none()
+            return None if row is None else LeaseRow(*row)
+
+        return await self._read(work)
+
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
+        params = {"key": key, "alloc": alloc_id, "expires": expires_at, "now": now}
 
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(self._sql.upsert, params)
@@ -72,6 +79,11 @@ class EngineOps(SqlPath):
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
+        return (await self.acquire(key, alloc_id, expires_at, now, replacing)).owner
+
+    async def acquire(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> LeaseRow:
         params = {
             "key": key,
             "alloc": alloc_id,
@@ -80,30 +92,37 @@ class EngineOps(SqlPath):
             "replacing": replacing,
         }
 
-        async def work(conn: AsyncConnection) -> str:
+        async def work(conn: AsyncConnection) -> LeaseRow:
             result = await conn.execute(self._sql.claim, params)
-            if self._sql.claim_returns_owner:
-                taken = result.scalar_one_or_none()
+            if self._sql.claim_returns_lease:
+                taken = result.one_or_none()
                 if taken is not None:
-                    return str(taken)
-            owner = (await conn.execute(self._sql.owner, {"key": key})).scalar_one_or_none()
-            if owner is None:
+                    return LeaseRow(*taken)
+            # In the claim's transaction: the row it left is locked (or SQLite's writer).
+            row = (await conn.execute(self._sql.current, {"key": key})).one_or_none()
+            if row is None:
                 raise StorageError("claim found no row after writing one", transient=True)
-            return owner
+            return LeaseRow(*row)
 
         return await self._write(work)
 
-    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
-        params = {"key": key, "expires": expires_at, "now": now}
+    async def touch(
+        self, key: bytes, expires_at: int, now: int, generation: int | None = None
+    ) -> bool:
+        params = {"key": key, "expires": expires_at, "now": now, "generation": generation}
+        statement = self._sql.touch if generation is None else self._sql.touch_held
 
         async def work(conn: AsyncConnection) -> bool:
-            return (await conn.execute(self._sql.touch, params)).rowcount > 0
+            return (await conn.execute(statement, params)).rowcount > 0
 
         return await self._write(work)
 
-    async def delete(self, key: bytes, now: int) -> bool:
+    async def delete(self, key: bytes, now: int, generation: int | None = None) -> bool:
+        params = {"key": key, "now": now, "generation": generation}
+        statement = self._sql.delete if generation is None else self._sql.delete_held
+
         async def work(conn: AsyncConnection) -> bool:
-            return (await conn.execute(self._sql.delete, {"key": key, "now": now})).rowcount > 0
+            return (await conn.execute(statement, params)).rowcount > 0
 
         return await self._write(work)
 
@@ -115,22 +134,57 @@ class EngineOps(SqlPath):
 
         return await self._write(work)
 
-    async def cleanup_batch(self, now: int, batch: int) -> int:
-        params = {"now": now, "batch": batch}
+    async def heartbeat(self, alloc_id: str, expires_at: int, now: int) -> None:
+        params = {"alloc": alloc_id, "expires": expires_at, "now": now}
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self._sql.owner.heartbeat, params)
+
+        await self._write(work)
+
+    async def release(self, alloc_id: str, now: int) -> int:
+        params = {"alloc": alloc_id, "now": now}
+        owner = self._sql.owner
 
         async def work(conn: AsyncConnection) -> int:
-            return (await conn.execute(self._sql.cleanup_batch, params)).rowcount
+            # Bindings first, the row last: one transaction, so none outlives the row.
+            live = (await conn.execute(self._sql.delete_owner, params)).rowcount
+            await conn.execute(owner.release_rest, params)
+            await conn.execute(owner.release_owner, params)
+            return int(live)
+
+        return await self._write(work)
+
+    async def owners(self, now: int) -> dict[str, int]:
+        async def work(conn: AsyncConnection) -> dict[str, int]:
+            rows = await conn.execute(self._sql.owner.owners, {"now": now})
+            return {str(owner): int(end) for owner, end in rows}
+
+        return await self._read(work)
+
+    async def cleanup_batch(self, now: int, batch: int) -> int:
+        owner = self._sql.owner
+
+        async def work(conn: AsyncConnection) -> int:
+            params = {"now": now, "batch": batch}
+            removed = int((await conn.execute(self._sql.cleanup_batch, params)).rowcount)
+            if removed < batch:
+                params["batch"] = batch - removed
+                removed += int((await conn.execute(owner.cleanup_lapsed, params)).rowcount)
+            if removed < batch:
+                await conn.execute(owner.cleanup_owners, params)
+            return removed
 
         return await self._write(work)
 
     async def gauges(self, now: int) -> Gauges:
         async def work(conn: AsyncConnection) -> Gauges:
-            live, expired = (await conn.execute(self._sql.gauges, {"now": now})).one()
+            live, dead, owners = (await conn.execute(self._sql.gauges, {"now": now})).one()
             size = None
             if self._sized:
                 value = (await conn.execute(self._sql.storage_size)).scalar()
                 size = None if value is None else int(value)
-            return Gauges(int(live or 0), int(expired or 0), size)
+            return Gauges(int(live or 0), int(dead or 0), size, int(owners or 0))
 
         return await self._read(work)
 

@@ -6,9 +6,10 @@ trips where one does. Here each operation is one autocommit statement (each is
 atomic on its own; a claim is one ``INSERT .. ON DUPLICATE KEY UPDATE .. RETURNING``,
 MariaDB 10.5 and later), and two kinds of work travel together, as on PostgreSQL:
 
-- the lookups made in one event-loop tick go as one ``IN (..)`` query;
+- the lookups and lease reads made in one event-loop tick go as one ``IN (..)``
+  query, each binding with its owner's heartbeat row (one outer join by its key);
 - the upserts made in one tick go as one multi-row ``INSERT .. ON DUPLICATE KEY
-  UPDATE`` (asyncmy's ``executemany``), and its claims as one multi-row claim
+  UPDATE`` (up to 64, one ``now``), and its claims as one multi-row claim
   ``.. RETURNING`` (``batched_writes``: keys sorted, a refused statement tried row
   by row, a lost answer never sent again).
 
@@ -29,13 +30,15 @@ from sqlalchemy.dialects.mysql.base import MySQLDialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_repo._core.batching import Batcher
-from session_repo._core.storage import Gauges
+from session_repo._core.storage import Gauges, LeaseRow
+from session_repo.backends.sql.batch_statements import mariadb_claims, mariadb_upserts, rows_of_keys
 from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_batch
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
-from session_repo.backends.sql.path import SqlPath
-from session_repo.backends.sql.statements import Statements, claims_of, rows_of_keys
+from session_repo.backends.sql.liveness import answer_reads
+from session_repo.backends.sql.server_pipeline import Read, ServerPipeline
+from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
 
 __all__ = ["MariadbPipeline", "has_fast_path"]
@@ -44,8 +47,8 @@ T = TypeVar("T")
 _DIALECT = asyncmy_dialect()
 # The most lookups one IN (..) query carries; more go as further queries.
 _MAX_KEYS = 512
-# The most claims one statement carries: each size is compiled once, and kept.
-_MAX_CLAIMS = 64
+# The most claims (or upserts) one statement carries: each size is compiled once, and kept.
+_MAX_WRITES = 64
 
 
 def has_fast_path(engine: AsyncEngine) -> bool:
@@ -68,7 +71,12 @@ def _rows_of(count: int) -> Compiled:
 
 @cache
 def _claims_of(count: int) -> Compiled:
-    return Compiled.of(claims_of(count), _DIALECT)
+    return Compiled.of(mariadb_claims(count), _DIALECT)
+
+
+@cache
+def _upserts_of(count: int) -> Compiled:
+    return Compiled.of(mariadb_upserts(count), _DIALECT)
 
 
 def _size_of(count: int) -> int:
@@ -76,7 +84,16 @@ def _size_of(count: int) -> int:
     return 1 << max(count - 1, 0).bit_length()
 
 
-class MariadbPipeline(SqlPath):
+def _numbered(rows: list[tuple[Any, ...]], names: tuple[str, ...], now: int) -> dict[str, Any]:
+    """A batch statement's named values: ``key0, alloc0, expires0, key1, ..`` and ``now``."""
+    values: dict[str, Any] = {"now": now}
+    for n, row in enumerate(rows):
+        for name, value in zip(names, row, strict=False):
+            values[f"{name}{n}"] = value
+    return values
+
+
+class MariadbPipeline(ServerPipeline):
     """The contract's operations on MariaDB, on connections of the engine's pool.
 
     Args:
@@ -88,25 +105,18 @@ class MariadbPipeline(SqlPath):
     def __init__(self, engine: AsyncEngine, statements: Statements, *, connections: int) -> None:
         if statements.claim_returning is None:  # pragma: no cover - mysql statements have it
             raise ValueError("the MariaDB path needs a claim with RETURNING")
+        super().__init__(statements, _DIALECT)
         self._connections = HeldConnections(
             engine,
             connections,
             is_closed=lambda driver: not driver.connected,
             options={"isolation_level": "AUTOCOMMIT"},
         )
-        self._reads = Batcher(self._lookup_batch)
-        self._upserts = Batcher(self._upsert_batch)
-        self._claims = Batcher(self._claim_batch, max_batch=_MAX_CLAIMS, alone=self._claim_one)
-        compile_ = Compiled.of
-        self._lookup = compile_(statements.lookup, _DIALECT)
-        self._size = str(statements.storage_size)
-        self._upsert = compile_(statements.upsert, _DIALECT)
-        self._claim = compile_(statements.claim_returning, _DIALECT)
-        self._touch = compile_(statements.touch, _DIALECT)
-        self._delete = compile_(statements.delete, _DIALECT)
-        self._delete_owner = compile_(statements.delete_owner, _DIALECT)
-        self._cleanup = compile_(statements.cleanup_batch, _DIALECT)
-        self._gauges = compile_(statements.gauges, _DIALECT)
+        self._reads = Batcher(self._read_batch)
+        self._upserts = Batcher(self._upsert_batch, max_batch=_MAX_WRITES)
+        self._claims = Batcher(self._claim_batch, max_batch=_MAX_WRITES, alone=self._claim_one)
+        self._upsert = Compiled.of(statements.upsert, _DIALECT)
+        self._claim = Compiled.of(statements.claim_returning, _DIALECT)
 
     async def close(self) -> None:
         await self._reads.drain()
@@ -131,11 +141,10 @@ class MariadbPipeline(SqlPath):
         return await retry_conflicts(lambda: self._on_cursor(work))
 
     @staticmethod
-    async def _one(cursor: Any, sql: str, args: tuple[Any, ...] | None) -> Any:
-        """The first column of the statement's first row, or None."""
+    async def _row(cursor: Any, sql: str, args: tuple[Any, ...] | None) -> Any:
+        """The statement's first row, or None."""
         await cursor.execute(sql, args)
-        row = await cursor.fetchone()
-        return None if row is None else row[0]
+        return await cursor.fetchone()
 
     @staticmethod
     async def _count(cursor: Any, sql: str, args: tuple[Any, ...]) -> int:
@@ -145,23 +154,26 @@ class MariadbPipeline(SqlPath):
 
     # -- batches ------------------------------------------------------------
 
-    async def _lookup_batch(self, requests: list[tuple[bytes, int]]) -> list[str | None]:
+    async def _read_one(self, key: bytes, now: int, lease: bool) -> Any:
+        compiled = self._lease if lease else self._lookup
+        args = compiled.args(key=key, now=now)
+        row = await self._on_cursor(lambda c: self._row(c, compiled.sql, args))
+        if row is None:
+            return None
+        return LeaseRow(*row) if lease else row[0]
+
+    async def _read_batch(self, requests: list[Read]) -> list[Any]:
         if len(requests) == 1:  # alone in its tick: the plain statement
-            key, now = requests[0]
-            return [await self._on_cursor(lambda c: self._one(c, self._lookup.sql, (key, now)))]
-        keys = list({key for key, _ in requests})
-        found: dict[bytes, tuple[str, int]] = {}
+            return [await self._read_one(*requests[0])]
+        keys = list({key for key, _, _ in requests})
+        found: dict[bytes, Any] = {}
         for start in range(0, len(keys), _MAX_KEYS):
-            for key, owner, expires in await self._rows(keys[start : start + _MAX_KEYS]):
-                found[bytes(key)] = (owner, expires)
-        results: list[str | None] = []
-        for key, now in requests:
-            row = found.get(key)
-            results.append(row[0] if row is not None and row[1] > now else None)
-        return results
+            for row in await self._rows(keys[start : start + _MAX_KEYS]):
+                found[bytes(row[0])] = row
+        return answer_reads(requests, found)
 
     async def _rows(self, keys: list[bytes]) -> Any:
-        """The rows of ``keys``, whatever their expiry, in one query."""
+        """The owned rows of ``keys``, whatever their liveness, in one query."""
         size = _size_of(len(keys))
         padded = tuple(keys + [keys[-1]] * (size - len(keys)))  # a repeat changes nothing
 
@@ -171,77 +183,88 @@ class MariadbPipeline(SqlPath):
 
         return await self._on_cursor(read)
 
-    async def _upsert_one(self, args: tuple[Any, ...]) -> None:
+    async def _upsert_one(self, request: tuple[Any, ...]) -> None:
+        key, alloc_id, expires_at, now = request
+        args = self._upsert.args(key=key, alloc=alloc_id, expires=expires_at, now=now)
         await self._retrying(lambda c: c.execute(self._upsert.sql, args))
 
     async def _upsert_batch(self, requests: list[tuple[Any, ...]]) -> list[Any]:
         return await upsert_batch(requests, many=self._upsert_many, one=self._upsert_one)
 
     async def _upsert_many(self, rows: list[tuple[Any, ...]]) -> None:
-        await self._retrying(lambda c: c.executemany(self._upsert.sql, rows))
+        # One statement, one ``now`` (the latest): liveness read later takes fresh more often.
+        statement = _upserts_of(len(rows))
+        values = _numbered(rows, ("key", "alloc", "expires"), max(row[3] for row in rows))
+        args = statement.args(**values)
+        await self._retrying(lambda c: c.execute(statement.sql, args))
 
     async def _claim_batch(self, requests: list[Claim]) -> list[Any]:
         return await claim_batch(requests, many=self._claim_many, one=self._claim_one)
 
-    async def _claim_many(self, claims: list[Claim], now: int) -> dict[bytes, str]:
+    async def _claim_many(self, claims: list[Claim], now: int) -> dict[bytes, LeaseRow]:
         statement = _claims_of(len(claims))
-        args = (*(value for claim in claims for value in claim[:3]), now)
+        args = statement.args(**_numbered(claims, ("key", "alloc", "expires"), now))
 
         async def run(cursor: Any) -> Any:
             await cursor.execute(statement.sql, args)
             return await cursor.fetchall()
 
-        return {bytes(key): str(owner) for key, owner in await self._retrying(run)}
+        rows = await self._retrying(run)
+        return {bytes(key): LeaseRow(str(owner), gen, end) for key, owner, gen, end in rows}
 
-    async def _claim_one(self, request: Claim) -> str:
+    async def _claim_one(self, request: Claim) -> LeaseRow:
         key, alloc_id, expires_at, now, replacing = request
         args = self._claim.args(
             key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
         )
-        owner = await self._retrying(lambda c: self._one(c, self._claim.sql, args))
-        if owner is None:  # pragma: no cover - the statement always returns its row
+        row = await self._retrying(lambda c: self._row(c, self._claim.sql, args))
+        if row is None:  # pragma: no cover - the statement always returns its row
             raise StorageError("claim returned no owner", transient=True)
-        return str(owner)
+        return LeaseRow(str(row[0]), row[1], row[2])
 
     # -- operations ----------------------------------------------------------
 
-    async def lookup(self, key: bytes, now: int) -> str | None:
-        owner: str | None = await self._reads.call((key, now))
-        return owner
-
-    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        await self._upserts.call(self._upsert.args(key=key, alloc=alloc_id, expires=expires_at))
-
-    async def claim(
-        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
-    ) -> str:
-        owner: str = await self._claims.call((key, alloc_id, expires_at, now, replacing))
-        return owner
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
+        await self._upserts.call((key, alloc_id, expires_at, now))
 
     async def _matched(self, compiled: Compiled, **values: Any) -> int:
         args = compiled.args(**values)
         return await self._retrying(lambda c: self._count(c, compiled.sql, args))
 
-    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
-        return await self._matched(self._touch, key=key, expires=expires_at, now=now) > 0
+    async def release(self, alloc_id: str, now: int) -> int:
+        live_args = self._delete_owner.args(alloc=alloc_id, now=now)
+        rest, row = self._release_rest, self._release_owner
 
-    async def delete(self, key: bytes, now: int) -> bool:
-        return await self._matched(self._delete, key=key, now=now) > 0
+        async def work(cursor: Any) -> int:
+            # Bindings first, the row last, in one transaction: none outlives the row. A
+            # failure drops the connection (``_on_cursor``), which rolls it back.
+            await cursor.execute("START TRANSACTION")
+            live = await self._count(cursor, self._delete_owner.sql, live_args)
+            await cursor.execute(rest.sql, rest.args(alloc=alloc_id))
+            await cursor.execute(row.sql, row.args(alloc=alloc_id))
+            await cursor.execute("COMMIT")
+            return live
 
-    async def delete_owner(self, alloc_id: str, now: int) -> int:
-        return await self._matched(self._delete_owner, alloc=alloc_id, now=now)
+        return await self._retrying(work)
 
-    async def cleanup_batch(self, now: int, batch: int) -> int:
-        return await self._matched(self._cleanup, now=now, batch=batch)
+    async def owners(self, now: int) -> dict[str, int]:
+        args = self._owners.args(now=now)
+
+        async def read(cursor: Any) -> Any:
+            await cursor.execute(self._owners.sql, args)
+            return await cursor.fetchall()
+
+        return {str(owner): int(end) for owner, end in await self._on_cursor(read)}
 
     async def gauges(self, now: int) -> Gauges:
         async def read(cursor: Any) -> Gauges:
             await cursor.execute(self._gauges.sql, self._gauges.args(now=now))
-            live, expired = await cursor.fetchone()
-            size = await self._one(cursor, self._size, None)
-            return Gauges(int(live or 0), int(expired or 0), None if size is None else int(size))
+            live, dead, owners = await cursor.fetchone()
+            size = (await self._row(cursor, self._size, None))[0]
+            size = None if size is None else int(size)
+            return Gauges(int(live or 0), int(dead or 0), size, int(owners))
 
         return await self._on_cursor(read)
 
     async def probe(self) -> None:
-        await self._on_cursor(lambda c: self._one(c, "SELECT 1", None))
+        await self._on_cursor(lambda c: self._row(c, "SELECT 1", None))

@@ -58,6 +58,9 @@ class SessionBinding(Base):
     session_key: Mapped[bytes] = mapped_column(DigestType, primary_key=True)
     alloc_id: Mapped[str] = mapped_column(AllocIdType, index=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    # Revision 0002 gives the column a default of the generation source's next value
+    # (0 on SQLite, which a trigger replaces), for rows written without one; dialect
+    # by dialect, so not here: autogenerate does not compare server defaults.
     generation: Mapped[int] = mapped_column(BigInteger)
     """The fencing token: a new one whenever the owner changes or the binding is made anew."""
     owner_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")

@@ -5,7 +5,8 @@ pre-ping, BEGIN and COMMIT around its one statement: three or four round trips
 where one does. Here each write is one autocommit statement (each is atomic on its
 own), and two kinds of work travel together:
 
-- the lookups made in one event-loop tick go as one ``= ANY($1)`` query;
+- the lookups and lease reads made in one event-loop tick go as one ``= ANY($1)``
+  query, each binding with its owner's heartbeat row (one outer join by its key);
 - the upserts made in one tick go as one pipelined ``executemany`` in one
   transaction, and its claims as one ``INSERT .. SELECT FROM unnest(..) ..
   RETURNING`` (``batched_writes``: keys sorted, a refused statement tried row by
@@ -25,13 +26,15 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_repo._core.batching import Batcher
-from session_repo._core.storage import Gauges
+from session_repo._core.storage import Gauges, LeaseRow
+from session_repo.backends.sql.batch_statements import pg_claims
 from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_batch
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
-from session_repo.backends.sql.path import SqlPath
-from session_repo.backends.sql.statements import Statements, pg_claims
+from session_repo.backends.sql.liveness import answer_reads
+from session_repo.backends.sql.server_pipeline import Read, ServerPipeline
+from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
 
 __all__ = ["PostgresPipeline"]
@@ -40,7 +43,7 @@ T = TypeVar("T")
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
-class PostgresPipeline(SqlPath):
+class PostgresPipeline(ServerPipeline):
     """The contract's operations on PostgreSQL, on connections of the engine's pool.
 
     Args:
@@ -50,24 +53,17 @@ class PostgresPipeline(SqlPath):
     """
 
     def __init__(self, engine: AsyncEngine, statements: Statements, *, connections: int) -> None:
+        super().__init__(statements, _DIALECT)
         self._connections = HeldConnections(
             engine, connections, is_closed=lambda driver: bool(driver.is_closed())
         )
-        self._reads = Batcher(self._lookup_batch)
+        self._reads = Batcher(self._read_batch)
         self._upserts = Batcher(self._upsert_batch)
         self._claims = Batcher(self._claim_batch, alone=self._claim_one)
-        compile_ = Compiled.of
-        self._lookup = compile_(statements.lookup, _DIALECT)
-        self._lookup_many = compile_(statements.rows_many, _DIALECT)
-        self._size = str(statements.storage_size)
-        self._upsert = compile_(statements.upsert, _DIALECT)
-        self._claim = compile_(statements.claim, _DIALECT)
-        self._claim_many = compile_(pg_claims(), _DIALECT)
-        self._touch = compile_(statements.touch, _DIALECT)
-        self._delete = compile_(statements.delete, _DIALECT)
-        self._delete_owner = compile_(statements.delete_owner, _DIALECT)
-        self._cleanup = compile_(statements.cleanup_batch, _DIALECT)
-        self._gauges = compile_(statements.gauges, _DIALECT)
+        self._rows_many = Compiled.of(statements.rows_many, _DIALECT)
+        self._upsert = Compiled.of(statements.upsert, _DIALECT)
+        self._claim = Compiled.of(statements.claim, _DIALECT)
+        self._claim_many = Compiled.of(pg_claims(), _DIALECT)
 
     async def close(self) -> None:
         await self._reads.drain()
@@ -92,18 +88,19 @@ class PostgresPipeline(SqlPath):
 
     # -- batches ------------------------------------------------------------
 
-    async def _lookup_batch(self, requests: list[tuple[bytes, int]]) -> list[str | None]:
+    async def _read_one(self, key: bytes, now: int, lease: bool) -> Any:
+        if not lease:
+            sql = self._lookup.sql
+            return await self._on_connection(lambda c: c.fetchval(sql, key, now))
+        row = await self._on_connection(lambda c: c.fetchrow(self._lease.sql, key, now))
+        return None if row is None else LeaseRow(*row)
+
+    async def _read_batch(self, requests: list[Read]) -> list[Any]:
         if len(requests) == 1:  # alone in its tick: the plain statement, no array
-            key, now = requests[0]
-            return [await self._on_connection(lambda c: c.fetchval(self._lookup.sql, key, now))]
-        keys = list({key for key, _ in requests})
-        rows = await self._on_connection(lambda c: c.fetch(self._lookup_many.sql, keys))
-        found = {bytes(key): (owner, expires) for key, owner, expires in rows}
-        results: list[str | None] = []
-        for key, now in requests:
-            row = found.get(key)
-            results.append(row[0] if row is not None and row[1] > now else None)
-        return results
+            return [await self._read_one(*requests[0])]
+        keys = list({key for key, _, _ in requests})
+        rows = await self._on_connection(lambda c: c.fetch(self._rows_many.sql, keys))
+        return answer_reads(requests, {bytes(row[0]): row for row in rows})
 
     async def _upsert_one(self, args: tuple[Any, ...]) -> None:
         await self._retrying(lambda c: c.execute(self._upsert.sql, *args))
@@ -117,7 +114,7 @@ class PostgresPipeline(SqlPath):
     async def _claim_batch(self, requests: list[Claim]) -> list[Any]:
         return await claim_batch(requests, many=self._claim_many_rows, one=self._claim_one)
 
-    async def _claim_many_rows(self, claims: list[Claim], now: int) -> dict[bytes, str]:
+    async def _claim_many_rows(self, claims: list[Claim], now: int) -> dict[bytes, LeaseRow]:
         keys, allocs, expireses = (
             [c[0] for c in claims],
             [c[1] for c in claims],
@@ -125,58 +122,63 @@ class PostgresPipeline(SqlPath):
         )
         args = self._claim_many.args(keys=keys, allocs=allocs, expireses=expireses, now=now)
         rows = await self._retrying(lambda c: c.fetch(self._claim_many.sql, *args))
-        return {bytes(key): str(owner) for key, owner in rows}
+        return {bytes(key): LeaseRow(str(owner), gen, end) for key, owner, gen, end in rows}
 
-    async def _claim_one(self, request: Claim) -> str:
+    async def _claim_one(self, request: Claim) -> LeaseRow:
         key, alloc_id, expires_at, now, replacing = request
         args = self._claim.args(
             key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
         )
-        # One round trip; the statement always locks the row and returns its owner.
-        owner = await self._retrying(lambda c: c.fetchval(self._claim.sql, *args))
-        if owner is None:  # pragma: no cover - an upsert always returns its row
+        # One round trip; the statement always locks the row and returns its lease.
+        row = await self._retrying(lambda c: c.fetchrow(self._claim.sql, *args))
+        if row is None:  # pragma: no cover - an upsert always returns its row
             raise StorageError("claim returned no owner", transient=True)
-        return str(owner)
+        return LeaseRow(str(row[0]), row[1], row[2])
 
     # -- operations ----------------------------------------------------------
 
-    async def lookup(self, key: bytes, now: int) -> str | None:
-        owner: str | None = await self._reads.call((key, now))
-        return owner
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
+        args = self._upsert.args(key=key, alloc=alloc_id, expires=expires_at, now=now)
+        await self._upserts.call(args)
 
-    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        await self._upserts.call(self._upsert.args(key=key, alloc=alloc_id, expires=expires_at))
-
-    async def claim(
-        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
-    ) -> str:
-        owner: str = await self._claims.call((key, alloc_id, expires_at, now, replacing))
-        return owner
-
-    async def _count(self, compiled: Compiled, **values: Any) -> int:
+    async def _matched(self, compiled: Compiled, **values: Any) -> int:
         args = compiled.args(**values)
         status = await self._retrying(lambda c: c.execute(compiled.sql, *args))
-        return int(str(status).rsplit(" ", 1)[-1])  # "UPDATE 1", "DELETE 3"
+        return _counted(status)
 
-    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
-        return await self._count(self._touch, key=key, expires=expires_at, now=now) > 0
+    async def release(self, alloc_id: str, now: int) -> int:
+        live_args = self._delete_owner.args(alloc=alloc_id, now=now)
+        rest, row = self._release_rest, self._release_owner
 
-    async def delete(self, key: bytes, now: int) -> bool:
-        return await self._count(self._delete, key=key, now=now) > 0
+        async def work(conn: Any) -> int:
+            # Bindings first, the row last, in one transaction: none outlives the row.
+            async with conn.transaction():
+                live = _counted(await conn.execute(self._delete_owner.sql, *live_args))
+                await conn.execute(rest.sql, *rest.args(alloc=alloc_id))
+                await conn.execute(row.sql, *row.args(alloc=alloc_id))
+            return live
 
-    async def delete_owner(self, alloc_id: str, now: int) -> int:
-        return await self._count(self._delete_owner, alloc=alloc_id, now=now)
+        return await self._retrying(work)
 
-    async def cleanup_batch(self, now: int, batch: int) -> int:
-        return await self._count(self._cleanup, now=now, batch=batch)
+    async def owners(self, now: int) -> dict[str, int]:
+        sql, args = self._owners.sql, self._owners.args(now=now)
+        rows = await self._on_connection(lambda c: c.fetch(sql, *args))
+        return {str(owner): int(end) for owner, end in rows}
 
     async def gauges(self, now: int) -> Gauges:
         async def read(conn: Any) -> Gauges:
-            live, expired = await conn.fetchrow(self._gauges.sql, *self._gauges.args(now=now))
+            args = self._gauges.args(now=now)
+            live, dead, owners = await conn.fetchrow(self._gauges.sql, *args)
             size = await conn.fetchval(self._size)
-            return Gauges(int(live or 0), int(expired or 0), None if size is None else int(size))
+            size = None if size is None else int(size)
+            return Gauges(int(live or 0), int(dead or 0), size, int(owners))
 
         return await self._on_connection(read)
 
     async def probe(self) -> None:
         await self._on_connection(lambda c: c.fetchval("SELECT 1"))
+
+
+def _counted(status: object) -> int:
+    """The row count of a command status: "UPDATE 1", "DELETE 3", "INSERT 0 1"."""
+    return int(str(status).rsplit(" ", 1)[-1])

@@ -37,20 +37,23 @@ from sqlalchemy import Select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from session_repo._core.batching import Batcher
-from session_repo._core.storage import Gauges
+from session_repo._core.storage import Gauges, LeaseRow
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import file_is_bad
+from session_repo.backends.sql.liveness import answer_read
 from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.sqlite_checkpoint import WRITER_PRAGMAS, Checkpointer
 from session_repo.backends.sql.sqlite_engine import Synchronous, sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
-from session_repo.backends.sql.sqlite_worker import Job, SqliteWorker
+from session_repo.backends.sql.sqlite_worker import SqliteWorker
+from session_repo.backends.sql.sqlite_writes import Job, claim, in_transaction, run_writes
 from session_repo.backends.sql.statements import Statements
 
 __all__ = ["SqlitePipeline"]
 
 T = TypeVar("T")
-Lookup = tuple[bytes, int]
+Read = tuple[bytes, int, bool]
+"""``(key, now, lease)``: a lookup, or (``lease``) a lease read."""
 
 # Most requests one batch carries; SQLite allows 32766 parameters per statement.
 MAX_BATCH = 256
@@ -67,72 +70,6 @@ def _expanded(statement: Select[Any], count: int) -> str:
         dialect=_DIALECT, compile_kwargs={"render_postcompile": True}
     )
     return str(compiled)
-
-
-def _in_order(compiled: Compiled, *names: str) -> str:
-    """``compiled``'s SQL, once its parameters are checked to be exactly ``names``, in order.
-
-    Raises:
-        ValueError: the statement takes other parameters (statements changed).
-    """
-    if compiled.order != names:
-        raise ValueError(f"statement parameters {compiled.order}, expected {names}")
-    return compiled.sql
-
-
-def _run_writes(conn: sqlite3.Connection, requests: list[Job]) -> list[Any]:
-    """One transaction for the whole group; each request's statement stands alone.
-
-    A request alone runs in autocommit: one statement is its own transaction in
-    SQLite, committed before ``execute`` returns (or its rows are all fetched), so
-    the BEGIN IMMEDIATE and COMMIT around it would be two statements for nothing.
-    Its error is raised as the driver raised it.
-    """
-    if len(requests) == 1 and not conn.in_transaction:
-        return [requests[0](conn)]
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        results: list[Any] = []
-        for request in requests:
-            try:
-                results.append(request(conn))
-            except sqlite3.Error as exc:
-                if file_is_bad(exc) or not conn.in_transaction:  # the group cannot go on
-                    raise
-                results.append(exc)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return results
-
-
-def _execute(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> None:
-    conn.execute(sql, args)
-
-
-def _claim(conn: sqlite3.Connection, claim: str, owner: str, args: tuple[Any, ...]) -> str:
-    """The claim statement; if it did not take the session, who holds it.
-
-    In a group, the owner is read in the group's transaction. Alone, in autocommit,
-    the claim runs again with the owner's read in one ``BEGIN IMMEDIATE``
-    transaction: the owner answered is the one that held the session as it lost.
-    """
-    taken = conn.execute(claim, args).fetchall()  # to the end: alone, that commits it
-    if taken:
-        return str(taken[0][0])
-    if conn.in_transaction:
-        return str(conn.execute(owner, args[:1]).fetchone()[0])
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        taken = conn.execute(claim, args).fetchall() or conn.execute(owner, args[:1]).fetchall()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return str(taken[0][0])
 
 
 class SqlitePipeline(SqlPath):
@@ -160,20 +97,27 @@ class SqlitePipeline(SqlPath):
         self._checkpoints = Checkpointer(self._engine, self._writer)
         self._reads = Batcher(self._read_batch, max_batch=MAX_BATCH, overlap=False)
         self._writes = Batcher(self._write_batch, max_batch=MAX_BATCH, overlap=False)
-        self._rows = Compiled.of(statements.rows, _DIALECT)
+        compile_ = functools.partial(Compiled.of, dialect=_DIALECT)
+        self._rows = compile_(statements.rows)
         self._rows_many = statements.rows_many
         self._size = str(statements.storage_size)
-        compile_ = functools.partial(Compiled.of, dialect=_DIALECT)
+        self._upsert = compile_(statements.upsert)
+        self._claim = compile_(statements.claim)
+        self._current = compile_(statements.current).sql
         self._touch = compile_(statements.touch)
+        self._touch_held = compile_(statements.touch_held)
         self._delete = compile_(statements.delete)
+        self._delete_held = compile_(statements.delete_held)
         self._delete_owner = compile_(statements.delete_owner)
         self._cleanup = compile_(statements.cleanup_batch)
         self._gauges = compile_(statements.gauges)
-        # The hot statements take their values in the order the callers have them.
-        self._upsert = _in_order(compile_(statements.upsert), "key", "alloc", "expires")
-        claim = compile_(statements.claim)
-        self._claim = _in_order(claim, "key", "alloc", "expires", "now", "replacing")
-        self._owner = _in_order(compile_(statements.owner), "key")
+        owner = statements.owner
+        self._heartbeat = compile_(owner.heartbeat)
+        self._owners = compile_(owner.owners)
+        self._release_rest = compile_(owner.release_rest)
+        self._release_owner = compile_(owner.release_owner)
+        self._cleanup_lapsed = compile_(owner.cleanup_lapsed)
+        self._cleanup_owners = compile_(owner.cleanup_owners)
 
     async def start(self) -> None:
         """Open the loop's own reader, on the reader thread (opening may wait for a lock)."""
@@ -195,27 +139,27 @@ class SqlitePipeline(SqlPath):
     # Plain functions returning the worker's future: the batcher awaits it, one
     # coroutine less per call than an ``async def`` around it.
 
-    def _read_batch(self, requests: list[Lookup | Job]) -> asyncio.Future[list[Any]]:
+    def _read_batch(self, requests: list[Read | Job]) -> asyncio.Future[list[Any]]:
         return self._reader.run(functools.partial(self._run_reads, requests=requests))
 
     def _write_batch(self, requests: list[Job]) -> asyncio.Future[list[Any]]:
         self._checkpoints.wrote(len(requests))
-        return self._writer.run(functools.partial(_run_writes, requests=requests))
+        return self._writer.run(functools.partial(run_writes, requests=requests))
 
-    def _run_reads(self, conn: sqlite3.Connection, requests: list[Lookup | Job]) -> list[Any]:
-        """Key lookups as one IN query; other read jobs one by one."""
+    def _run_reads(self, conn: sqlite3.Connection, requests: list[Read | Job]) -> list[Any]:
+        """Key reads as one IN query; other read jobs one by one."""
         with contextlib.suppress(sqlite3.Error):  # the loop's own reader, (re)opened here
             self._inline.connect()
         keys = list({request[0] for request in requests if isinstance(request, tuple)})
-        rows: dict[bytes, tuple[str, int]] = {}
+        rows: dict[bytes, Any] = {}
         if keys:
             sql = self._rows.sql if len(keys) == 1 else _expanded(self._rows_many, len(keys))
-            rows = {key: (owner, expires) for key, owner, expires in conn.execute(sql, keys)}
+            rows = {row[0]: row for row in conn.execute(sql, keys)}
         results: list[Any] = []
         for request in requests:
             if isinstance(request, tuple):
-                row = rows.get(request[0])
-                results.append(row[0] if row is not None and row[1] > request[1] else None)
+                key, now, lease = request
+                results.append(answer_read(rows.get(key), now, lease))
             else:
                 try:
                     results.append(request(conn))
@@ -237,60 +181,112 @@ class SqlitePipeline(SqlPath):
 
     # -- operations ----------------------------------------------------------
 
-    async def lookup(self, key: bytes, now: int) -> str | None:
+    async def _read_key(self, key: bytes, now: int, lease: bool) -> Any:
         if self._reads.idle():  # nothing to join: read here, without the thread hop
             rows = self._inline.rows(self._rows.sql, [key])
             if rows is not None:
-                return rows[0][1] if rows and rows[0][2] > now else None
-        owner: str | None = await self._reads.submit((key, now))
+                return answer_read(rows[0] if rows else None, now, lease)
+        return await self._reads.submit((key, now, lease))
+
+    async def lookup(self, key: bytes, now: int) -> str | None:
+        owner: str | None = await self._read_key(key, now, False)
         return owner
 
-    async def upsert(self, key: bytes, alloc_id: str, expires_at: int) -> None:
-        sql, args = self._upsert, (key, alloc_id, expires_at)
-        await self._writes.call(lambda conn: _execute(conn, sql, args))
+    async def lease(self, key: bytes, now: int) -> LeaseRow | None:
+        row: LeaseRow | None = await self._read_key(key, now, True)
+        return row
+
+    async def upsert(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
+        sql, args = (
+            self._upsert.sql,
+            self._upsert.args(key=key, alloc=alloc_id, expires=expires_at, now=now),
+        )
+        await self._writes.call(lambda conn: conn.execute(sql, args))
 
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        args = (key, alloc_id, expires_at, now, replacing)
-        claim, owner = self._claim, self._owner
-        result: str = await self._writes.call(lambda conn: _claim(conn, claim, owner, args))
-        return result
+        return (await self.acquire(key, alloc_id, expires_at, now, replacing)).owner
 
-    async def touch(self, key: bytes, expires_at: int, now: int) -> bool:
-        args = self._touch.args(key=key, expires=expires_at, now=now)
-        return await self.write(lambda conn: conn.execute(self._touch.sql, args).rowcount > 0)
+    async def acquire(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> LeaseRow:
+        args = self._claim.args(
+            key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
+        )
+        statement, current = self._claim.sql, self._current
+        row: LeaseRow = await self._writes.call(
+            lambda conn: claim(conn, statement, args, current, key)
+        )
+        return row
 
-    async def delete(self, key: bytes, now: int) -> bool:
-        args = self._delete.args(key=key, now=now)
-        return await self.write(lambda conn: conn.execute(self._delete.sql, args).rowcount > 0)
+    async def _count(self, compiled: Compiled, **values: Any) -> int:
+        sql, args = compiled.sql, compiled.args(**values)
+        return await self.write(lambda conn: int(conn.execute(sql, args).rowcount))
+
+    async def touch(
+        self, key: bytes, expires_at: int, now: int, generation: int | None = None
+    ) -> bool:
+        if generation is None:
+            return await self._count(self._touch, key=key, expires=expires_at, now=now) > 0
+        values = {"key": key, "expires": expires_at, "now": now, "generation": generation}
+        return await self._count(self._touch_held, **values) > 0
+
+    async def delete(self, key: bytes, now: int, generation: int | None = None) -> bool:
+        if generation is None:
+            return await self._count(self._delete, key=key, now=now) > 0
+        held = self._delete_held
+        return await self._count(held, key=key, now=now, generation=generation) > 0
 
     async def delete_owner(self, alloc_id: str, now: int) -> int:
-        args = self._delete_owner.args(alloc=alloc_id, now=now)
-        return await self.write(lambda conn: conn.execute(self._delete_owner.sql, args).rowcount)
+        return await self._count(self._delete_owner, alloc=alloc_id, now=now)
+
+    async def heartbeat(self, alloc_id: str, expires_at: int, now: int) -> None:
+        await self._count(self._heartbeat, alloc=alloc_id, expires=expires_at, now=now)
+
+    async def release(self, alloc_id: str, now: int) -> int:
+        steps = [
+            (self._delete_owner.sql, self._delete_owner.args(alloc=alloc_id, now=now)),
+            (self._release_rest.sql, self._release_rest.args(alloc=alloc_id)),
+            (self._release_owner.sql, self._release_owner.args(alloc=alloc_id)),
+        ]
+
+        def job(conn: sqlite3.Connection) -> int:
+            # Bindings first, the row last: none outlives the row.
+            return in_transaction(conn, lambda: [conn.execute(*step).rowcount for step in steps])[0]
+
+        return await self.write(job)
+
+    async def owners(self, now: int) -> dict[str, int]:
+        sql, args = self._owners.sql, self._owners.args(now=now)
+        rows = await self.read(lambda conn: conn.execute(sql, args).fetchall())
+        return {str(owner): int(end) for owner, end in rows}
 
     async def cleanup_batch(self, now: int, batch: int) -> int:
-        """Up to ``batch`` expired rows, in slices that each share a commit with writers."""
-        removed = 0
-        while removed < batch:
-            size = min(CLEANUP_SLICE, batch - removed)
-            count = await self.write(self._cleanup_job(now, size))
-            removed += count
-            if count < size:
-                break
-        return removed
+        """Up to ``batch`` dead rows, in slices that each share a commit with writers.
 
-    def _cleanup_job(self, now: int, size: int) -> Callable[[sqlite3.Connection], int]:
-        args = self._cleanup.args(now=now, batch=size)
-        return lambda conn: conn.execute(self._cleanup.sql, args).rowcount
+        Expired bindings first, then lapsed owners' bindings, then (in the last
+        slice's transaction) the lapsed owner rows left with none.
+        """
+        removed = 0
+        for compiled in (self._cleanup, self._cleanup_lapsed):
+            while removed < batch:
+                size = min(CLEANUP_SLICE, batch - removed)
+                count = await self._count(compiled, now=now, batch=size)
+                removed += count
+                if count < size:
+                    break
+        if removed < batch:
+            await self._count(self._cleanup_owners, now=now)
+        return removed
 
     async def gauges(self, now: int) -> Gauges:
         args = self._gauges.args(now=now)
 
         def read(conn: sqlite3.Connection) -> Gauges:
-            live, expired = conn.execute(self._gauges.sql, args).fetchone()
+            live, dead, owners = conn.execute(self._gauges.sql, args).fetchone()
             size = conn.execute(self._size).fetchone()[0]
-            return Gauges(int(live or 0), int(expired or 0), int(size))
+            return Gauges(int(live or 0), int(dead or 0), int(size), int(owners))
 
         return await self.read(read)
 

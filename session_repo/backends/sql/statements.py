@@ -1,13 +1,9 @@
 """The statements each SQL dialect runs, built once per repository.
 
-``claim`` is a single atomic statement per dialect, never select-then-insert:
-SQLite uses ``INSERT .. ON CONFLICT DO UPDATE .. WHERE`` with ``RETURNING`` (its
-writers take turns); PostgreSQL always updates (``SET col = CASE WHEN <may take>
-THEN new ELSE col END``) so the row is locked and ``RETURNING`` names the owner as
-of the conflict check itself; MariaDB/MySQL use ``ON DUPLICATE KEY UPDATE`` whose condition is
-evaluated once into a session variable (assignments there run left to right).
-When the conflicting row is live and not ``replacing``, nothing is updated and
-the owner is read back inside the same transaction, where the row is locked.
+Every read and write of a binding follows the one liveness rule
+(``liveness.live``: unexpired, and its owner's heartbeat, if it ever beat, live
+and of the binding's epoch); the writes that (re)bind follow the generation rules
+(``bind_statements``), the owner heartbeats and cleanup ``owner_statements``.
 """
 
 from __future__ import annotations
@@ -20,70 +16,122 @@ from sqlalchemy import (
     Delete,
     LargeBinary,
     Select,
-    String,
     TextClause,
     Update,
+    and_,
     any_,
     bindparam,
     case,
     delete,
     func,
+    literal_column,
     or_,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import Insert, ReturningInsert
 
-from session_repo.backends.sql.model import bindings
+from session_repo.backends.sql.bind_statements import (
+    LEASE,
+    mariadb_claim,
+    mariadb_row,
+    mariadb_upsert,
+    pg_or_sqlite_claim,
+    pg_or_sqlite_upsert,
+)
+from session_repo.backends.sql.liveness import live, rows_with_owners
+from session_repo.backends.sql.model import bindings, owners
+from session_repo.backends.sql.owner_statements import OwnerStatements, owner_statements_for
 
-__all__ = ["Statements", "claims_of", "pg_claims", "rows_of_keys", "statements_for"]
+__all__ = ["Statements", "statements_for"]
 
-_key = bindings.c.session_key
-_alloc = bindings.c.alloc_id
-_expires = bindings.c.expires_at
+_b = bindings.c
+_ONE: Any = literal_column("1")
+_ZERO: Any = literal_column("0")
 
-
-# Bytes the table takes, per dialect: SQLite's whole file, the others' table and indexes.
+# Bytes the tables take, per dialect: SQLite's whole file, the others' tables and indexes.
 _STORAGE_SIZE = {
     "sqlite": "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-    "postgresql": "SELECT pg_total_relation_size('session_bindings')",
+    "postgresql": (
+        "SELECT pg_total_relation_size('session_bindings') "
+        "+ pg_total_relation_size('session_owners')"
+    ),
     "mysql": (
-        "SELECT data_length + index_length FROM information_schema.tables "
-        "WHERE table_schema = DATABASE() AND table_name = 'session_bindings'"
+        "SELECT SUM(data_length + index_length) FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() "
+        "AND table_name IN ('session_bindings', 'session_owners')"
     ),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Statements:
-    """Parameters: key, keys, alloc, expires, now, replacing, batch.
+    """Parameters: key, keys, alloc, expires, now, replacing, generation, batch.
 
-    ``claim_returning`` (MariaDB 10.5 and later only, None elsewhere) is ``claim``
-    returning the row's owner as the statement left it: one round trip.
+    ``claim`` returns the lease (``alloc_id, generation, expires_at``) where
+    ``claim_returns_lease``: always on PostgreSQL, when it took the session on
+    SQLite; otherwise ``current`` reads it in the same transaction, where the row
+    is locked. ``claim_returning`` (MariaDB 10.5 and later only, None elsewhere) is
+    ``claim`` returning the lease as the statement left it: one round trip.
 
-    ``rows`` and ``rows_many`` read rows whatever their expiry (the batched
-    lookups compare each caller's ``now`` themselves): ``rows_many`` takes an
+    ``rows`` and ``rows_many`` read ``liveness.OWNED_ROW`` whatever the liveness
+    (the batched lookups decide with each caller's ``now``): ``rows_many`` takes an
     expanding ``keys`` list (SQLite, MariaDB) or one array (PostgreSQL's ``= ANY``).
+    ``touch_held`` and ``delete_held`` act only on a live binding of ``generation``.
+    ``cleanup_batch`` removes up to ``batch`` expired bindings; then the
+    ``owner`` statements' ``cleanup_lapsed`` and ``cleanup_owners`` run.
+    ``gauges`` reads (live, dead, live owners).
     """
 
     lookup: Select[str]
-    rows: Select[bytes, str, int]
-    rows_many: Select[bytes, str, int]
+    lease: Select[str, int, int]
+    rows: Select[Any]
+    rows_many: Select[Any]
     storage_size: TextClause
-    owner: Select[str]
-    upsert: Insert
-    claim: ReturningInsert[str] | TextClause
-    claim_returns_owner: bool
+    current: Select[str, int, int]
+    upsert: Insert | TextClause
+    claim: ReturningInsert[str, int, int] | TextClause
+    claim_returns_lease: bool
     claim_returning: TextClause | None
     touch: Update
+    touch_held: Update
     delete: Delete
+    delete_held: Delete
     delete_owner: Delete
     cleanup_batch: Delete | TextClause
-    gauges: Select[int | None, int | None]
+    gauges: Select[Any]
+    owner: OwnerStatements
+
+
+def _cleanup_expired(dialect: str) -> Delete | TextClause:
+    if dialect in ("mysql", "mariadb"):
+        return text(
+            "DELETE FROM session_bindings WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch"
+        )
+    keys = select(_b.session_key).where(_b.expires_at <= bindparam("now")).limit(bindparam("batch"))
+    if dialect == "postgresql":
+        # Several instances may clean at once: each takes rows nobody else holds.
+        keys = keys.with_for_update(skip_locked=True)
+    return delete(bindings).where(_b.session_key.in_(keys.scalar_subquery()))
+
+
+def _gauges() -> Select[Any]:
+    """(live, dead, live owners): the bindings outer-joined to their owners' rows."""
+    now: Any = bindparam("now")
+    o = owners.c
+    alive = and_(
+        _b.expires_at > now,
+        or_(o.alloc_id.is_(None), and_(o.expires_at > now, o.epoch == _b.owner_epoch)),
+    )
+    live_owners = select(func.count()).select_from(owners).where(o.expires_at > now)
+    joined = bindings.outerjoin(owners, o.alloc_id == _b.alloc_id)
+    return select(
+        func.sum(case((alive, _ONE), else_=_ZERO)),
+        func.sum(case((alive, _ZERO), else_=_ONE)),
+        live_owners.scalar_subquery().correlate(None),
+    ).select_from(joined)
 
 
 def statements_for(dialect: str) -> Statements:
@@ -95,145 +143,50 @@ def statements_for(dialect: str) -> Statements:
     Raises:
         ValueError: another dialect.
     """
-    values: dict[str, Any] = {
-        "session_key": bindparam("key"),
-        "alloc_id": bindparam("alloc"),
-        "expires_at": bindparam("expires"),
-    }
-    claimable = or_(_expires <= bindparam("now"), _alloc == bindparam("replacing"))
-    expired_keys = select(_key).where(_expires <= bindparam("now")).limit(bindparam("batch"))
-    claim: ReturningInsert[str] | TextClause
+    claim: ReturningInsert[str, int, int] | TextClause
+    upsert: Insert | TextClause
     claim_returning: TextClause | None = None
-    cleanup_batch: Delete | TextClause
     if dialect in ("sqlite", "postgresql"):
-        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(bindings)
-        insert = insert.values(values)
-        excluded = {"alloc_id": insert.excluded.alloc_id, "expires_at": insert.excluded.expires_at}
-        upsert: Insert = insert.on_conflict_do_update(index_elements=[_key], set_=excluded)
-        if dialect == "sqlite":  # writes are serialized (BEGIN IMMEDIATE): no race to lose
-            claim = insert.on_conflict_do_update(
-                index_elements=[_key], set_=excluded, where=claimable
-            ).returning(_alloc)
-        else:
-            # Always update, keeping the old values when not taking over: the row is then
-            # locked and RETURNING gives its latest version. With a WHERE that fails,
-            # READ COMMITTED would leave the row unlocked and return nothing, and the
-            # holder could only be read from an older snapshot.
-            keep = {
-                name: case((claimable, value), else_=bindings.c[name])
-                for name, value in excluded.items()
-            }
-            claim = insert.on_conflict_do_update(index_elements=[_key], set_=keep).returning(_alloc)
-        claim_returns_owner = True
-        if dialect == "postgresql":
-            # Several instances may clean at once: each takes rows nobody else holds.
-            expired_keys = expired_keys.with_for_update(skip_locked=True)
-        cleanup_batch = delete(bindings).where(_key.in_(expired_keys.scalar_subquery()))
+        upsert = pg_or_sqlite_upsert(dialect)
+        claim = pg_or_sqlite_claim(dialect)
+        claim_returns_lease = True
     elif dialect in ("mysql", "mariadb"):
-        insert_my = mysql_insert(bindings).values(values)
-        upsert = insert_my.on_duplicate_key_update(
-            alloc_id=insert_my.inserted.alloc_id, expires_at=insert_my.inserted.expires_at
-        )
-        claim_sql = (
-            "INSERT INTO session_bindings (session_key, alloc_id, expires_at) "
-            "VALUES (:key, :alloc, :expires) ON DUPLICATE KEY UPDATE "
-            "alloc_id = IF(@session_repo_take := (expires_at <= :now OR alloc_id = :replacing), "
-            "VALUES(alloc_id), alloc_id), "
-            "expires_at = IF(@session_repo_take, VALUES(expires_at), expires_at)"
-        )
-        claim = text(claim_sql)
+        upsert = mariadb_upsert([mariadb_row()])
+        claim = mariadb_claim([mariadb_row()], replacing=True)
         # MariaDB's RETURNING gives the row as the statement left it (the row stays
-        # locked until the statement ends): the owner, with no second read.
-        claim_returning = text(claim_sql + " RETURNING alloc_id")
-        claim_returns_owner = False
-        cleanup_batch = text(
-            "DELETE FROM session_bindings WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch"
+        # locked until the statement ends): the lease, with no second read.
+        claim_returning = mariadb_claim(
+            [mariadb_row()], replacing=True, returning="alloc_id, generation, expires_at"
         )
+        claim_returns_lease = False
     else:  # pragma: no cover - parse_url refuses other dialects first
         raise ValueError(f"unsupported dialect {dialect!r}")
-    live = _expires > bindparam("now")
-    rows = select(_key, _alloc, _expires)
+    now: Any = bindparam("now")
+    is_live = live(now)
+    key = _b.session_key == bindparam("key")
+    held = and_(key, is_live, _b.generation == bindparam("generation", type_=BigInteger))
     if dialect == "postgresql":
-        many = _key == any_(bindparam("keys", type_=ARRAY(LargeBinary)))
+        many = _b.session_key == any_(bindparam("keys", type_=ARRAY(LargeBinary)))
     else:
-        many = _key.in_(bindparam("keys", expanding=True))
+        many = _b.session_key.in_(bindparam("keys", expanding=True))
+    extend: dict[str, Any] = {"expires_at": bindparam("expires")}
     return Statements(
-        lookup=select(_alloc).where(_key == bindparam("key"), live),
-        rows=rows.where(_key == bindparam("key")),
-        rows_many=rows.where(many),
+        lookup=select(_b.alloc_id).where(key, is_live),
+        lease=select(*LEASE).where(key, is_live),
+        rows=rows_with_owners().where(key),
+        rows_many=rows_with_owners().where(many),
         storage_size=text(_STORAGE_SIZE["mysql" if dialect == "mariadb" else dialect]),
-        owner=select(_alloc).where(_key == bindparam("key")),
+        current=select(*LEASE).where(key),
         upsert=upsert,
         claim=claim,
-        claim_returns_owner=claim_returns_owner,
+        claim_returns_lease=claim_returns_lease,
         claim_returning=claim_returning,
-        touch=update(bindings)
-        .where(_key == bindparam("key"), live)
-        .values(expires_at=bindparam("expires")),
-        delete=delete(bindings).where(_key == bindparam("key"), live),
-        delete_owner=delete(bindings).where(_alloc == bindparam("alloc"), live),
-        cleanup_batch=cleanup_batch,
-        gauges=select(
-            func.sum(case((live, 1), else_=0)),
-            func.sum(case((live, 0), else_=1)),
-        ),
-    )
-
-
-def rows_of_keys(count: int) -> Select[bytes, str, int]:
-    """``rows`` for ``count`` keys, one bound parameter each (``key0``, ``key1``, ..).
-
-    For a fast path that compiles a statement once per size, where an expanding
-    ``keys`` list would need SQLAlchemy's execution step to render.
-
-    Args:
-        count: how many keys the statement takes.
-    """
-    keys = [bindparam(f"key{i}", type_=LargeBinary) for i in range(count)]
-    return select(_key, _alloc, _expires).where(_key.in_(keys))
-
-
-def pg_claims() -> ReturningInsert[bytes, str]:
-    """PostgreSQL's claims of many sessions as one statement (a tick's claims, one trip).
-
-    ``keys``, ``allocs`` and ``expireses`` are arrays, one entry per claim, keys
-    distinct (a row is updated once per statement); one ``now`` serves them all.
-    It is ``claim``'s always-update, row by row: each row locked, ``RETURNING`` the
-    owner it was left with. A claim naming ``replacing`` goes alone.
-    """
-    rows = (
-        func.unnest(
-            bindparam("keys", type_=ARRAY(LargeBinary)),
-            bindparam("allocs", type_=ARRAY(String)),
-            bindparam("expireses", type_=ARRAY(BigInteger)),
-        )
-        .table_valued("session_key", "alloc_id", "expires_at")
-        .render_derived()
-    )
-    names = ["session_key", "alloc_id", "expires_at"]
-    insert = postgresql.insert(bindings).from_select(names, select(*(rows.c[n] for n in names)))
-    claimable = _expires <= bindparam("now")
-    keep = {
-        name: case((claimable, insert.excluded[name]), else_=bindings.c[name])
-        for name in ("alloc_id", "expires_at")
-    }
-    return insert.on_conflict_do_update(index_elements=[_key], set_=keep).returning(_key, _alloc)
-
-
-def claims_of(count: int) -> TextClause:
-    """MariaDB's claims of ``count`` sessions as one statement (10.5 and later).
-
-    Values ``key0, alloc0, expires0, ..``, keys distinct, one ``now`` for all; each
-    row is ``claim_returning``'s, and ``RETURNING`` gives every row as left.
-
-    Args:
-        count: how many claims the statement carries.
-    """
-    values = ", ".join(f"(:key{n}, :alloc{n}, :expires{n})" for n in range(count))
-    return text(
-        "INSERT INTO session_bindings (session_key, alloc_id, expires_at) "
-        f"VALUES {values} ON DUPLICATE KEY UPDATE "
-        "alloc_id = IF(@session_repo_take := (expires_at <= :now), VALUES(alloc_id), alloc_id), "
-        "expires_at = IF(@session_repo_take, VALUES(expires_at), expires_at) "
-        "RETURNING session_key, alloc_id"
+        touch=update(bindings).where(key, is_live).values(extend),
+        touch_held=update(bindings).where(held).values(extend),
+        delete=delete(bindings).where(key, is_live),
+        delete_held=delete(bindings).where(held),
+        delete_owner=delete(bindings).where(_b.alloc_id == bindparam("alloc"), is_live),
+        cleanup_batch=_cleanup_expired(dialect),
+        gauges=_gauges(),
+        owner=owner_statements_for(dialect),
     )

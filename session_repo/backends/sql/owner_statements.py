@@ -1,0 +1,106 @@
+"""The statements of owner heartbeats, and of cleanup, which removes what lapsed owners leave.
+
+Parameters: alloc, expires, now, batch.
+
+A lapsed owner row is removed only once none of its bindings is left (each
+cleanup batch removes bindings first, then the rows with ``NOT EXISTS`` one of
+theirs): a binding that outlived its owner's row would count as one of an owner
+that never heartbeated, and come back to life.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Select,
+    TextClause,
+    bindparam,
+    case,
+    delete,
+    exists,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from session_repo.backends.sql.model import bindings, owners
+
+__all__ = ["OwnerStatements", "owner_statements_for"]
+
+_o = owners.c
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerStatements:
+    """``heartbeat``; ``owners``; ``release`` (after ``delete_owner``); cleanup's two steps.
+
+    ``release_rest`` removes the bindings ``delete_owner`` left (dead ones), then
+    ``release_owner`` the row. ``cleanup_lapsed`` removes up to ``batch`` bindings of
+    lapsed owners, and ``cleanup_owners`` the lapsed owner rows with no binding left.
+    """
+
+    heartbeat: Insert | TextClause
+    owners: Select[str, int]
+    release_rest: Delete
+    release_owner: Delete
+    cleanup_lapsed: Delete | TextClause
+    cleanup_owners: Delete
+
+
+def _heartbeat(dialect: str) -> Insert | TextClause:
+    if dialect in ("mysql", "mariadb"):
+        # Assignments run left to right: the epoch is decided on the old expiry.
+        return text(
+            "INSERT INTO session_owners (alloc_id, expires_at, epoch) "
+            "VALUES (:alloc, :expires, 0) ON DUPLICATE KEY UPDATE "
+            "epoch = IF(expires_at > :now, epoch, epoch + 1), expires_at = VALUES(expires_at)"
+        )
+    make = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    insert = make(owners).values(
+        alloc_id=bindparam("alloc"), expires_at=bindparam("expires"), epoch=literal_column("0")
+    )
+    # A live row keeps its epoch; a lapsed one starts a new incarnation.
+    epoch = case((_o.expires_at > bindparam("now"), _o.epoch), else_=_o.epoch + literal_column("1"))
+    set_: dict[str, Any] = {"expires_at": insert.excluded.expires_at, "epoch": epoch}
+    heartbeat: Insert = insert.on_conflict_do_update(index_elements=[_o.alloc_id], set_=set_)
+    return heartbeat
+
+
+def _cleanup_lapsed(dialect: str) -> Delete | TextClause:
+    lapsed = select(_o.alloc_id).where(_o.expires_at <= bindparam("now"))
+    if dialect in ("mysql", "mariadb"):
+        return text(
+            "DELETE FROM session_bindings WHERE alloc_id IN "
+            "(SELECT alloc_id FROM session_owners WHERE expires_at <= :now) LIMIT :batch"
+        )
+    keys = (
+        select(bindings.c.session_key)
+        .where(bindings.c.alloc_id.in_(lapsed.scalar_subquery()))
+        .limit(bindparam("batch"))
+    )
+    if dialect == "postgresql":  # several instances clean at once: each takes its own rows
+        keys = keys.with_for_update(skip_locked=True)
+    return delete(bindings).where(bindings.c.session_key.in_(keys.scalar_subquery()))
+
+
+def owner_statements_for(dialect: str) -> OwnerStatements:
+    """Owner statements for a dialect.
+
+    Args:
+        dialect: "sqlite", "postgresql", "mysql" or "mariadb".
+    """
+    alloc: Any = bindparam("alloc")
+    orphan = ~exists().where(bindings.c.alloc_id == _o.alloc_id)
+    return OwnerStatements(
+        heartbeat=_heartbeat(dialect),
+        owners=select(_o.alloc_id, _o.expires_at).where(_o.expires_at > bindparam("now")),
+        release_rest=delete(bindings).where(bindings.c.alloc_id == alloc),
+        release_owner=delete(owners).where(_o.alloc_id == alloc),
+        cleanup_lapsed=_cleanup_lapsed(dialect),
+        cleanup_owners=delete(owners).where(_o.expires_at <= bindparam("now"), orphan),
+    )

@@ -1,0 +1,112 @@
+"""What the PostgreSQL and MariaDB fast paths share: the operations that are one statement.
+
+Each path batches its reads and claims its own way (``Batcher``s it sets up) and
+runs a compiled statement its own way (``_matched``: how many rows it matched);
+the operations on top are the same, and live here once.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+
+from session_repo._core.batching import Batcher
+from session_repo._core.storage import LeaseRow
+from session_repo.backends.sql.compiled import Compiled
+from session_repo.backends.sql.path import SqlPath
+from session_repo.backends.sql.statements import Statements
+
+__all__ = ["Read", "ServerPipeline"]
+
+Read = tuple[bytes, int, bool]
+"""``(key, now, lease)``: a lookup, or (``lease``) a lease read."""
+
+
+class ServerPipeline(SqlPath):
+    """Operations of one statement each, on a server; reads and claims through batchers.
+
+    Args:
+        statements: the dialect's statements.
+        dialect: the driver's dialect, to compile them for.
+    """
+
+    _reads: Batcher
+    _claims: Batcher
+
+    def __init__(self, statements: Statements, dialect: Dialect) -> None:
+        compile_ = Compiled.of
+        self._lookup = compile_(statements.lookup, dialect)
+        self._lease = compile_(statements.lease, dialect)
+        self._size = str(statements.storage_size)
+        self._touch = compile_(statements.touch, dialect)
+        self._touch_held = compile_(statements.touch_held, dialect)
+        self._delete = compile_(statements.delete, dialect)
+        self._delete_held = compile_(statements.delete_held, dialect)
+        self._delete_owner = compile_(statements.delete_owner, dialect)
+        self._cleanup = compile_(statements.cleanup_batch, dialect)
+        self._gauges = compile_(statements.gauges, dialect)
+        owner = statements.owner
+        self._heartbeat = compile_(owner.heartbeat, dialect)
+        self._owners = compile_(owner.owners, dialect)
+        self._release_rest = compile_(owner.release_rest, dialect)
+        self._release_owner = compile_(owner.release_owner, dialect)
+        self._cleanup_lapsed = compile_(owner.cleanup_lapsed, dialect)
+        self._cleanup_owners = compile_(owner.cleanup_owners, dialect)
+
+    @abstractmethod
+    async def _matched(self, compiled: Compiled, **values: Any) -> int:
+        """Run ``compiled`` with ``values`` (conflicts retried); how many rows it matched."""
+
+    async def lookup(self, key: bytes, now: int) -> str | None:
+        owner: str | None = await self._reads.call((key, now, False))
+        return owner
+
+    async def lease(self, key: bytes, now: int) -> LeaseRow | None:
+        row: LeaseRow | None = await self._reads.call((key, now, True))
+        return row
+
+    async def claim(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> str:
+        return (await self.acquire(key, alloc_id, expires_at, now, replacing)).owner
+
+    async def acquire(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> LeaseRow:
+        row: LeaseRow = await self._claims.call((key, alloc_id, expires_at, now, replacing))
+        return row
+
+    async def touch(
+        self, key: bytes, expires_at: int, now: int, generation: int | None = None
+    ) -> bool:
+        if generation is None:
+            return await self._matched(self._touch, key=key, expires=expires_at, now=now) > 0
+        values = {"key": key, "expires": expires_at, "now": now, "generation": generation}
+        return await self._matched(self._touch_held, **values) > 0
+
+    async def delete(self, key: bytes, now: int, generation: int | None = None) -> bool:
+        if generation is None:
+            return await self._matched(self._delete, key=key, now=now) > 0
+        held = self._delete_held
+        return await self._matched(held, key=key, now=now, generation=generation) > 0
+
+    async def delete_owner(self, alloc_id: str, now: int) -> int:
+        return await self._matched(self._delete_owner, alloc=alloc_id, now=now)
+
+    async def heartbeat(self, alloc_id: str, expires_at: int, now: int) -> None:
+        await self._matched(self._heartbeat, alloc=alloc_id, expires=expires_at, now=now)
+
+    async def cleanup_batch(self, now: int, batch: int) -> int:
+        """Expired bindings, then lapsed owners' bindings, then their rows once bare.
+
+        Each statement commits on its own; the order keeps every lapsed owner's row
+        until its bindings are gone.
+        """
+        removed = await self._matched(self._cleanup, now=now, batch=batch)
+        if removed < batch:
+            removed += await self._matched(self._cleanup_lapsed, now=now, batch=batch - removed)
+        if removed < batch:
+            await self._matched(self._cleanup_owners, now=now)
+        return removed
