@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from session_repo import RedisSessionRepository, StorageError
+from session_repo import RedisSessionRepository, StorageError, SystemClock
 from tests.servers import require_server, server_url
 
 pytestmark = pytest.mark.server
@@ -453,3 +453,105 @@ async def test_a_master_short_of_replicas_refuses_writes_as_a_transient_error(
     finally:
         server.terminate()
         await server.wait()
+
+
+# --- leases: what the native ttls and the counter must not undo ---------------------
+
+
+async def test_a_lapse_stays_final_after_the_heartbeat_key_expired(
+    client: Any,
+) -> None:
+    """The heartbeat key goes by its PX ttl; the mark stays, so its bindings stay dead."""
+    async with RedisSessionRepository(
+        REDIS_URL, key_prefix=PREFIX, cleanup_interval=0, clock=SystemClock()
+    ) as repo:
+        await repo.heartbeat("machine-a", 0.1)
+        old = await repo.acquire("s", "machine-a", 600)
+        await asyncio.sleep(0.2)
+        assert await client.exists(f"{PREFIX}h:machine-a") == 0  # expired natively
+        assert await client.hget(f"{PREFIX}M", "machine-a") == "0"  # still marked
+        assert await client.exists(f"{PREFIX}s:{digest('s')}") == 1  # its own ttl runs
+        assert await repo.lookup("s") is None
+        assert await repo.lease("s") is None
+        assert not await repo.touch("s", 600)
+        assert not await repo.delete("s")
+        gauges = await repo.metrics()
+        assert (gauges.sessions, gauges.expired, gauges.owners) == (0, 1, 0)
+        await repo.upsert("written-while-dead", "machine-a", 600)
+        assert await repo.lookup("written-while-dead") is None
+        await repo.heartbeat("machine-a", 30)  # a new epoch: the killed ones are gone
+        assert await client.hget(f"{PREFIX}M", "machine-a") == "1"
+        assert await client.exists(f"{PREFIX}s:{digest('s')}") == 0
+        assert await repo.lookup("s") is None
+        assert await repo.lookup("written-while-dead") is None
+        again = await repo.acquire("s", "machine-a", 600)
+        assert again.owner == "machine-a"
+        assert again.generation > old.generation
+        assert await repo.lookup("s") == "machine-a"
+        gauges = await repo.metrics()
+        assert (gauges.sessions, gauges.expired, gauges.owners) == (1, 0, 1)
+
+
+async def test_cleanup_drops_a_lapsed_owners_mark_only_after_its_bindings(
+    client: Any,
+) -> None:
+    async with RedisSessionRepository(
+        REDIS_URL, key_prefix=PREFIX, cleanup_interval=0, clock=SystemClock(), cleanup_batch=2
+    ) as repo:
+        await repo.heartbeat("machine-a", 0.1)
+        await repo.heartbeat("machine-b", 30)
+        for n in range(5):
+            await repo.upsert(f"a{n}", "machine-a", 600)
+        await repo.upsert("b", "machine-b", 600)
+        await asyncio.sleep(0.2)
+        assert await repo.cleanup() == 5  # in batches of 2, then the mark
+        assert await client.hkeys(f"{PREFIX}M") == ["machine-b"]
+        assert await client.exists(f"{PREFIX}o:machine-a") == 0
+        assert await repo.lookup("b") == "machine-b"
+        assert await repo.owners() != {}
+        assert await repo.release("machine-b") == 1
+        assert await client.exists(f"{PREFIX}M", f"{PREFIX}h:machine-b") == 0
+
+
+async def test_generations_rise_across_delete_and_native_expiry(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    seen = [(await repo.acquire("s", "machine-a", 0.05)).generation]
+    await asyncio.sleep(0.1)  # Redis expired it
+    assert await client.exists(f"{PREFIX}s:{digest('s')}") == 0
+    seen.append((await repo.acquire("s", "machine-a", 600)).generation)
+    assert await repo.delete("s")
+    seen.append((await repo.acquire("s", "machine-a", 600)).generation)
+    assert seen == sorted(set(seen)), seen
+    assert await client.pttl(f"{PREFIX}g") == -1  # the counter never expires
+
+
+async def test_generations_rise_even_when_the_counter_went_back(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    """A failover can lose the counter's last increments (replication is asynchronous):
+    the server's clock in microseconds is a floor, so no generation is handed out twice."""
+    first = await repo.acquire("s", "machine-a")
+    assert first.generation >= time.time() * 1_000_000 - 60_000_000
+    await client.set(f"{PREFIX}g", 1)  # as a promoted replica that missed them
+    taken = await repo.acquire("s", "machine-b", replacing="machine-a")
+    assert taken.generation > first.generation
+    await client.delete(f"{PREFIX}g")
+    assert await repo.delete("s")
+    assert (await repo.acquire("s", "machine-c")).generation > taken.generation
+
+
+async def test_a_binding_written_before_leases_reads_and_is_rebound_anew(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    """A plain owner (the value before leases) is that owner, generation 0, until rewritten."""
+    await repo.upsert("s", "machine-a", ttl=60)
+    binding = f"{PREFIX}s:{digest('s')}"
+    await client.set(binding, "machine-old", px=60_000)
+    assert await repo.lookup("s") == "machine-old"
+    lease = await repo.lease("s")
+    assert lease is not None
+    assert (lease.owner, lease.generation) == ("machine-old", 0)
+    again = await repo.acquire("s", "machine-old", 60, replacing="machine-old")
+    assert again.generation > 0  # written anew, with a real generation
+    assert (await client.get(binding)).startswith(f"machine-old {again.generation} ")

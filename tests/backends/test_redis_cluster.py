@@ -24,6 +24,7 @@ from session_repo import (
     ResilientSessionRepository,
     SessionStoreConfig,
     StorageError,
+    SystemClock,
     create_session_repository,
 )
 from session_repo.backends.redis.clients import family_of_client
@@ -189,6 +190,43 @@ async def test_writes_lookups_and_gauges_agree_across_nodes(repo: RedisSessionRe
     health = await repo.health()
     assert health.status == "ok"
     assert "3 masters" in health.detail
+
+
+async def test_an_owners_liveness_is_read_in_every_bucket_on_every_master(
+    client: Any,
+) -> None:
+    """A heartbeat marks the owner in all 64 buckets, so a session in any slot sees it
+    lapse at once, and stay dead; release clears every bucket."""
+    async with RedisSessionRepository(
+        _url(), key_prefix=PREFIX, cleanup_interval=0, clock=SystemClock()
+    ) as repo:
+        await repo.heartbeat("machine-a", 0.3)
+        marks = await _keys(client, "{*}M")
+        beats = await _keys(client, "{*}h:machine-a")
+        assert len(marks) == len(beats) == BUCKETS
+        assert {client.get_node_from_key(key).port for key in beats} == set(MASTERS)
+        ids = [f"session-{n}" for n in range(300)]
+        old = await asyncio.gather(*(repo.acquire(s, "machine-a", 600) for s in ids))
+        await repo.upsert("never-beats", "machine-b", 600)
+        bindings = await _keys(client, "{*}s:*")
+        assert len({client.keyslot(key) for key in bindings}) == BUCKETS
+        assert await asyncio.gather(*(repo.lookup(s) for s in ids)) == ["machine-a"] * 300
+        assert (await repo.metrics()).owners == 1
+        await asyncio.sleep(0.45)  # every bucket's heartbeat key expired natively
+        assert await _keys(client, "{*}h:machine-a") == []
+        assert await asyncio.gather(*(repo.lookup(s) for s in ids)) == [None] * 300
+        assert await repo.owners() == {}
+        metrics = await repo.metrics()
+        assert (metrics.sessions, metrics.expired, metrics.owners) == (1, 300, 0)
+        await repo.heartbeat("machine-a", 30)
+        assert await asyncio.gather(*(repo.lookup(s) for s in ids)) == [None] * 300
+        again = await asyncio.gather(*(repo.acquire(s, "machine-a", 600) for s in ids[:40]))
+        assert all(a.generation > o.generation for a, o in zip(again, old, strict=False))
+        assert set(await repo.owners()) == {"machine-a"}
+        assert await repo.release("machine-a") == 40
+        assert await _keys(client, "{*}h:*") == []
+        assert await _keys(client, "{*}o:machine-a") == []
+        assert await repo.lookup("never-beats") == "machine-b"
 
 
 async def test_delete_owner_reaches_every_node(repo: RedisSessionRepository, client: Any) -> None:

@@ -6,7 +6,10 @@ for i, key in ipairs(KEYS) do
   found[i] = false
   if value then
     local owner, gen, ep, exp = parse(value, key)
-    if alive(owner, ep) then found[i] = owner .. ' ' .. gen .. ' ' .. ep .. ' ' .. exp end
+    if alive(owner, ep) then
+      if gen == '0' then value = owner .. ' 0 0 ' .. exp end
+      found[i] = value
+    end
   end
 end
 return found
