@@ -15,11 +15,11 @@ from typing import Any
 
 from benchmarks.redis_db import PREFIX, in_batches
 from benchmarks.subjects.base import Setup
+from benchmarks.subjects.lua import load
 from benchmarks.subjects.sql import digest, now_ms
 from benchmarks.workload import TTL_S
 from session_repo.backends.redis.clients import family_of_url
 from session_repo.backends.redis.cluster import BUCKETS, parse_cluster_url
-from session_repo.backends.redis.scripts import load
 
 __all__ = ["CLUSTER_URL", "RawRedisCluster", "cluster_client", "cluster_prefix", "remove_keys"]
 

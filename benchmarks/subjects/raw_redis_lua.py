@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 
 from benchmarks.redis_db import in_batches
 from benchmarks.subjects.base import Setup
+from benchmarks.subjects.lua import load
 from benchmarks.subjects.sql import digest, now_ms
 from benchmarks.workload import TTL_S
-from session_repo.backends.redis.scripts import load
 
 __all__ = ["RawRedisLua"]
 
