@@ -15,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from session_repo._core.batching import Batcher
 from session_repo._core.storage import LeaseRow
 from session_repo.backends.sql.compiled import Compiled
-from session_repo.backends.sql.path import SqlPath
+from session_repo.backends.sql.counted_writes import CountedWrites
 from session_repo.backends.sql.statements import Statements
 
 __all__ = ["Read", "ServerPipeline"]
@@ -24,7 +24,7 @@ Read = tuple[bytes, int, bool]
 """``(key, now, lease)``: a lookup, or (``lease``) a lease read."""
 
 
-class ServerPipeline(SqlPath):
+class ServerPipeline(CountedWrites):
     """Operations of one statement each, on a server; reads and claims through batchers.
 
     Args:
@@ -77,26 +77,6 @@ class ServerPipeline(SqlPath):
     ) -> LeaseRow:
         row: LeaseRow = await self._claims.call((key, alloc_id, expires_at, now, replacing))
         return row
-
-    async def touch(
-        self, key: bytes, expires_at: int, now: int, generation: int | None = None
-    ) -> bool:
-        if generation is None:
-            return await self._matched(self._touch, key=key, expires=expires_at, now=now) > 0
-        values = {"key": key, "expires": expires_at, "now": now, "generation": generation}
-        return await self._matched(self._touch_held, **values) > 0
-
-    async def delete(self, key: bytes, now: int, generation: int | None = None) -> bool:
-        if generation is None:
-            return await self._matched(self._delete, key=key, now=now) > 0
-        held = self._delete_held
-        return await self._matched(held, key=key, now=now, generation=generation) > 0
-
-    async def delete_owner(self, alloc_id: str, now: int) -> int:
-        return await self._matched(self._delete_owner, alloc=alloc_id, now=now)
-
-    async def heartbeat(self, alloc_id: str, expires_at: int, now: int) -> None:
-        await self._matched(self._heartbeat, alloc=alloc_id, expires=expires_at, now=now)
 
     async def cleanup_batch(self, now: int, batch: int) -> int:
         """Expired bindings, then lapsed owners' bindings, then their rows once bare.

@@ -39,9 +39,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from session_repo._core.batching import Batcher
 from session_repo._core.storage import Gauges, LeaseRow
 from session_repo.backends.sql.compiled import Compiled
+from session_repo.backends.sql.counted_writes import CountedWrites
 from session_repo.backends.sql.errors import file_is_bad
 from session_repo.backends.sql.liveness import answer_read
-from session_repo.backends.sql.path import SqlPath
 from session_repo.backends.sql.sqlite_checkpoint import WRITER_PRAGMAS, Checkpointer
 from session_repo.backends.sql.sqlite_engine import Synchronous, sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
@@ -72,7 +72,7 @@ def _expanded(statement: Select[Any], count: int) -> str:
     return str(compiled)
 
 
-class SqlitePipeline(SqlPath):
+class SqlitePipeline(CountedWrites):
     """The contract's operations on one SQLite file, in batches on two threads.
 
     Args:
@@ -220,29 +220,9 @@ class SqlitePipeline(SqlPath):
         )
         return row
 
-    async def _count(self, compiled: Compiled, **values: Any) -> int:
+    async def _matched(self, compiled: Compiled, **values: Any) -> int:
         sql, args = compiled.sql, compiled.args(**values)
         return await self.write(lambda conn: int(conn.execute(sql, args).rowcount))
-
-    async def touch(
-        self, key: bytes, expires_at: int, now: int, generation: int | None = None
-    ) -> bool:
-        if generation is None:
-            return await self._count(self._touch, key=key, expires=expires_at, now=now) > 0
-        values = {"key": key, "expires": expires_at, "now": now, "generation": generation}
-        return await self._count(self._touch_held, **values) > 0
-
-    async def delete(self, key: bytes, now: int, generation: int | None = None) -> bool:
-        if generation is None:
-            return await self._count(self._delete, key=key, now=now) > 0
-        held = self._delete_held
-        return await self._count(held, key=key, now=now, generation=generation) > 0
-
-    async def delete_owner(self, alloc_id: str, now: int) -> int:
-        return await self._count(self._delete_owner, alloc=alloc_id, now=now)
-
-    async def heartbeat(self, alloc_id: str, expires_at: int, now: int) -> None:
-        await self._count(self._heartbeat, alloc=alloc_id, expires=expires_at, now=now)
 
     async def release(self, alloc_id: str, now: int) -> int:
         steps = [
@@ -272,12 +252,12 @@ class SqlitePipeline(SqlPath):
         for compiled in (self._cleanup, self._cleanup_lapsed):
             while removed < batch:
                 size = min(CLEANUP_SLICE, batch - removed)
-                count = await self._count(compiled, now=now, batch=size)
+                count = await self._matched(compiled, now=now, batch=size)
                 removed += count
                 if count < size:
                     break
         if removed < batch:
-            await self._count(self._cleanup_owners, now=now)
+            await self._matched(self._cleanup_owners, now=now)
         return removed
 
     async def gauges(self, now: int) -> Gauges:
