@@ -47,6 +47,12 @@ IGNORING_URL = os.environ.get(
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _fresh_owner() -> str:
+    """An owner no other test knows: the shared database may hold a lapsed heartbeat
+    of a common name (``"a"``, ``"machine-a"``), which would make its new bindings dead."""
+    return f"owner-{uuid.uuid4().hex[:12]}"
+
+
 def _direct(url: str, database: str | None = None) -> str:
     """The same database on PostgreSQL itself (for what is checked behind the pooler)."""
     pooled = make_url(url)
@@ -295,15 +301,16 @@ async def test_a_slow_statement_is_cancelled_in_transaction_mode(mode: str) -> N
         finally:
             await conn_to_server.close()
         assert shown == {"0"}
-        await repo.upsert(marker, "a")  # the repository carries on
-        assert await repo.lookup(marker) == "a"
+        owner = _fresh_owner()  # the repository carries on
+        await repo.upsert(marker, owner)
+        assert await repo.lookup(marker) == owner
 
 
 async def test_a_row_locked_elsewhere_times_out_in_transaction_mode() -> None:
     url = migrated_url("pgbouncer")
     async with SqlSessionRepository(url, cleanup_interval=0, statement_timeout=0.5) as repo:
         session = f"held-{uuid.uuid4().hex}"
-        await repo.upsert(session, "machine-a")
+        await repo.upsert(session, _fresh_owner())
         holder = await asyncpg.connect(_raw_dsn(_direct(url)))
         try:
             async with holder.transaction():
@@ -343,9 +350,10 @@ def _fast_path_driver_settings(repo: SqlSessionRepository) -> Any:
 async def test_statement_cache_options_work_through_the_pooler(query: str) -> None:
     url = migrated_url("pgbouncer") + query
     async with SqlSessionRepository(url, cleanup_interval=0, statement_timeout=4) as repo:
-        await asyncio.gather(*(repo.upsert(f"opt-{n}", "a") for n in range(40)))
-        assert await asyncio.gather(*(repo.lookup(f"opt-{n}") for n in range(40))) == ["a"] * 40
-        assert await repo.claim("opt-0", "b", replacing="a") == "b"
+        owner = _fresh_owner()
+        await asyncio.gather(*(repo.upsert(f"opt-{n}", owner) for n in range(40)))
+        assert await asyncio.gather(*(repo.lookup(f"opt-{n}") for n in range(40))) == [owner] * 40
+        assert await repo.claim("opt-0", "b", replacing=owner) == "b"
         # Unnamed statements, bounded by the client at the statement timeout.
         assert await _fast_path_driver_settings(repo) == (0, 4)
 
@@ -353,8 +361,9 @@ async def test_statement_cache_options_work_through_the_pooler(query: str) -> No
 async def test_a_pooler_that_ignores_startup_parameters_is_found_too() -> None:
     url = _require_ignoring()
     async with SqlSessionRepository(url, cleanup_interval=0, statement_timeout=4) as repo:
-        await asyncio.gather(*(repo.upsert(f"ign-{n}", "a") for n in range(40)))
-        assert await asyncio.gather(*(repo.lookup(f"ign-{n}") for n in range(40))) == ["a"] * 40
+        owner = _fresh_owner()
+        await asyncio.gather(*(repo.upsert(f"ign-{n}", owner) for n in range(40)))
+        assert await asyncio.gather(*(repo.lookup(f"ign-{n}") for n in range(40))) == [owner] * 40
         assert await _fast_path_driver_settings(repo) == (0, 4)
 
 
