@@ -99,6 +99,10 @@ class SqlitePipeline(CountedWrites):
         self._writes = Batcher(self._write_batch, max_batch=MAX_BATCH, overlap=False)
         compile_ = functools.partial(Compiled.of, dialect=_DIALECT)
         self._rows = compile_(statements.rows)
+        # The in-loop reads' statements; their parameters are (key, now, now).
+        self._lookup = compile_(statements.lookup)
+        self._lease = compile_(statements.lease)
+        assert self._lookup.order == self._lease.order == ("key", "now", "now")
         self._rows_many = statements.rows_many
         self._size = str(statements.storage_size)
         self._upsert = compile_(statements.upsert)
@@ -181,19 +185,21 @@ class SqlitePipeline(CountedWrites):
 
     # -- operations ----------------------------------------------------------
 
-    async def _read_key(self, key: bytes, now: int, lease: bool) -> Any:
-        if self._reads.idle():  # nothing to join: read here, without the thread hop
-            rows = self._inline.rows(self._rows.sql, [key])
-            if rows is not None:
-                return answer_read(rows[0] if rows else None, now, lease)
-        return await self._reads.submit((key, now, lease))
-
     async def lookup(self, key: bytes, now: int) -> str | None:
-        owner: str | None = await self._read_key(key, now, False)
+        if self._reads.idle():  # nothing to join: read here, without the thread hop
+            # Liveness decided in the statement: one column back, no row to judge here.
+            rows = self._inline.rows(self._lookup.sql, (key, now, now))
+            if rows is not None:
+                return rows[0][0] if rows else None
+        owner: str | None = await self._reads.submit((key, now, False))
         return owner
 
     async def lease(self, key: bytes, now: int) -> LeaseRow | None:
-        row: LeaseRow | None = await self._read_key(key, now, True)
+        if self._reads.idle():
+            rows = self._inline.rows(self._lease.sql, (key, now, now))
+            if rows is not None:
+                return LeaseRow(*rows[0]) if rows else None
+        row: LeaseRow | None = await self._reads.submit((key, now, True))
         return row
 
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
