@@ -32,6 +32,15 @@ MAX_FIELD = 4096  # a fly-replay-src longer than this is not Fly's: ignored
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _LENGTH = re.compile(rb"[0-9]{1,18}")  # ASCII digits only: no sign, no "\xb2", no overflow
 _OWS = b" \t"
+# The request headers routing reads besides the session's own, by (lowercase) name.
+_COOKIE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _REPLAY_SRC, _REPLAY_FAILED = range(5)
+_FIELDS = {
+    b"cookie": _COOKIE,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"fly-replay-src": _REPLAY_SRC,
+    b"fly-replay-failed": _REPLAY_FAILED,
+}
 
 
 def valid_key(value: str) -> bool:
@@ -43,7 +52,10 @@ def valid_key(value: str) -> bool:
     Returns:
         True for 1..1024 characters of visible ASCII (0x21-0x7E).
     """
-    return 0 < len(value) <= MAX_KEY and all("!" <= char <= "~" for char in value)
+    # isprintable() on ASCII is 0x20-0x7E: all of it but the space (C, not a char loop).
+    return (
+        0 < len(value) <= MAX_KEY and value.isascii() and value.isprintable() and " " not in value
+    )
 
 
 def as_bytes(value: Any) -> bytes:
@@ -87,6 +99,13 @@ def header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:
     Returns:
         The well-formed pairs, in order.
     """
+    if type(headers) is list:  # what servers hand over: bytes pairs, taken as they are
+        try:
+            plain = all(type(name) is bytes and type(value) is bytes for name, value in headers)
+        except Exception:  # an item that is no pair: sorted out below
+            plain = False
+        if plain:
+            return headers
     pairs: list[tuple[bytes, bytes]] = []
     try:
         items = list(headers or ())
@@ -194,20 +213,26 @@ class FlyRequest:
         key: str | None = None
         cookies: list[str] = []
         self.pairs = header_pairs(scope.get("headers"))
+        read_header = header if cookie is None else b""
         for raw_name, raw_value in self.pairs:
             name = raw_name.lower()
-            if name == header and header and cookie is None and key is None:
+            if name == read_header and key is None and header:
                 key = text(raw_value)
-            elif name == b"cookie" and cookie is not None:
-                cookies.append(text(raw_value))
-            elif name == b"content-length":
+                continue
+            field = _FIELDS.get(name)
+            if field is None:
+                continue
+            if field == _COOKIE:
+                if cookie is not None:
+                    cookies.append(text(raw_value))
+            elif field == _CONTENT_LENGTH:
                 self.content_length = _length(raw_value, self.content_length)
-            elif name == b"transfer-encoding":
+            elif field == _TRANSFER_ENCODING:
                 self.chunked = self.chunked or b"chunked" in raw_value.lower()
-            elif name == b"fly-replay-src" and self.replay_src is None:
-                if len(raw_value) <= MAX_FIELD:
+            elif field == _REPLAY_SRC:
+                if self.replay_src is None and len(raw_value) <= MAX_FIELD:
                     self.replay_src = text(raw_value)
-            elif name == b"fly-replay-failed" and self.replay_failed is None:
+            elif self.replay_failed is None:  # _REPLAY_FAILED
                 self.replay_failed = text(raw_value[:MAX_FIELD])
         if cookie is not None and cookies:
             key = cookie_value("; ".join(cookies), cookie)
