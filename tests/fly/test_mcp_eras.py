@@ -19,7 +19,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from session_repo import InvalidInput, MemorySessionRepository
 from session_repo.fly import FlyReplayMiddleware
 from session_repo.fly.eras import EndpointScanner, sessionless
 from session_repo.fly.workers import worker_count
-from session_repo.testing import FakeClock, FlyProxySimulator
+from session_repo.testing import FakeClock, FlyProxySimulator, ReplayCacheRule
 
 ME, OTHER = "machine-a", "machine-b"
 SECRET = "eras-secret"
@@ -828,7 +828,9 @@ def test_uvicorn_run_with_two_workers_warns_in_each(tmp_path: Path) -> None:
 # -- end to end: the real SDK, three eras, one dual-era server, three machines ----------------
 
 
-def dual_era_app(machine_id: str, repository: MemorySessionRepository) -> Any:
+def dual_era_app(
+    machine_id: str, repository: MemorySessionRepository, *, replay_cache: bool = False
+) -> Any:
     """One machine: the SDK's Streamable HTTP app at /mcp and its SSE app under /legacy."""
     server = MCPServer("dual-era")
     calls: LRUCache[str, int] = LRUCache(maxsize=1000)  # per session, in this machine only
@@ -861,7 +863,48 @@ def dual_era_app(machine_id: str, repository: MemorySessionRepository) -> Any:
     app = Starlette(
         routes=[Mount("/legacy", app=legacy), Mount("/", app=streamable)], lifespan=lifespan
     )
-    return FlyReplayMiddleware(app, repository, instance_id=machine_id, state_secret=SECRET)
+    return FlyReplayMiddleware(
+        app, repository, instance_id=machine_id, state_secret=SECRET, replay_cache=replay_cache
+    )
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request reaching a machine's middleware (``replay`` None), or its replay answer."""
+
+    machine: str
+    method: str
+    path: str
+    session: str | None  # the Mcp-Session-Id header, or the session_id query parameter
+    cache: str | None  # the fly-replay-cache-status the proxy sent with it
+    replay: str | None = None  # the fly-replay value a machine answered
+
+
+def noting(timeline: list[Seen], machine: str, app: Any) -> Any:
+    """``app``, noting in ``timeline``, in order, each request it gets and replay it answers."""
+
+    async def noted(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        headers = {bytes(k).lower(): bytes(v).decode("latin-1") for k, v in scope["headers"]}
+        query = dict(q.split("=", 1) for q in scope["query_string"].decode().split("&") if "=" in q)
+        session = headers.get(b"mcp-session-id") or query.get("session_id")
+        cache = headers.get(b"fly-replay-cache-status")
+        seen = Seen(machine, scope["method"], scope["path"], session, cache)
+        timeline.append(seen)
+
+        async def note(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                for name, value in message.get("headers", ()):
+                    if bytes(name).lower() == b"fly-replay":
+                        replay = bytes(value).decode("latin-1")
+                        timeline.append(replace(seen, replay=replay))
+            await send(message)
+
+        await app(scope, receive, note)
+
+    return noted
 
 
 @dataclass
@@ -900,9 +943,23 @@ def ref(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()[:12]
 
 
-async def test_three_eras_on_one_dual_era_server_each_follow_up_reaches_its_owner() -> None:
+# fly.toml's rule for the handshake era's header (docs/fly.md, "Replays Fly's proxy can cache")
+CACHE_RULE = ReplayCacheRule("/mcp", 300, "header", "mcp-session-id")
+
+
+@pytest.mark.parametrize("replay_cache", [False, True], ids=["plain", "replay-cache"])
+async def test_three_eras_on_one_dual_era_server_each_follow_up_reaches_its_owner(
+    replay_cache: bool,
+) -> None:
     shared = MemorySessionRepository()
-    async with FlyProxySimulator(lambda m: dual_era_app(m, shared), 3, seed=21) as sim:
+    timeline: list[Seen] = []  # what reached each machine, and the replays they answered
+
+    def machine(machine_id: str) -> Any:
+        app = dual_era_app(machine_id, shared, replay_cache=replay_cache)
+        return noting(timeline, machine_id, app)
+
+    rules = [CACHE_RULE] if replay_cache else None
+    async with FlyProxySimulator(machine, 3, seed=21, replay_cache=rules) as sim:
         # The handshake era: initialize, then Mcp-Session-Id on every request.
         legacy_wire = Wire()
         legacy_http = http_client(sim, legacy_wire, timeout=30)
@@ -973,6 +1030,56 @@ async def test_three_eras_on_one_dual_era_server_each_follow_up_reaches_its_owne
             for d in sim.deliveries
             if d.path == "/mcp" and d.session != ref(handshake_session)
         )
+        # Every HTTP+SSE message that landed elsewhere took a replay of its own, in both
+        # modes: its key is a query parameter, which no fly.toml rule can cache by.
+        assert all(d.replays == (d.origin != sse_home) for d in sse_posts)
+        assert sum(d.replays for d in sse_posts) > 1
+        assert all(d.cache is None for d in sse_posts)
+        replay_answers = [e for e in timeline if e.replay is not None]
+        sse_replays = [str(e.replay) for e in replay_answers if e.session == sse_session]
+        assert len(sse_replays) == sum(d.replays for d in sse_posts)
+        assert all(v.endswith(";timeout=5s;fallback=force_self") for v in sse_replays)
+        assert all((";state=v1." in v) != replay_cache for v in sse_replays)
+        keyed_seen = [e for e in timeline if e.session == handshake_session]
+        replayed = [e for e in keyed_seen if e.replay is not None]
+        if not replay_cache:
+            assert sim.replay_cache is None
+            assert all(d.cache is None for d in sim.deliveries)
+            assert len(replayed) > 1  # the balancer sent several follow-ups elsewhere
+            assert all(
+                str(e.replay).startswith(f"instance={handshake_home};state=v1.") for e in replayed
+            )
+        else:
+            # One bare replay of the handshake session, cached for its owner: every
+            # follow-up after it went straight there (wherever the balancer pointed),
+            # and no machine was asked to replay it again.
+            assert [e.replay for e in replayed] == [f"instance={handshake_home}"]
+            first = keyed_seen.index(replayed[0])
+            # it landed elsewhere with no cache entry yet (no status) and was replayed
+            assert keyed_seen[first - 1] == replace(replayed[0], replay=None)
+            assert replayed[0].machine != handshake_home
+            assert replayed[0].cache is None
+            # what came before it landed on the owner, load-balanced (no status either)
+            balanced = keyed_seen[: first - 1]
+            assert {(e.machine, e.cache) for e in balanced} == {(handshake_home, None)}
+            # the replayed request, at the owner; then every follow-up, by the cache
+            [redelivered, *by_cache] = keyed_seen[first + 1 :]
+            assert (redelivered.machine, redelivered.cache) == (handshake_home, "miss")
+            assert len(by_cache) > 24
+            assert {(e.machine, e.cache, e.replay) for e in by_cache} == {
+                (handshake_home, "hit", None)
+            }
+            hits = [d for d in sim.deliveries if d.cache == "hit"]
+            assert len(hits) == len(by_cache)
+            assert all(d.session == ref(handshake_session) for d in hits)
+            assert {(d.origin, d.served_by, d.replays) for d in hits} == {
+                (handshake_home, handshake_home, 0)
+            }
+            assert sim.replay_cache is not None
+            assert (sim.replay_cache.stored, sim.replay_cache.hits) == (1, len(by_cache))
+            assert sim.replay_cache.invalidations == sim.replay_cache.gone == 0
+            assert sim.replay_cache.target(handshake_session) == handshake_home
+            assert sim.replay_cache.target(sse_session) is None
         assert sim.misrouted == 0
         # Both clients ended their sessions (DELETE, the stream's end): no binding is left.
         assert await shared.lookup(handshake_session) is None
