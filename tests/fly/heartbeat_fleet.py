@@ -4,8 +4,9 @@
 with no session key makes one (``mcp-session-id`` in the answer), a request with a
 key it holds is answered 200, one it does not hold 404 (what MCP's server says for
 an unknown session). It runs its own lifespan and records it. ``Fleet`` builds one
-per machine, on the heartbeat's fake time (``Ticker``), and ``Flaky`` is a real
-memory repository whose heartbeats can be made to fail, or to hang, for a while.
+per machine, on the heartbeat's fake time (``Ticker``), in either replay mode, and
+``Flaky`` is a real memory repository whose heartbeats can be made to fail, or to
+hang, for a while.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import httpx
 from session_repo import SessionRepository, StorageError
 from session_repo.contract import Ttl
 from session_repo.fly import FlyReplayMiddleware
-from session_repo.testing import FakeClock, FlyProxySimulator
+from session_repo.testing import FakeClock, FlyProxySimulator, ReplayCacheRule
 from tests.fly.ticks import Ticker
 
 A, B, C = "a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2", "c3c3c3c3c3c3c3"
 TTL = 30.0  # the heartbeat's
 SECRET = "heartbeat-test-secret"
+# fly.toml's rule in replay-cache mode (docs/fly.md): Fly's proxy caches replays per session
+CACHE_RULE = ReplayCacheRule("/mcp", 300, "header", "mcp-session-id")
 
 
 class Server:
@@ -77,11 +80,19 @@ class Fleet:
         repositories: each machine's repository (one shared object, or one each on a
             shared file).
         clock: the fake clock of the store and the middleware.
+        replay_cache: the middleware's replay-cache mode (bare, cacheable replays).
     """
 
-    def __init__(self, repositories: Callable[[str], SessionRepository], clock: FakeClock) -> None:
+    def __init__(
+        self,
+        repositories: Callable[[str], SessionRepository],
+        clock: FakeClock,
+        *,
+        replay_cache: bool = False,
+    ) -> None:
         self.repositories = repositories
         self.clock = clock
+        self.replay_cache = replay_cache
         self.ticker = Ticker(clock)
         self.events: list[tuple[str, str]] = []
         self.servers: dict[str, Server] = {}
@@ -98,6 +109,7 @@ class Fleet:
             state_secret=SECRET,
             heartbeat_ttl=TTL,
             sleep=self.ticker.sleep,
+            replay_cache=self.replay_cache,
             **self.options,
         )
 
@@ -108,7 +120,12 @@ def pick(lb: list[str]) -> Callable[[Any], str]:
 
 
 def simulator(fleet: Fleet, lb: list[str], machines: list[str] | None = None) -> FlyProxySimulator:
-    return FlyProxySimulator(fleet, machines or [A, B, C], chooser=pick(lb))
+    """The proxy in front of ``fleet``; with its replay cache (``CACHE_RULE``, on the
+    fleet's clock) when the fleet is in replay-cache mode."""
+    rules = [CACHE_RULE] if fleet.replay_cache else None
+    return FlyProxySimulator(
+        fleet, machines or [A, B, C], chooser=pick(lb), replay_cache=rules, clock=fleet.clock
+    )
 
 
 def client(sim: FlyProxySimulator) -> httpx.AsyncClient:

@@ -16,6 +16,11 @@ store failed under it) stops trusting its memory of what it owns. When another
 machine took a session meanwhile, its next request there is replayed to the new
 owner, not served from memory; when none did, it takes the session again (after a
 heartbeat, so the binding is live) and goes back to its no-I/O fast path.
+
+In replay-cache mode Fly's proxy may also hold a cached route to the dead machine for
+each of its sessions. The simulator drops a route whose machine is not running and
+load-balances the request as a miss; after the lapse, the machine it lands on serves
+it, as in plain mode: no replay, no wait, and no new route to the dead machine.
 """
 
 from __future__ import annotations
@@ -166,3 +171,60 @@ async def test_after_its_own_lapse_a_machine_takes_back_a_free_session_then_does
             assert (await http.post("/mcp", headers=key)).status_code == 200
         after = await repo.metrics()
         assert (after.lookups, after.claims) == (before.lookups, before.claims)  # no I/O
+
+
+# -- replay-cache mode: Fly's proxy holds routes to the machine that died -------------------------
+
+
+async def test_in_cache_mode_a_cached_route_to_a_dead_machine_is_dropped_and_served_live(
+    store: Store, clock: FakeClock
+) -> None:
+    probe, repositories = store
+    fleet, lb = Fleet(repositories, clock, replay_cache=True), [A]
+    sim = simulator(fleet, lb)
+    cache = sim.replay_cache
+    assert cache is not None
+    async with sim, client(sim) as http:
+        sessions = [await create(http) for _ in range(3)]
+        lb[0] = B
+        for sid in sessions:  # landing on B: a bare replay to A, which the proxy caches
+            answer = await http.post("/mcp", headers={"mcp-session-id": sid})
+            assert answer.json() == {"machine": A, "session": sid}
+        assert [cache.target(s) for s in sessions] == [A, A, A]
+        assert (await http.post("/mcp", headers={"mcp-session-id": sessions[0]})).status_code == 200
+        hit = sim.deliveries[-1]
+        assert (hit.origin, hit.served_by, hit.replays, hit.cache) == (A, A, 0, "hit")
+        await fleet.ticker.advance(14)  # A last heartbeat at +10
+        lapse = (await probe.owners())[A].timestamp()
+        await sim.stop(A, graceful=False)  # killed: no shutdown, no release
+        killed_at = clock.now()
+        assert fleet.ticker.sleeping == 2  # A's heartbeat task died with it
+        await fleet.ticker.advance(lapse - killed_at)  # within one heartbeat ttl of the kill
+        assert set(await probe.owners()) == {B, C}
+        # The proxy still holds an unexpired route to A for each session; A is gone. The
+        # simulator drops a route whose machine is not running and load-balances the
+        # request as a miss; where it lands, the store names no live owner: served there.
+        assert [cache.target(s) for s in sessions] == [A, A, A]
+        answer = await http.post("/mcp", headers={"mcp-session-id": sessions[0]})
+        assert answer.status_code == 404  # B does not hold it: the client re-initializes
+        assert answer.json() == {"machine": B, "session": sessions[0]}
+        served = sim.deliveries[-1]
+        assert (served.origin, served.served_by, served.replays, served.fell_back) == (
+            B,
+            B,
+            0,
+            False,
+        )
+        assert (served.waited, served.cache) == (0.0, "miss")
+        assert (cache.gone, cache.target(sessions[0])) == (1, None)
+        assert await probe.lookup(sessions[0]) is None  # a 404 binds nothing
+        lb[0] = C  # and so for each of A's sessions, wherever it lands
+        answer = await http.post("/mcp", headers={"mcp-session-id": sessions[1]})
+        assert answer.json() == {"machine": C, "session": sessions[1]}
+        last = sim.deliveries[-1]
+        assert (last.served_by, last.replays, last.waited, last.cache) == (C, 0, 0.0, "miss")
+        assert cache.gone == 2
+        fresh = await create(http)  # the client starts over on a live machine
+        assert await probe.lookup(fresh) == C
+    assert sim.replays == cache.stored == 3  # only the replays that made A's routes
+    assert sim.fallbacks == 0
