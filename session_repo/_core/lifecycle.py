@@ -62,7 +62,7 @@ class Lifecycle:
         """The open storage (``None`` before the first call and after close)."""
         self._resources: contextlib.AsyncExitStack | None = None
         self.closed = False
-        self._open_lock = asyncio.Lock()
+        self._opening: asyncio.Task[None] | None = None
         self._cleanup_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         # Calls past ``ready()`` and not yet returned: close() waits for them.
@@ -79,8 +79,12 @@ class Lifecycle:
     async def ready(self) -> Storage:
         """The open storage; opened on first use, refused after close.
 
-        A call that waited for another's open is refused too if ``close()`` came
-        meanwhile.
+        The open is one task that every caller waits for, shielded: a cancelled
+        caller leaves it running for the others (cancelling a driver in the middle of
+        its handshake or its first statement can leave a connection that never closes,
+        as aiosqlite's does when stopped and then closed). A failed open is tried
+        again by the next call. A call that waited for the open is refused too if
+        ``close()`` came meanwhile.
         """
         if self.closed:
             raise self.refuse()
@@ -88,21 +92,27 @@ class Lifecycle:
         if storage is not None:
             return storage
         before = cancel_requests()
-        async with self._open_lock:
-            if self.storage is None:
-                if self.closed:
-                    raise self.refuse()
-                self.storage = await self._open()  # close(), waiting for this lock, closes it
-            reraise_swallowed(before)
-            if self.closed:
-                raise self.refuse()
-            if self._cleanup_interval > 0 and self._cleanup_task is None:
-                self._cleanup_task = asyncio.create_task(
-                    self._cleanup_loop(), name=f"session-repo cleanup ({self._backend})"
-                )
-            return self.storage
+        opening = self._opening
+        if opening is None:
+            opening = asyncio.create_task(self._open(), name=f"session-repo open ({self._backend})")
+            opening.add_done_callback(self._opened)
+            self._opening = opening
+        await asyncio.shield(opening)
+        reraise_swallowed(before)
+        if self.closed or self.storage is None:
+            raise self.refuse()
+        if self._cleanup_interval > 0 and self._cleanup_task is None:
+            self._cleanup_task = asyncio.create_task(
+                self._cleanup_loop(), name=f"session-repo cleanup ({self._backend})"
+            )
+        return self.storage
 
-    async def _open(self) -> Storage:
+    def _opened(self, opening: asyncio.Task[None]) -> None:
+        """An open ended: a failed one is forgotten (the next call opens anew)."""
+        if opening.cancelled() or opening.exception() is not None:
+            self._opening = None
+
+    async def _open(self) -> None:
         resources = contextlib.AsyncExitStack()
         try:
             with storage_errors("open", self._classify):
@@ -113,7 +123,7 @@ class Lifecycle:
             raise
         resources.push_async_callback(storage.close)
         self._resources = resources
-        return storage
+        self.storage = storage
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
@@ -178,19 +188,20 @@ class Lifecycle:
     async def _close(self) -> None:
         for work in self._cleanups:
             work.cancel()  # its caller gets RepositoryClosed
-        async with self._open_lock:  # an open in progress ends first; its caller is refused
-            task, self._cleanup_task = self._cleanup_task, None
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
-            if self._in_flight:
-                self._idle = asyncio.Event()
-                await self._idle.wait()
-            resources, self._resources = self._resources, None
-            self.storage = None
-            if resources is not None:
-                with storage_errors("close", self._classify):
-                    await resources.aclose()
+        if self._opening is not None:  # an open in progress ends first; its callers are refused
+            await asyncio.wait([self._opening])
+        task, self._cleanup_task = self._cleanup_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        if self._in_flight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+        resources, self._resources = self._resources, None
+        self.storage = None
+        if resources is not None:
+            with storage_errors("close", self._classify):
+                await resources.aclose()
 
     async def _cleanup_loop(self) -> None:
         extra = {"backend": self._backend, "operation": "cleanup", "outcome": "error"}

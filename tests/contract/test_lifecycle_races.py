@@ -9,6 +9,7 @@ ends in ``CancelledError``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -24,6 +25,7 @@ from session_repo import (
     SqlSessionRepository,
 )
 from session_repo.backends.base import StoreFront
+from session_repo.backends.memory import MemoryStorage
 from tests.conftest import backend_params
 from tests.servers import require_server
 
@@ -88,6 +90,54 @@ async def test_close_while_the_first_call_is_opening(build: Build) -> None:
     assert other_tasks() == []  # no cleanup task started behind close()'s back
     with pytest.raises(RepositoryClosed):
         await repo.lookup("s")
+
+
+async def test_a_caller_cancelled_at_any_step_of_the_open_leaves_it_to_finish(build: Build) -> None:
+    """The open is shared work: cancelling the call that started it cancels that call
+    only (cancelling a driver mid-handshake can leave a connection that never closes)."""
+    for steps in range(8):
+        repo = build(cleanup_interval=60)
+        first = asyncio.create_task(repo.lookup("s"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        first.cancel()
+        outcome = (await asyncio.gather(first, return_exceptions=True))[0]
+        assert outcome is None or isinstance(outcome, asyncio.CancelledError), (steps, outcome)
+        async with asyncio.timeout(10):
+            await repo.upsert("s", "m")  # the open the first call began, finished
+            assert await repo.lookup("s") == "m"
+            await repo.close()
+        assert other_tasks() == [], steps
+
+
+async def test_a_cancelled_caller_never_cancels_the_open_itself() -> None:
+    """Through a front whose open takes a few steps: one open, never interrupted."""
+    opens: list[str] = []
+
+    async def connect(resources: contextlib.AsyncExitStack) -> MemoryStorage:
+        opens.append("started")
+        try:
+            for _ in range(5):
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            opens.append("cancelled")
+            raise
+        opens.append("done")
+        return MemoryStorage(1000)
+
+    repo = StoreFront(connect=connect, backend="memory", clock=None, default_ttl=600)
+    first = asyncio.create_task(repo.lookup("s"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    second = asyncio.create_task(repo.upsert("s", "m"))  # joins the open in progress
+    await second
+    assert opens == ["started", "done"]
+    assert await repo.lookup("s") == "m"
+    await repo.close()
+    assert other_tasks() == []
 
 
 async def test_close_at_every_step_of_the_first_open(build: Build) -> None:
