@@ -84,10 +84,14 @@ def harness(
 ) -> Iterator[tuple[asyncio.Runner, SessionRepository]]:
     runner = asyncio.Runner()
     repo: SessionRepository
+    # A clock that stands still: a valid ttl of a millisecond must not run out between
+    # the write and the read that checks it.
+    clock = FakeClock()
     if request.param == "memory":
-        repo = MemorySessionRepository()
+        repo = MemorySessionRepository(clock=clock)
     else:
-        repo = SqlSessionRepository(f"sqlite+aiosqlite:///{tmp_path}/f.sqlite", cleanup_interval=0)
+        url = f"sqlite+aiosqlite:///{tmp_path}/f.sqlite"
+        repo = SqlSessionRepository(url, cleanup_interval=0, clock=clock)
     runner.run(repo.upsert("sentinel", "machine-sentinel"))
     yield runner, repo
     runner.run(repo.close())

@@ -119,10 +119,16 @@ async def chaos(repo: SessionRepository, fault: Fault, seconds: float = 2.5) -> 
 
 
 async def _repeat(fault: Fault, deadline: float) -> None:
+    """The fault every 0.1 s for half a second, then half a second of quiet: with faults
+    all the time the wrapper's probe may never see the primary answer, and a degraded
+    wrapper answers from memory at once, leaving no call in flight to cancel."""
     loop = asyncio.get_running_loop()
     while loop.time() < deadline:
-        await fault()
-        await asyncio.sleep(0.1)
+        burst = loop.time() + 0.5
+        while loop.time() < min(burst, deadline):
+            await fault()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
 
 
 @asynccontextmanager
