@@ -360,6 +360,23 @@ async def test_writes_pipelined_after_redis_lost_its_scripts_still_land(
     assert owners == ["machine-a"] * 10
 
 
+async def test_lone_calls_after_redis_lost_its_scripts_load_them_and_answer(
+    repo: RedisSessionRepository, client: Any
+) -> None:
+    """A lone call sends EVALSHA as a raw command: a NOSCRIPT reply loads the script."""
+    await repo.upsert("warm", "machine-a")
+    assert await repo.lookup("warm") == "machine-a"  # every lone script is loaded
+    await client.script_flush()
+    assert await repo.lookup("warm") == "machine-a"
+    await client.script_flush()
+    await repo.upsert("alone", "machine-b")
+    await client.script_flush()
+    assert await repo.claim("alone", "machine-c") == "machine-b"
+    await client.script_flush()
+    assert (await repo.lease("alone")) is not None
+    assert await repo.lookup("nobody") is None
+
+
 VALKEY_URL = REDIS_URL.replace("redis://", "valkey://", 1)
 
 

@@ -89,10 +89,16 @@ class ScriptRunner:
         asked); the first failure raises, once every request is done."""
         return list(await asyncio.gather(*(self._run_script(*request) for request in requests)))
 
-    @staticmethod
-    async def _script_alone(request: Request) -> Any:
+    async def _script_alone(self, request: Request) -> Any:
+        """One script, by ``EVALSHA`` sent as a raw command (redis-py's script object
+        costs about as much again on the client); one Redis lost is loaded and run."""
         script, keys, args = request
-        return await script(keys=keys, args=args)
+        try:
+            return await self._client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except self._no_script:
+            return await script(keys=keys, args=args)
 
     async def _script_batch(self, requests: list[Request]) -> list[Any]:
         async with self._slots:

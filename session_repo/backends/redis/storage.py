@@ -69,6 +69,7 @@ class RedisStorage(OwnerOps):
         super().__init__(client, prefix, batch=batch, slots=slots, no_script=no_script, wait=wait)
         self._lookups = TickBatcher(self._lookup_batch, alone=self._lookup_alone)
         self._lookup = self._script("lookup")
+        self._lookup_one = self._script("lookup_one")
         self._upsert = self._script("upsert")
         self._acquire = self._script("acquire")
         self._touch = self._script("touch")
@@ -127,7 +128,7 @@ class RedisStorage(OwnerOps):
 
     async def _lookup_alone(self, request: tuple[str, str]) -> str | None:
         tag, key = request
-        (value,) = await self._lookup(keys=[key], args=[tag])
+        value = await self._script_alone((self._lookup_one, [key], [tag]))
         return None if value is None else self._text(value)
 
     async def _lookup_batch(self, requests: list[tuple[str, str]]) -> list[str | None]:
