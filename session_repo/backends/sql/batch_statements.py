@@ -47,7 +47,7 @@ def rows_of_keys(count: int) -> Select[Any]:
         count: how many keys the statement takes.
     """
     keys = [bindparam(f"key{i}", type_=LargeBinary) for i in range(count)]
-    return rows_with_owners().where(_b.session_key.in_(keys))
+    return rows_with_owners(lambda column: column.in_(keys))
 
 
 def pg_claims() -> ReturningInsert[bytes, str, int, int]:

@@ -28,6 +28,7 @@ generation of the row it replaces, whatever committed meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -65,14 +66,17 @@ _FRESH = {
 }
 _FRESH["mariadb"] = _FRESH["mysql"]
 
+# Short aliases: MariaDB parses each statement's text anew, and a shorter one is faster.
+_row = bindings.alias("b")
+_owner = owners.alias("o")
 OWNED_ROW = (
-    bindings.c.session_key,
-    bindings.c.alloc_id,
-    bindings.c.expires_at,
-    bindings.c.generation,
-    bindings.c.owner_epoch,
-    owners.c.expires_at.label("owner_expires_at"),
-    owners.c.epoch.label("owner_row_epoch"),
+    _row.c.session_key,
+    _row.c.alloc_id,
+    _row.c.expires_at,
+    _row.c.generation,
+    _row.c.owner_epoch,
+    _owner.c.expires_at.label("o_expires_at"),
+    _owner.c.epoch.label("o_epoch"),
 )
 """What the batched reads fetch: the binding, and its owner's row (NULLs without one)."""
 
@@ -121,10 +125,14 @@ def owner_epoch(alloc: KeyedColumnElement[Any] | Any) -> ColumnElement[int]:
     return func.coalesce(epoch, literal_column("0"))
 
 
-def rows_with_owners() -> Select[Any]:
-    """``OWNED_ROW`` of bindings, whatever their liveness (add the ``WHERE``)."""
-    joined = bindings.outerjoin(owners, owners.c.alloc_id == bindings.c.alloc_id)
-    return select(*OWNED_ROW).select_from(joined)
+def rows_with_owners(keys: Callable[[Any], ColumnElement[bool]]) -> Select[Any]:
+    """``OWNED_ROW`` of the bindings ``keys`` picks, whatever their liveness.
+
+    Args:
+        keys: the ``WHERE``, given the key column (of the statement's alias).
+    """
+    joined = _row.outerjoin(_owner, _owner.c.alloc_id == _row.c.alloc_id)
+    return select(*OWNED_ROW).select_from(joined).where(keys(_row.c.session_key))
 
 
 def is_live(row: Any, now: int) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Delete,
     LargeBinary,
     Select,
@@ -134,6 +135,21 @@ def _gauges() -> Select[Any]:
     ).select_from(joined)
 
 
+def _is_key(column: Any) -> ColumnElement[bool]:
+    picked: ColumnElement[bool] = column == bindparam("key")
+    return picked
+
+
+def _any_of_keys(column: Any) -> ColumnElement[bool]:
+    picked: ColumnElement[bool] = column == any_(bindparam("keys", type_=ARRAY(LargeBinary)))
+    return picked
+
+
+def _in_keys(column: Any) -> ColumnElement[bool]:
+    picked: ColumnElement[bool] = column.in_(bindparam("keys", expanding=True))
+    return picked
+
+
 def statements_for(dialect: str) -> Statements:
     """Statements for a dialect.
 
@@ -165,16 +181,13 @@ def statements_for(dialect: str) -> Statements:
     is_live = live(now)
     key = _b.session_key == bindparam("key")
     held = and_(key, is_live, _b.generation == bindparam("generation", type_=BigInteger))
-    if dialect == "postgresql":
-        many = _b.session_key == any_(bindparam("keys", type_=ARRAY(LargeBinary)))
-    else:
-        many = _b.session_key.in_(bindparam("keys", expanding=True))
+    many = _any_of_keys if dialect == "postgresql" else _in_keys
     extend: dict[str, Any] = {"expires_at": bindparam("expires")}
     return Statements(
         lookup=select(_b.alloc_id).where(key, is_live),
         lease=select(*LEASE).where(key, is_live),
-        rows=rows_with_owners().where(key),
-        rows_many=rows_with_owners().where(many),
+        rows=rows_with_owners(_is_key),
+        rows_many=rows_with_owners(many),
         storage_size=text(_STORAGE_SIZE["mysql" if dialect == "mariadb" else dialect]),
         current=select(*LEASE).where(key),
         upsert=upsert,
