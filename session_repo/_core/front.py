@@ -283,15 +283,22 @@ class StoreFront:
             RepositoryClosed: the repository was closed.
             StorageError: the store failed.
         """
+        key, owner, expires, now = self._claiming(session_id, alloc_id, ttl, replacing)
+        winner = await self.run("claim", lambda s: s.claim(key, owner, expires, now, replacing))
+        self._counters.claims += 1
+        return winner
+
+    def _claiming(
+        self, session_id: str, alloc_id: str, ttl: Ttl | None, replacing: str | None
+    ) -> tuple[bytes, str, int, int]:
+        """A claim's or an acquire's checked inputs: (key, owner, expires_at ms, now ms)."""
         key = session_key(check_session_id(session_id))
         owner = check_alloc_id(alloc_id)
         if replacing is not None:
             check_alloc_id(replacing, "replacing")
         life = ttl_ms(ttl, self._default_ttl_ms)
         now = self.now_ms()
-        winner = await self.run("claim", lambda s: s.claim(key, owner, now + life, now, replacing))
-        self._counters.claims += 1
-        return winner
+        return key, owner, now + life, now
 
     async def acquire(
         self,
@@ -319,13 +326,8 @@ class StoreFront:
             RepositoryClosed: the repository was closed.
             StorageError: the store failed.
         """
-        key = session_key(check_session_id(session_id))
-        owner = check_alloc_id(alloc_id)
-        if replacing is not None:
-            check_alloc_id(replacing, "replacing")
-        life = ttl_ms(ttl, self._default_ttl_ms)
-        now = self.now_ms()
-        row = await self.run("acquire", lambda s: s.acquire(key, owner, now + life, now, replacing))
+        key, owner, expires, now = self._claiming(session_id, alloc_id, ttl, replacing)
+        row = await self.run("acquire", lambda s: s.acquire(key, owner, expires, now, replacing))
         self._counters.claims += 1
         return Lease.from_ms(*row)
 
