@@ -23,6 +23,7 @@ from session_repo.backends.sql import sqlite_checkpoint
 from session_repo.backends.sql.migrate import head_revision
 from session_repo.backends.sql.sqlite_engine import sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
+from session_repo.backends.sql.sqlite_writes import run_alone
 from session_repo.testing import FakeClock
 
 
@@ -414,6 +415,28 @@ async def test_a_lone_write_is_one_autocommit_statement_committed_before_its_ans
         assert stored_owner(db_path, "s") is None
         assert free_to_write(db_path)
         assert writer_statements(traced) == ["INSERT", "INSERT", "UPDATE", "DELETE"]
+
+
+def test_a_lone_write_never_runs_inside_a_transaction_left_open(db_path: Path) -> None:
+    """Alone, a write is one statement in autocommit, committed when it returns. Should
+    the writer be left inside a transaction (a failed group's rollback that failed),
+    the write would join it, uncommitted, and be acknowledged: it fails instead, and
+    the transaction is rolled back, so the next write is autocommit again."""
+    writer = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        writer.execute("CREATE TABLE t (x)")
+        run_alone(lambda conn: conn.execute("INSERT INTO t VALUES (1)"), writer)
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO t VALUES (2)")  # what the failed group left behind
+        with pytest.raises(sqlite3.OperationalError):
+            run_alone(lambda conn: conn.execute("INSERT INTO t VALUES (3)"), writer)
+        assert not writer.in_transaction
+        run_alone(lambda conn: conn.execute("INSERT INTO t VALUES (4)"), writer)
+        assert not writer.in_transaction
+        with contextlib.closing(sqlite3.connect(db_path)) as other:
+            assert other.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (4,)]
+    finally:
+        writer.close()
 
 
 async def test_a_lone_claim_that_loses_reads_its_owner_in_the_claims_transaction(

@@ -29,7 +29,8 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,7 +47,13 @@ from session_repo.backends.sql.sqlite_checkpoint import WRITER_PRAGMAS, Checkpoi
 from session_repo.backends.sql.sqlite_engine import Synchronous, sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
 from session_repo.backends.sql.sqlite_worker import SqliteWorker
-from session_repo.backends.sql.sqlite_writes import Job, claim, in_transaction, run_writes
+from session_repo.backends.sql.sqlite_writes import (
+    Job,
+    claim,
+    in_transaction,
+    run_alone,
+    run_writes,
+)
 from session_repo.backends.sql.statements import Statements
 
 __all__ = ["SqlitePipeline"]
@@ -96,7 +103,9 @@ class SqlitePipeline(CountedWrites):
         self._inline = InlineReader(self._engine)
         self._checkpoints = Checkpointer(self._engine, self._writer)
         self._reads = Batcher(self._read_batch, max_batch=MAX_BATCH, overlap=False)
-        self._writes = Batcher(self._write_batch, max_batch=MAX_BATCH, overlap=False)
+        self._writes = Batcher(
+            self._write_batch, max_batch=MAX_BATCH, overlap=False, alone=self._write_alone
+        )
         compile_ = functools.partial(Compiled.of, dialect=_DIALECT)
         self._rows = compile_(statements.rows)
         # The in-loop reads' statements; their parameters are (key, now, now).
@@ -107,6 +116,12 @@ class SqlitePipeline(CountedWrites):
         self._size = str(statements.storage_size)
         self._upsert = compile_(statements.upsert)
         self._claim = compile_(statements.claim)
+        # upsert() and claim() build their parameters in this order, with no dict between.
+        assert self._upsert.order == ("key", "alloc", "expires", "alloc", "now", "now")
+        assert self._claim.order == (
+            *("key", "alloc", "expires", "alloc"),
+            *("now", "now", "now", "now", "replacing"),
+        )
         self._current = compile_(statements.current).sql
         self._touch = compile_(statements.touch)
         self._touch_held = compile_(statements.touch_held)
@@ -149,6 +164,10 @@ class SqlitePipeline(CountedWrites):
     def _write_batch(self, requests: list[Job]) -> asyncio.Future[list[Any]]:
         self._checkpoints.wrote(len(requests))
         return self._writer.run(functools.partial(run_writes, requests=requests))
+
+    def _write_alone(self, job: Job) -> asyncio.Future[Any]:
+        self._checkpoints.wrote(1)
+        return self._writer.run(functools.partial(run_alone, job))
 
     def _run_reads(self, conn: sqlite3.Connection, requests: list[Read | Job]) -> list[Any]:
         """Key reads as one IN query; other read jobs one by one."""
@@ -202,29 +221,33 @@ class SqlitePipeline(CountedWrites):
         row: LeaseRow | None = await self._reads.submit((key, now, True))
         return row
 
+    # The write jobs are C callables (``methodcaller``, ``partial``), not closures: no
+    # function, cells or Python frame per call.
+
     async def upsert(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> None:
-        sql, args = (
-            self._upsert.sql,
-            self._upsert.args(key=key, alloc=alloc_id, expires=expires_at, now=now),
-        )
-        await self._writes.call(lambda conn: conn.execute(sql, args))
+        args = (key, alloc_id, expires_at, alloc_id, now, now)
+        await self._writes.call(methodcaller("execute", self._upsert.sql, args))
 
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        return (await self.acquire(key, alloc_id, expires_at, now, replacing)).owner
+        row: LeaseRow = await self._claiming(key, alloc_id, expires_at, now, replacing)
+        return row.owner
 
     async def acquire(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> LeaseRow:
-        args = self._claim.args(
-            key=key, alloc=alloc_id, expires=expires_at, now=now, replacing=replacing
-        )
-        statement, current = self._claim.sql, self._current
-        row: LeaseRow = await self._writes.call(
-            lambda conn: claim(conn, statement, args, current, key)
-        )
+        row: LeaseRow = await self._claiming(key, alloc_id, expires_at, now, replacing)
         return row
+
+    def _claiming(
+        self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
+    ) -> Coroutine[Any, Any, LeaseRow]:
+        """The claim's write, handed back to await (one coroutine less per claim)."""
+        args = (key, alloc_id, expires_at, alloc_id, now, now, now, now, replacing)
+        job = functools.partial(claim, self._claim.sql, args, self._current, key)
+        call: Coroutine[Any, Any, LeaseRow] = self._writes.call(job)
+        return call
 
     async def _matched(self, compiled: Compiled, **values: Any) -> int:
         sql, args = compiled.sql, compiled.args(**values)

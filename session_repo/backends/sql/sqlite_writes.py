@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from session_repo._core.storage import LeaseRow
 from session_repo.backends.sql.errors import file_is_bad
 
-__all__ = ["Job", "claim", "in_transaction", "run_writes"]
+__all__ = ["Job", "claim", "in_transaction", "run_alone", "run_writes"]
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -31,8 +31,8 @@ def run_writes(conn: sqlite3.Connection, requests: list[Job]) -> list[Any]:
     """
     if len(requests) == 1 and not conn.in_transaction:
         return [requests[0](conn)]
-    conn.execute("BEGIN IMMEDIATE")
     try:
+        conn.execute("BEGIN IMMEDIATE")  # in a transaction left open, it fails: rolled back
         results: list[Any] = []
         for request in requests:
             try:
@@ -47,6 +47,21 @@ def run_writes(conn: sqlite3.Connection, requests: list[Job]) -> list[Any]:
             conn.execute("ROLLBACK")
         raise
     return results
+
+
+def run_alone(job: Job, conn: sqlite3.Connection) -> Any:
+    """A write with nothing to group with: ``job`` in autocommit, no list around it.
+
+    What ``run_writes`` does with a group of one, one call and two objects less; a
+    transaction a failed group left open goes through it too (and fails this write).
+    The connection comes last, for ``functools.partial(run_alone, job)``.
+    """
+    if not conn.in_transaction:
+        return job(conn)
+    (outcome,) = run_writes(conn, [job])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
@@ -70,20 +85,23 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
 
 
 def claim(
-    conn: sqlite3.Connection, statement: str, args: tuple[Any, ...], current: str, key: bytes
+    statement: str, args: tuple[Any, ...], current: str, key: bytes, conn: sqlite3.Connection
 ) -> LeaseRow:
     """The claim statement's lease; if it did not take the session, the holder's.
+
+    The connection comes last: ``functools.partial(claim, statement, args, current,
+    key)`` is the job, with no closure (and no Python frame) around it.
 
     In a group, the holder's row is read in the group's transaction. Alone, in
     autocommit, the claim runs again with the read in one ``BEGIN IMMEDIATE``
     transaction: the lease answered is the one that held the session as it lost.
 
     Args:
-        conn: the writer connection.
         statement: the claim, returning ``alloc_id, generation, expires_at`` if it took.
         args: the claim's arguments.
         current: the row's lease, by its key.
         key: the session's digest.
+        conn: the writer connection.
     """
     taken = conn.execute(statement, args).fetchall()  # to the end: alone, that commits it
     if taken:
