@@ -9,7 +9,6 @@ length, as unknown.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -30,7 +29,6 @@ MAX_KEY = 1024
 MAX_FIELD = 4096  # a fly-replay-src longer than this is not Fly's: ignored
 # Methods whose requests carry a body; without a Content-Length its size is unknown.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_LENGTH = re.compile(rb"[0-9]{1,18}")  # ASCII digits only: no sign, no "\xb2", no overflow
 _OWS = b" \t"
 # The request headers routing reads besides the session's own, by (lowercase) name.
 _COOKIE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _REPLAY_SRC, _REPLAY_FAILED = range(5)
@@ -217,7 +215,7 @@ class FlyRequest:
         for raw_name, raw_value in self.pairs:
             name = raw_name.lower()
             if name == read_header and key is None and header:
-                key = text(raw_value)
+                key = raw_value.decode("latin-1")
                 continue
             field = _FIELDS.get(name)
             if field is None:
@@ -294,5 +292,6 @@ def _length(raw: bytes, seen: int | None) -> int:
     """A ``Content-Length`` value; -1 if it is not plain ASCII digits or disagrees with one
     sent before it (RFC 9110 section 8.6)."""
     value = raw.strip(_OWS)
-    length = int(value) if _LENGTH.fullmatch(value) else -1
+    # bytes.isdigit() is ASCII digits only: no sign, no "\xb2"; 18 digits cannot overflow.
+    length = int(value) if value.isdigit() and len(value) <= 18 else -1
     return length if seen is None or seen == length else -1
