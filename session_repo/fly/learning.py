@@ -82,7 +82,9 @@ class Learner:
         """
         key = request.session_id
         ownership = self.ownership
-        given, cleared = response_key(headers, self._header, self._cookie, self._clock.now())
+        cookie = self._cookie
+        now = 0.0 if cookie is None else self._clock.now()  # only a cookie's Expires needs it
+        given, cleared = response_key(headers, self._header, cookie, now)
         if key is not None and owned and self.ends(request, status, cleared):
             await ownership.forget(key, session_digest(key))
             if given is None or given == key:
