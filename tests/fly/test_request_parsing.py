@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from session_repo.fly.request import MAX_FIELD, FlyRequest, _length, as_bytes, valid_key
+from session_repo.fly.request import MAX_FIELD, FlyRequest, as_bytes, valid_key
 
 NAMES = [
     b"mcp-session-id",
@@ -39,6 +39,14 @@ PAIR = st.one_of(
 )
 
 
+def content_length(raw: bytes, seen: int | None) -> int:
+    """RFC 9110 8.6: 1-18 ASCII digits (optional whitespace around), agreeing with any before."""
+    value = raw.strip(b" \t")
+    ok = 1 <= len(value) <= 18 and all(48 <= byte <= 57 for byte in value)
+    length = int(value) if ok else -1
+    return length if seen is None or seen == length else -1
+
+
 def reference(scope: Any, header: bytes, cookie: str | None) -> tuple[Any, ...]:
     """What the request's fields must be: the plain loop, one header at a time."""
     key: str | None = None
@@ -55,7 +63,7 @@ def reference(scope: Any, header: bytes, cookie: str | None) -> tuple[Any, ...]:
         elif name == b"cookie" and cookie is not None:
             cookies.append(value.decode("latin-1"))
         elif name == b"content-length":
-            length = _length(value, length)
+            length = content_length(value, length)
         elif name == b"transfer-encoding":
             chunked = chunked or b"chunked" in value.lower()
         elif name == b"fly-replay-src" and src is None:

@@ -5,22 +5,20 @@ layer makes five or more per operation. Here every hand-off carries a batch:
 
 - reads: the lookups that arrive while the reader is busy go together as one
   ``SELECT .. WHERE session_key IN (..)`` on the reader connection;
-- writes: the writes that arrive while the writer is busy go together into one
-  ``BEGIN IMMEDIATE .. COMMIT`` on the writer connection (group commit); each caller
-  is resolved only after that commit, so an acknowledged write is durable. A write
-  alone is one statement in autocommit: SQLite makes it its own transaction,
-  committed before the statement returns (a claim that loses reads its owner in a
-  transaction of its own);
-- checkpoints: a third connection copies the WAL back into the file on a thread of
-  its own, so the writer seldom waits for a checkpoint's fsyncs (``sqlite_checkpoint``).
+- writes: those that arrive while the writer is busy go together into one ``BEGIN
+  IMMEDIATE .. COMMIT`` on the writer connection (group commit); each caller is
+  resolved only after that commit, so an acknowledged write is durable. A write alone
+  is one autocommit statement, committed before it returns (a claim that loses reads
+  its owner in a transaction of its own);
+- checkpoints: a third connection copies the WAL back on a thread of its own, so the
+  writer seldom waits for a checkpoint's fsyncs (``sqlite_checkpoint``).
 
 A statement that fails inside a group fails only its own caller (SQLite rolls back
 just that statement); a failed BEGIN or COMMIT fails the whole group. A caller
-cancelled before its batch starts is dropped; one cancelled later still runs, like
-any request that reached the database. Errors reach the callers as the driver
-raised them; the front translates them. The connections come from a SQLAlchemy
-engine (``sqlite_engine.sync_engine_for``) and the statements from ``statements``,
-compiled once for the sqlite dialect.
+cancelled before its batch starts is dropped; one cancelled later still runs. Errors
+reach the callers as the driver raised them (the front translates them). The
+connections come from ``sqlite_engine.sync_engine_for``, the statements from
+``statements``, compiled once.
 """
 
 from __future__ import annotations
@@ -108,10 +106,9 @@ class SqlitePipeline(CountedWrites):
         )
         compile_ = functools.partial(Compiled.of, dialect=_DIALECT)
         self._rows = compile_(statements.rows)
-        # The in-loop reads' statements; their parameters are (key, now, now).
         self._lookup = compile_(statements.lookup)
         self._lease = compile_(statements.lease)
-        assert self._lookup.order == self._lease.order == ("key", "now", "now")
+        assert self._lookup.order == self._lease.order == ("key", "now", "now")  # in-loop reads
         self._rows_many = statements.rows_many
         self._size = str(statements.storage_size)
         self._upsert = compile_(statements.upsert)
