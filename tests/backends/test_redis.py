@@ -239,7 +239,8 @@ async def test_lookups_of_one_tick_share_one_round_trip(client: Any) -> None:
             await repo.heartbeat("machine-0", 30)  # liveness read in the same script
             for n in range(20):
                 await repo.upsert(f"s{n}", f"machine-{n % 3}")
-            await repo.lookup("s0")  # the script is loaded
+            await repo.lookup("s0")  # the lone lookup's script is loaded
+            await asyncio.gather(repo.lookup("s1"), repo.lookup("s2"))  # and the batch's
             CountingConnection.sent.clear()
             owners = await asyncio.gather(*(repo.lookup(f"s{n}") for n in range(20)))
             assert owners == [f"machine-{n % 3}" for n in range(20)]
