@@ -97,11 +97,14 @@ class ScriptRunner:
             return await self._client.execute_command(
                 "EVALSHA", script.sha, len(keys), *keys, *args
             )
-        except self._no_script:  # as redis-py's script object does: load it, run it again
-            script.sha = await self._client.script_load(script.script)
-            return await self._client.execute_command(
-                "EVALSHA", script.sha, len(keys), *keys, *args
-            )
+        except self._no_script:
+            return await self._reloaded(request)
+
+    async def _reloaded(self, request: Request) -> Any:
+        """A script Redis lost (a restart, ``SCRIPT FLUSH``): loaded again, then run."""
+        script, keys, args = request
+        script.sha = await self._client.script_load(script.script)
+        return await self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def _script_batch(self, requests: list[Request]) -> list[Any]:
         async with self._slots:
@@ -112,7 +115,7 @@ class ScriptRunner:
 
         ``EVALSHA`` by hand: redis-py's pipelined scripts ask ``SCRIPT EXISTS`` first,
         a round trip more per batch. A script Redis lost (a restart, ``SCRIPT FLUSH``)
-        did not run: that request is sent again alone, which loads it. Sent as a raw
+        did not run: it is loaded and that request sent again alone. Sent as a raw
         command: a cluster pipeline refuses its ``evalsha()`` method (redis-py #2914),
         yet routes ``EVALSHA`` by its keys.
         """
@@ -123,7 +126,7 @@ class ScriptRunner:
         for n, result in enumerate(results):
             if isinstance(result, self._no_script):
                 try:
-                    results[n] = await self._script_alone(requests[n])
+                    results[n] = await self._reloaded(requests[n])
                 except Exception as exc:  # its own caller's failure only
                     results[n] = exc
         return results
