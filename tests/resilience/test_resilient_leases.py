@@ -8,8 +8,10 @@ locked by another process is at the end.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 
 from session_repo import (
     InvalidInput,
+    Lease,
     ResilientSessionRepository,
     SessionRepository,
     SqlSessionRepository,
@@ -433,3 +436,109 @@ async def test_a_fallback_token_never_acts_on_the_primary(
     assert await repo.lease("s1") == theirs
     assert await repo.delete("s1", generation=ours.generation) is False  # still m2's, still refused
     assert await store.lookup("s1") == "m2"
+
+
+# -- one call answered two ways: claim/acquire, lookup/lease ---------------------
+#
+# Each pair shares its served path (the tries after a failed first one, the fallback);
+# what differs is what each answers and keeps. Pinned here per call, healthy and retried.
+
+SERVED = ("claim", "acquire", "lookup", "lease")
+
+
+def call_of(repo: ResilientSessionRepository, name: str) -> Callable[..., Awaitable[Any]]:
+    """``repo``'s call ``name`` as ``call(session_id, alloc_id=..., **options)``."""
+    if name in ("claim", "acquire"):
+        return getattr(repo, name)  # type: ignore[no-any-return]
+    read = getattr(repo, name)
+    return lambda session_id, *_, **__: read(session_id)
+
+
+def owner_of(answer: str | Lease | None) -> str | None:
+    return answer.owner if isinstance(answer, Lease) else answer
+
+
+@pytest.mark.parametrize("name", SERVED)
+async def test_a_retried_or_degraded_call_keeps_its_own_name(
+    name: str,
+    repo: ResilientSessionRepository,
+    store: BreakableStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="session_repo")
+    call = call_of(repo, name)
+    store.fail_next = 1
+    await call("s1", "m1")
+    latencies = {op: (t.count, t.failures) for op, t in repo.latencies().items() if op in SERVED}
+    assert latencies == {name: (2, 1)}  # timed under its own name, the retry too
+    takes = name in ("claim", "acquire")
+    metrics = await repo.metrics()
+    assert (metrics.claims, metrics.lookups, metrics.retries) == ((1, 0, 1) if takes else (0, 1, 1))
+    store.error = DOWN
+    await call("s1", "m1")
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert (warning.operation, warning.outcome) == (name, "degraded")  # type: ignore[attr-defined]
+    fallback = {op for op in repo.fallback.latencies() if op in SERVED}
+    assert fallback == ({name, "lookup"} if takes else {name})  # (a take reads the owner first)
+
+
+@pytest.mark.parametrize("name", ["claim", "acquire"])
+async def test_an_outage_take_of_ones_own_session_is_journaled_only_if_it_replaces_itself(
+    name: str, repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    take = call_of(repo, name)
+    assert owner_of(await take("s1", "m1")) == "m1"
+    await degrade(repo, store)
+    assert owner_of(await take("s1", "m1")) == "m1"  # seeded, already its own: no change
+    assert await journaled(repo) == 0
+    assert owner_of(await take("s1", "m1", replacing="m1")) == "m1"  # renewed: a write
+    assert await journaled(repo) == 1
+    assert owner_of(await take("s2", "m2")) == "m2"
+    assert owner_of(await take("s2", "m1")) == "m2"  # lost: nothing to write back
+    assert await journaled(repo) == 2
+
+
+@pytest.mark.parametrize("retried", [False, True], ids=["healthy", "retried"])
+@pytest.mark.parametrize("name", ["claim", "acquire"])
+async def test_a_take_keeps_in_the_warm_cache_what_it_answered(
+    name: str,
+    retried: bool,
+    repo: ResilientSessionRepository,
+    store: BreakableStore,
+    fake_clock: FakeClock,
+) -> None:
+    take = call_of(repo, name)
+
+    async def taken(session_id: str, ttl: int = 600, replacing: str | None = None) -> Any:
+        store.fail_next = 1 if retried else 0  # retried: answered on the served path
+        return owner_of(await take(session_id, "me", ttl, replacing=replacing))
+
+    assert await taken("kept", ttl=30) == "me"
+    assert await taken("kept") == "me"  # already ours: the binding keeps its expiry
+    assert await taken("renewed", ttl=30) == "me"
+    assert await taken("renewed", replacing="me") == "me"
+    await store.upsert("theirs", "other", ttl=30)
+    assert await taken("theirs") == "other"
+    assert (await repo.metrics()).retries == (5 if retried else 0)
+    fake_clock.advance(31)
+    store.error = DOWN
+    # A claim's other winner comes with no expiry: kept for the default ttl, as a
+    # lookup's answer is; an acquire's comes with its lease's.
+    theirs = "other" if name == "claim" else None
+    assert [await repo.lookup(s) for s in ("kept", "renewed", "theirs")] == [None, "me", theirs]
+
+
+@pytest.mark.parametrize("retried", [False, True], ids=["healthy", "retried"])
+@pytest.mark.parametrize("name", SERVED)
+async def test_only_a_lease_the_primary_answers_retires_a_fallback_token(
+    name: str, retried: bool, repo: ResilientSessionRepository, store: BreakableStore
+) -> None:
+    await degrade(repo, store)
+    ours = await repo.acquire("s1", "m1")  # generation 1 of a fresh fallback
+    await recover(repo, store)  # written back: generation 1 of a fresh primary, m1's too
+    assert await store.lease("s1") == ours
+    assert await repo.touch("s1", generation=ours.generation) is False  # a fallback token
+    store.fail_next = 1 if retried else 0
+    assert owner_of(await call_of(repo, name)("s1", "m1")) == "m1"
+    retired = name in ("acquire", "lease")  # it saw the generation: (1, m1) names this binding
+    assert await repo.touch("s1", generation=ours.generation) is retired
