@@ -529,6 +529,34 @@ async def test_a_take_keeps_in_the_warm_cache_what_it_answered(
 
 
 @pytest.mark.parametrize("retried", [False, True], ids=["healthy", "retried"])
+@pytest.mark.parametrize("name", ["lookup", "lease"])
+async def test_a_read_keeps_in_the_warm_cache_what_it_answered(
+    name: str,
+    retried: bool,
+    repo: ResilientSessionRepository,
+    store: BreakableStore,
+    fake_clock: FakeClock,
+) -> None:
+    read = call_of(repo, name)
+
+    async def owner(session_id: str) -> str | None:
+        store.fail_next = 1 if retried else 0  # retried: answered on the served path
+        return owner_of(await read(session_id))
+
+    await store.upsert("short", "m1", ttl=30)  # another instance's, unknown here
+    await store.upsert("long", "m1", ttl=60)
+    await repo.upsert("gone", "m1")
+    await store.delete("gone")  # behind this instance's back
+    assert [await owner(s) for s in ("short", "long", "gone")] == ["m1", "m1", None]
+    assert (await repo.metrics()).retries == (3 if retried else 0)
+    fake_clock.advance(31)
+    store.error = DOWN
+    # A lookup's owner comes with no expiry: kept for the default ttl; a lease with its own.
+    short = "m1" if name == "lookup" else None
+    assert [await repo.lookup(s) for s in ("short", "long", "gone")] == [short, "m1", None]
+
+
+@pytest.mark.parametrize("retried", [False, True], ids=["healthy", "retried"])
 @pytest.mark.parametrize("name", SERVED)
 async def test_only_a_lease_the_primary_answers_retires_a_fallback_token(
     name: str, retried: bool, repo: ResilientSessionRepository, store: BreakableStore
