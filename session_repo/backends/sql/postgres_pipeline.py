@@ -32,7 +32,7 @@ from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
-from session_repo.backends.sql.liveness import answer_reads
+from session_repo.backends.sql.liveness import KEY_AT, answer_reads
 from session_repo.backends.sql.server_pipeline import Read, ServerPipeline
 from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
@@ -100,7 +100,7 @@ class PostgresPipeline(ServerPipeline):
             return [await self._read_one(*requests[0])]
         keys = list({key for key, _, _ in requests})
         rows = await self._on_connection(lambda c: c.fetch(self._rows_many.sql, keys))
-        return answer_reads(requests, {bytes(row[0]): row for row in rows})
+        return answer_reads(requests, {bytes(row[KEY_AT]): row for row in rows})
 
     async def _upsert_one(self, args: tuple[Any, ...]) -> None:
         await self._retrying(lambda c: c.execute(self._upsert.sql, *args))

@@ -40,7 +40,7 @@ from session_repo._core.storage import Gauges, LeaseRow
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.counted_writes import CountedWrites
 from session_repo.backends.sql.errors import file_is_bad
-from session_repo.backends.sql.liveness import answer_read
+from session_repo.backends.sql.liveness import KEY_AT, answer_read
 from session_repo.backends.sql.sqlite_checkpoint import WRITER_PRAGMAS, Checkpointer
 from session_repo.backends.sql.sqlite_engine import Synchronous, sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
@@ -174,7 +174,7 @@ class SqlitePipeline(CountedWrites):
         rows: dict[bytes, Any] = {}
         if keys:
             sql = self._rows.sql if len(keys) == 1 else _expanded(self._rows_many, len(keys))
-            rows = {row[0]: row for row in conn.execute(sql, keys)}
+            rows = {row[KEY_AT]: row for row in conn.execute(sql, keys)}
         results: list[Any] = []
         for request in requests:
             if isinstance(request, tuple):

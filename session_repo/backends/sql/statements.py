@@ -42,7 +42,7 @@ from session_repo.backends.sql.bind_statements import (
     pg_or_sqlite_claim,
     pg_or_sqlite_upsert,
 )
-from session_repo.backends.sql.liveness import live, rows_with_owners
+from session_repo.backends.sql.liveness import LEASE_WIDTH, LOOKUP_WIDTH, live, rows_with_owners
 from session_repo.backends.sql.model import bindings, owners
 from session_repo.backends.sql.owner_statements import OwnerStatements, owner_statements_for
 
@@ -79,7 +79,9 @@ class Statements:
 
     ``rows`` and ``rows_many`` read ``liveness.OWNED_ROW`` whatever the liveness
     (the batched lookups decide with each caller's ``now``): ``rows_many`` takes an
-    expanding ``keys`` list (SQLite, MariaDB) or one array (PostgreSQL's ``= ANY``).
+    expanding ``keys`` list (SQLite, MariaDB) or one array (PostgreSQL's ``= ANY``);
+    ``row_for_lookup`` and ``row_for_lease`` read one key's, only the columns each
+    judges (MariaDB sends a result's column metadata anew every time).
     ``touch_held`` and ``delete_held`` act only on a live binding of ``generation``.
     ``cleanup_batch`` removes up to ``batch`` expired bindings; then the
     ``owner`` statements' ``cleanup_lapsed`` and ``cleanup_owners`` run.
@@ -90,6 +92,8 @@ class Statements:
     lease: Select[str, int, int]
     rows: Select[Any]
     rows_many: Select[Any]
+    row_for_lookup: Select[Any]
+    row_for_lease: Select[Any]
     storage_size: TextClause
     current: Select[str, int, int]
     upsert: Insert | TextClause
@@ -188,6 +192,8 @@ def statements_for(dialect: str) -> Statements:
         lease=select(*LEASE).where(key, is_live),
         rows=rows_with_owners(_is_key),
         rows_many=rows_with_owners(many),
+        row_for_lookup=rows_with_owners(_is_key, LOOKUP_WIDTH),
+        row_for_lease=rows_with_owners(_is_key, LEASE_WIDTH),
         storage_size=text(_STORAGE_SIZE["mysql" if dialect == "mariadb" else dialect]),
         current=select(*LEASE).where(key),
         upsert=upsert,
