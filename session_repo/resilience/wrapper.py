@@ -69,6 +69,7 @@ from session_repo.contract import SessionRepository
 from session_repo.errors import InvalidInput, RepositoryClosed, StorageError
 from session_repo.lease import Lease
 from session_repo.metrics import Health, Latency, SessionStoreMetrics
+from session_repo.resilience.answers import ACQUIRE, CLAIM, LEASE, LOOKUP, Read, Take
 from session_repo.resilience.claims import ClaimLostListener, ClaimLostReports
 from session_repo.resilience.outage import FallbackState
 from session_repo.resilience.probe import Probe
@@ -286,7 +287,9 @@ class ResilientSessionRepository:
     # run(), the answer kept in the warm cache. No closure, no extra coroutine: the
     # wrapper's budget is ~5% of a SQLite lookup (~0.4 us), and each of those cost
     # ~0.1-0.2 us. Everything else (the tries after a failed first one, the fallback,
-    # the write-back) is in the call's ``_*_served`` twin, through ``_serve``.
+    # the write-back) is in the call's ``_*_served`` twin, through ``_serve``. The two
+    # pairs that are one call answered two ways share theirs: ``_take_served`` (claim,
+    # acquire) and ``_read_served`` (lookup, lease), told by ``answers`` which is which.
     # While healthy the fallback holds no seeded session (none before the first
     # outage; recovery clears them), so the healthy path writes the warm cache
     # itself; the twins go through ``FallbackState``, which also unseeds.
@@ -361,25 +364,13 @@ class ResilientSessionRepository:
             try:
                 owner = await self._primary.run("lookup", lambda s: s.lookup(key, now))
             except StorageError as failed:
-                owner = await self._lookup_served(key, failed)
+                owner = await self._read_served(LOOKUP, key, failed)
             else:
                 self._warm.seen(key, owner, now, now + self._default_ttl_ms)
         else:
-            owner = await self._lookup_served(key)
+            owner = await self._read_served(LOOKUP, key)
         self._counters.looked_up(owner)
         return owner
-
-    async def _lookup_served(self, key: bytes, failed: StorageError | None = None) -> str | None:
-        async def on_primary() -> str | None:
-            now = self._now_ms()
-            owner = await self._primary.run("lookup", lambda s: s.lookup(key, now))
-            self._state.seen(key, owner, now)
-            return owner
-
-        async def on_fallback() -> str | None:
-            return await self._state.owner(key, self._now_ms())
-
-        return await self._serve("lookup", key, on_primary, on_fallback, failed)
 
     async def claim(
         self,
@@ -421,44 +412,16 @@ class ResilientSessionRepository:
                     "claim", lambda s: s.claim(key, owner, now + life, now, replacing)
                 )
             except StorageError as failed:
-                winner = await self._claim_served(key, owner, life, replacing, failed)
+                winner = await self._take_served(CLAIM, key, owner, life, replacing, failed)
             else:
                 if winner == owner:  # won, or already ours (then its row keeps its expiry)
                     self._warm.claimed(key, owner, now + life, now, replacing == owner)
                 else:
                     self._warm.seen(key, winner, now, now + self._default_ttl_ms)
         else:
-            winner = await self._claim_served(key, owner, life, replacing)
+            winner = await self._take_served(CLAIM, key, owner, life, replacing)
         self._counters.claims += 1
         return winner
-
-    async def _claim_served(
-        self,
-        key: bytes,
-        owner: str,
-        life: int,
-        replacing: str | None,
-        failed: StorageError | None = None,
-    ) -> str:
-        async def on_primary() -> str:
-            now = self._now_ms()
-            winner = await self._primary.run(
-                "claim", lambda s: s.claim(key, owner, now + life, now, replacing)
-            )
-            self._state.claimed(key, owner, winner, now, now + life, replacing)
-            return winner
-
-        async def on_fallback() -> str:
-            now = self._now_ms()
-            before = await self._state.owner(key, now)
-            winner = await self._fallback.run(
-                "claim", lambda s: s.claim(key, owner, now + life, now, replacing)
-            )
-            if winner == owner and (before != owner or replacing == owner):
-                self._state.journaled("claim", key, before, owner, now + life)
-            return winner
-
-        return await self._serve("claim", key, on_primary, on_fallback, failed)
 
     async def acquire(
         self,
@@ -500,45 +463,64 @@ class ResilientSessionRepository:
                     "acquire", lambda s: s.acquire(key, owner, now + life, now, replacing)
                 )
             except StorageError as failed:
-                row = await self._acquire_served(key, owner, life, replacing, failed)
+                row = await self._take_served(ACQUIRE, key, owner, life, replacing, failed)
             else:
                 self._warm.put(key, row.owner, row.expires_at)
                 if self._stale_tokens:
                     self._tokens.answered(key, row.generation, row.owner)
         else:
-            row = await self._acquire_served(key, owner, life, replacing)
+            row = await self._take_served(ACQUIRE, key, owner, life, replacing)
         self._counters.claims += 1
         return Lease.from_ms(*row)
 
-    async def _acquire_served(
+    async def _take_served(
         self,
+        take: Take[T],
         key: bytes,
         owner: str,
         life: int,
         replacing: str | None,
         failed: StorageError | None = None,
-    ) -> LeaseRow:
-        async def on_primary() -> LeaseRow:
-            now = self._now_ms()
-            row = await self._primary.run(
-                "acquire", lambda s: s.acquire(key, owner, now + life, now, replacing)
-            )
-            self._state.answered(key, row.owner, row.expires_at)
-            self._tokens.answered(key, row.generation, row.owner)
-            return row
+    ) -> T:
+        """``claim``'s and ``acquire``'s served path: one claim, answered as ``take`` says.
 
-        async def on_fallback() -> LeaseRow:
+        The primary's answer is kept in the warm cache: a lease until it ends (and it
+        retires the fallback's tokens it makes stale), a bare winner by the claim
+        rule (``FallbackState.claimed``). A lease the fallback answers is its token.
+        """
+
+        async def on_primary() -> T:
             now = self._now_ms()
+            expires_at = now + life
+            answer = await self._primary.run(
+                take.operation, lambda s: take.method(s)(key, owner, expires_at, now, replacing)
+            )
+            lease = take.lease(answer)
+            if lease is None:
+                self._state.claimed(key, owner, take.owner(answer), now, expires_at, replacing)
+            else:
+                self._leased(key, lease)
+            return answer
+
+        async def on_fallback() -> T:
+            now = self._now_ms()
+            expires_at = now + life
             before = await self._state.owner(key, now)
-            row = await self._fallback.run(
-                "acquire", lambda s: s.acquire(key, owner, now + life, now, replacing)
+            answer = await self._fallback.run(
+                take.operation, lambda s: take.method(s)(key, owner, expires_at, now, replacing)
             )
-            if row.owner == owner and (before != owner or replacing == owner):
-                self._state.journaled("claim", key, before, owner, now + life)
-            self._tokens.issued(key, row.generation, row.owner)
-            return row
+            if take.owner(answer) == owner and (before != owner or replacing == owner):
+                self._state.journaled("claim", key, before, owner, expires_at)
+            if (lease := take.lease(answer)) is not None:
+                self._tokens.issued(key, lease.generation, lease.owner)
+            return answer
 
-        return await self._serve("acquire", key, on_primary, on_fallback, failed)
+        return await self._serve(take.operation, key, on_primary, on_fallback, failed)
+
+    def _leased(self, key: bytes, lease: LeaseRow) -> None:
+        """A lease the primary answered: kept until it ends; stale fallback tokens retire."""
+        self._state.answered(key, lease.owner, lease.expires_at)
+        self._tokens.answered(key, lease.generation, lease.owner)
 
     async def lease(self, session_id: str) -> Lease | None:
         """``lookup`` with the generation and expiry; while degraded, the fallback's.
@@ -562,7 +544,7 @@ class ResilientSessionRepository:
             try:
                 row = await self._primary.run("lease", lambda s: s.lease(key, now))
             except StorageError as failed:
-                row = await self._lease_served(key, failed)
+                row = await self._read_served(LEASE, key, failed)
             else:
                 if row is None:
                     self._warm.put(key, None, now)
@@ -571,33 +553,42 @@ class ResilientSessionRepository:
                     if self._stale_tokens:
                         self._tokens.answered(key, row.generation, row.owner)
         else:
-            row = await self._lease_served(key)
+            row = await self._read_served(LEASE, key)
         if row is None:
             self._counters.looked_up(None)
             return None
         self._counters.looked_up(row.owner)
         return Lease.from_ms(*row)
 
-    async def _lease_served(
-        self, key: bytes, failed: StorageError | None = None
-    ) -> LeaseRow | None:
-        async def on_primary() -> LeaseRow | None:
+    async def _read_served(
+        self, read: Read[T], key: bytes, failed: StorageError | None = None
+    ) -> T:
+        """``lookup``'s and ``lease``'s served path: one read, answered as ``read`` says.
+
+        The primary's answer is kept in the warm cache: a lease until it ends, a bare
+        owner (a lookup's) for the default ttl at most, no binding not at all. The
+        fallback reads the session seeded; a lease it answers is its token.
+        """
+
+        async def on_primary() -> T:
             now = self._now_ms()
-            row = await self._primary.run("lease", lambda s: s.lease(key, now))
-            if row is None:
-                self._state.answered(key, None, now)
+            answer = await self._primary.run(read.operation, lambda s: read.method(s)(key, now))
+            lease = read.lease(answer)
+            if lease is None:
+                self._state.seen(key, read.owner(answer), now)
             else:
-                self._state.answered(key, row.owner, row.expires_at)
-                self._tokens.answered(key, row.generation, row.owner)
-            return row
+                self._leased(key, lease)
+            return answer
 
-        async def on_fallback() -> LeaseRow | None:
-            row = await self._state.lease(key, self._now_ms())
-            if row is not None:
-                self._tokens.issued(key, row.generation, row.owner)
-            return row
+        async def on_fallback() -> T:
+            now = self._now_ms()
+            await self._state.seed(key, now)
+            answer = await self._fallback.run(read.operation, lambda s: read.method(s)(key, now))
+            if (lease := read.lease(answer)) is not None:
+                self._tokens.issued(key, lease.generation, lease.owner)
+            return answer
 
-        return await self._serve("lease", key, on_primary, on_fallback, failed)
+        return await self._serve(read.operation, key, on_primary, on_fallback, failed)
 
     async def touch(
         self, session_id: str, ttl: Ttl | None = None, *, generation: int | None = None
