@@ -1,7 +1,9 @@
 """One process of the linearizability workload: random calls on a few hot keys, recorded.
 
-With ``Plan.leases`` the calls include ``acquire``, ``lease`` and touch/delete given a
-generation (one this process saw for the key, sometimes an older one: stale).
+With ``Plan.leases`` the calls include ``acquire``, ``lease``, touch/delete given a
+generation (one this process saw for the key, sometimes an older one: stale), and the
+owners' ``heartbeat`` (a ttl that outlasts the run) and ``release``, recorded on
+``EVERY_KEY``: they act on every key at once.
 Each process has its own repository on the shared store and runs a few asyncio tasks;
 every call is recorded with ``time.monotonic_ns()`` (CLOCK_MONOTONIC, one clock for
 every process of the machine) before it is sent and after its answer arrives. A call
@@ -30,9 +32,18 @@ from session_repo import (
     SystemClock,
 )
 from session_repo.contract import Ttl
-from tests.contract.linearizability import Op
+from tests.contract.linearizability import EVERY_KEY, Op
 
-__all__ = ["Plan", "RacyClaims", "RacyMemoryClaims", "StaleLookups", "record", "run_process"]
+__all__ = [
+    "Plan",
+    "RacyClaims",
+    "RacyMemoryClaims",
+    "StaleLookups",
+    "build",
+    "owner_names",
+    "record",
+    "run_process",
+]
 
 # Long enough that nothing expires during a run: the model is owner-or-none.
 TTL = 600
@@ -42,8 +53,11 @@ WEIGHTS = (20, 10, 20, 25, 10, 15)
 LEASE_KINDS = (
     *KINDS,
     *("lease", "acquire", "acquire-replacing", "touch-generation", "delete-generation"),
+    *("heartbeat", "release"),
 )
-LEASE_WEIGHTS = (6, 6, 6, 6, 4, 4, 14, 14, 14, 13, 13)
+LEASE_WEIGHTS = (6, 6, 6, 6, 4, 4, 14, 14, 14, 13, 13, 4, 3)
+OWNER_KINDS = ("heartbeat", "release")  # of an owner, on every key
+NAMED_OWNER = ("upsert", "claim", "acquire", *OWNER_KINDS)  # recorded with their alloc id
 # What each kind is recorded as (the rest: itself).
 RECORDED = {
     "claim-replacing": "claim",
@@ -64,8 +78,9 @@ class Plan:
     max_ops: int = 200  # calls each task makes at most
     think: float = 0.005  # longest pause between a task's calls, seconds
     bug: str | None = None  # a planted bug (see ``build``), or None for the real store
-    leases: bool = False  # also acquire, lease and conditional touch/delete
+    leases: bool = False  # also acquire, lease, conditional touch/delete, heartbeat, release
     key_prefix: str = "hot-key-"  # the keys are this and a number
+    owner_prefix: str = "machine-"  # and the owners (their heartbeats outlive a run)
     redis_prefix: str | None = None  # a Redis store's key prefix (None: the suite's)
 
 
@@ -139,6 +154,11 @@ def build(backend_name: str, url: str | None, plan: Plan) -> SessionRepository:
     return BACKENDS[backend_name].build(url, SystemClock(), options)
 
 
+def owner_names(plan: Plan) -> list[str]:
+    """The alloc ids the workload binds, heartbeats and releases."""
+    return [f"{plan.owner_prefix}{n}" for n in range(plan.owners)]
+
+
 def _answer(lease: Lease | None) -> tuple[str, int] | None:
     return None if lease is None else (lease.owner, lease.generation)
 
@@ -164,6 +184,10 @@ async def _invoke(
         return await repo.touch(key, TTL, generation=generation)
     if kind == "delete-generation":
         return await repo.delete(key, generation=generation)
+    if kind == "heartbeat":
+        return await repo.heartbeat(owner, TTL)
+    if kind == "release":
+        return await repo.release(owner)
     return await repo.delete(key)
 
 
@@ -185,7 +209,7 @@ async def _task(
     seen: dict[str, list[int]],
 ) -> None:
     keys = [f"{plan.key_prefix}{n}" for n in range(plan.keys)]
-    owners = [f"machine-{n}" for n in range(plan.owners)]
+    owners = owner_names(plan)
     kinds, weights = (LEASE_KINDS, LEASE_WEIGHTS) if plan.leases else (KINDS, WEIGHTS)
     deadline = time.monotonic() + plan.duration
     for _ in range(plan.max_ops):
@@ -208,12 +232,12 @@ async def _task(
         history.append(
             Op(
                 client=client,
-                key=key,
+                key=EVERY_KEY if kind in OWNER_KINDS else key,
                 kind=RECORDED.get(kind, kind),
                 call=call,
                 ret=ret,
                 result=result,
-                owner=owner if kind.startswith(("upsert", "claim", "acquire")) else None,
+                owner=owner if kind.startswith(NAMED_OWNER) else None,
                 replacing=other if kind.endswith("-replacing") else None,
                 generation=generation if kind.endswith("-generation") else None,
             )

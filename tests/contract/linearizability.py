@@ -19,6 +19,16 @@ An operation that raised is indeterminate: it may or may not have taken effect, 
 return is at +infinity and any result is accepted (leaving it out of the linearization
 is "no effect"); one that cannot change the binding (``lookup``, ``lease``, ``touch``) is
 then dropped. ``fencing_faults`` checks what needs no search.
+
+``heartbeat`` and ``release`` name an owner, not a key: they are recorded once, on
+``EVERY_KEY``, and ``check_history`` puts them in every key's history. On one key,
+``release(a)`` ends the binding if ``a`` holds it (a later one is made anew, with a fresh
+generation); its count is a sum over keys (and over keys the history never saw), so
+only a count of 0 says something of one key: ``a`` held none there. A heartbeat whose
+ttl outlasts the run changes no binding and answers nothing: it may stand anywhere, so
+the search leaves it out (the reports still show it, where it interleaved). After a
+release the owner has no heartbeat, which is what an owner that never heartbeated has:
+nothing for the model to tell apart.
 """
 
 from __future__ import annotations
@@ -26,12 +36,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-__all__ = ["INITIAL", "Op", "Verdict", "check_history", "check_key", "fencing_faults", "step"]
+__all__ = [
+    "EVERY_KEY",
+    "INITIAL",
+    "Op",
+    "Verdict",
+    "check_history",
+    "check_key",
+    "fencing_faults",
+    "step",
+]
 
 Owner = str | None
 State = tuple[Owner, int | None, int]  # (owner, generation if shown, least fresh one)
 INITIAL: State = (None, None, 1)  # no binding; generations are >= 1
-_NO_EFFECT = ("lookup", "lease", "touch")
+EVERY_KEY = "*"  # the key of an operation on an owner: it is in every key's history
+_NO_EFFECT = ("lookup", "lease", "touch", "heartbeat")
+_SILENT = ("heartbeat",)  # no effect and no answer on one key: left out of the search
 _INFINITY = float("inf")
 
 
@@ -45,11 +66,11 @@ class Op:
 
     client: str
     key: str
-    kind: str  # lookup, lease, upsert, claim, acquire, touch, delete
+    kind: str  # lookup, lease, upsert, claim, acquire, touch, delete, heartbeat, release
     call: int
     ret: int | None
     result: object = None
-    owner: str | None = None  # the alloc id given to upsert / claim / acquire
+    owner: str | None = None  # the alloc id of upsert, claim, acquire, heartbeat, release
     replacing: str | None = None  # claim's and acquire's ``replacing=``
     generation: int | None = None  # touch's and delete's ``generation=``
 
@@ -133,6 +154,12 @@ def step(state: State, op: Op) -> tuple[bool, State]:
         if not definite or result is True:  # linearized, an indeterminate one took effect
             return held, (None, None, pinned[2])
         return result is False and (generation is None or not held), state
+    if kind == "heartbeat":
+        return True, state
+    if kind == "release":
+        if owner != op.owner:
+            return True, state
+        return (not definite or result != 0), (None, None, least)
     raise ValueError(f"unknown operation {kind!r}")
 
 
@@ -155,8 +182,11 @@ class BudgetExhausted(Exception):
 
 def _search(ops: Sequence[Op], initial: State, budget: int) -> tuple[bool, int]:
     """Wing & Gong with memoization; (linearizable, steps). Raises ``BudgetExhausted``."""
-    # Indeterminate calls that cannot change the binding are dropped: any result, no effect.
-    ops = [op for op in ops if op.definite or op.kind not in _NO_EFFECT]
+    # Indeterminate calls that cannot change the binding are dropped: any result, no effect;
+    # so are silent ones, which fit anywhere.
+    ops = [
+        op for op in ops if (op.definite or op.kind not in _NO_EFFECT) and op.kind not in _SILENT
+    ]
     n = len(ops)
     if n == 0:
         return True, 0
@@ -378,14 +408,23 @@ def check_key(
     return Verdict(False, key, len(ordered), steps, report="\n".join(lines), witness=window)
 
 
-def check_history(ops: Iterable[Op], *, budget: int = 2_000_000) -> list[Verdict]:
+def check_history(
+    ops: Iterable[Op], *, budget: int = 2_000_000, fencing: bool = True
+) -> list[Verdict]:
     """Check every key of a history on its own; one verdict per key, sorted by key.
+
+    Operations on ``EVERY_KEY`` (an owner's) are in every key's history.
 
     Args:
         ops: every operation of the run, of any keys.
         budget: search steps allowed per key.
+        fencing: run ``fencing_faults`` first on each key (see ``check_key``).
     """
     by_key: dict[str, list[Op]] = {}
     for op in ops:
         by_key.setdefault(op.key, []).append(op)
-    return [check_key(key, by_key[key], budget=budget) for key in sorted(by_key)]
+    everywhere = by_key.pop(EVERY_KEY, [])
+    return [
+        check_key(key, [*by_key[key], *everywhere], budget=budget, fencing=fencing)
+        for key in sorted(by_key)
+    ]

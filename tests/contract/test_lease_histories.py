@@ -5,14 +5,17 @@ generation, least fresh generation): ``acquire`` and ``lease`` must answer the m
 owner and generation, a generation is fresh (greater than every one the key had) when
 the owner changes or the binding is made anew, and a touch/delete given a generation
 succeeds only while the live binding has it. ``fencing_faults`` checks without search
-that no generation has two owners and none goes backwards in real time. Shown here: the
-checker rejects hand-made violations, the workload (with ``Plan(leases=True)``) catches
-planted bugs, and every store's lease histories pass while its connections are killed.
+that no generation has two owners and none goes backwards in real time. The owners also
+heartbeat (with a ttl that outlasts the run: no binding may change for it) and release
+(every binding of theirs ends, on every key at once). Shown here: the checker rejects
+hand-made violations, the workload (with ``Plan(leases=True)``) catches planted bugs, and
+every store's lease histories pass while its connections are killed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,9 @@ from session_repo import MemorySessionRepository, SessionRepository
 from session_repo.backends.base import StoreFront
 from session_repo.backends.memory import MemoryStorage
 from tests.conftest import backend_params
-from tests.contract.history_worker import Plan, record
+from tests.contract.history_worker import Plan, build, owner_names, record
 from tests.contract.linearizability import (
+    EVERY_KEY,
     INITIAL,
     Op,
     Verdict,
@@ -42,6 +46,7 @@ from tests.contract.test_linearizability import (
 )
 
 LEASES = Plan(leases=True, duration=3.0)
+AMONG_TASKS = Plan(tasks=9, duration=1.5, max_ops=100, leases=True)  # 900 calls, in one process
 
 # -- the model and the checker on hand-made histories ---------------------------------
 
@@ -56,8 +61,14 @@ def op(
     replacing: str | None = None,
     generation: int | None = None,
     client: str = "c",
+    key: str = "k",
 ) -> Op:
-    return Op(client, "k", kind, call, ret, result, owner, replacing, generation)
+    return Op(client, key, kind, call, ret, result, owner, replacing, generation)
+
+
+def everywhere(kind: str, call: int, ret: int | None, result: object, owner: str) -> Op:
+    """An owner's call (heartbeat, release): in every key's history."""
+    return op(kind, call, ret, result, owner, key=EVERY_KEY, client="o")
 
 
 def test_the_model_follows_the_generation_rules() -> None:
@@ -84,6 +95,15 @@ def test_the_model_follows_the_generation_rules() -> None:
     assert step(held, op("delete", 0, None, "StorageError", generation=7))[0] is True
     assert step((None, None, 8), op("acquire", 0, 1, ("a", 7), "a"))[0] is False  # not fresh
     assert step(("a", None, 8), op("touch", 0, 1, True, generation=9)) == (True, ("a", 9, 10))
+    # An owner's calls, on one key: release ends its binding; a count of 0 says it had none.
+    assert step(held, everywhere("release", 0, 1, 2, "a")) == (True, (None, None, 8))
+    assert step(held, everywhere("release", 0, 1, 3, "b")) == (True, held)  # other keys'
+    assert step(held, everywhere("release", 0, 1, 0, "b")) == (True, held)
+    assert step(held, everywhere("release", 0, 1, 0, "a"))[0] is False
+    assert step(INITIAL, everywhere("release", 0, 1, 1, "a")) == (True, INITIAL)
+    raised = everywhere("release", 0, None, "StorageError", "a")
+    assert step(held, raised) == (True, (None, None, 8))
+    assert step(held, everywhere("heartbeat", 0, 1, None, "a")) == (True, held)
 
 
 async def test_the_model_agrees_with_a_sequential_run_on_memory() -> None:
@@ -94,6 +114,10 @@ async def test_the_model_agrees_with_a_sequential_run_on_memory() -> None:
     assert all(v.ok for v in verdicts), [v.report for v in verdicts]
     kinds = {(call.kind, call.generation is not None, call.result is True) for call in history}
     assert {("touch", True, True), ("touch", True, False), ("delete", True, True)} <= kinds
+    released = {call.result for call in history if call.kind == "release"}
+    assert 0 in released, released
+    assert released - {0}, released  # and ones that ended bindings
+    assert any(call.kind == "heartbeat" for call in history)
 
 
 def rejected(history: list[Op]) -> tuple[Verdict, Verdict]:
@@ -191,6 +215,47 @@ def test_an_unseen_generation_is_pinned_by_what_succeeds_on_it() -> None:
     assert check_key("k", [*history[:2], op("lease", 40, 50, ("a", 3))]).ok
 
 
+def test_a_release_ends_the_owners_bindings_on_every_key() -> None:
+    history = [
+        op("acquire", 0, 10, ("a", 5), "a", key="k1"),
+        op("acquire", 0, 10, ("a", 6), "a", key="k2", client="d"),
+        everywhere("release", 20, 30, 2, "a"),
+        everywhere("heartbeat", 25, 45, None, "a"),
+        op("lease", 40, 50, None, key="k1"),
+        op("lease", 40, 50, ("a", 6), key="k2", client="d"),  # outlived the release
+    ]
+    verdicts = check_history(history)
+    assert [(v.key, v.ok) for v in verdicts] == [("k1", True), ("k2", False)]
+    assert [w.kind for w in verdicts[1].witness] == ["release", "heartbeat", "lease"]
+    assert "release('a') -> 2" in verdicts[1].report
+
+
+def test_a_binding_made_after_a_release_is_new_and_lives_without_a_heartbeat() -> None:
+    start = [
+        everywhere("heartbeat", 0, 10, None, "a"),
+        op("acquire", 20, 30, ("a", 5), "a"),
+        everywhere("release", 40, 50, 1, "a"),
+    ]
+    verdict, search = rejected([*start, op("acquire", 60, 70, ("a", 5), "a")])
+    assert verdict.report == search.report  # the same owner, so only the search sees it
+    again = [*start, op("acquire", 60, 70, ("a", 8), "a")]
+    assert check_key("k", [*again, op("lookup", 80, 90, "a")]).ok
+    rejected([*again, op("lookup", 80, 90, None)])  # live: as if it never heartbeated
+    rejected([*start[:2], everywhere("release", 40, 50, 0, "a")])  # it had one here
+    rejected([*start[:2], op("lookup", 40, 50, None)])  # a heartbeat kills nothing
+
+
+def test_an_indeterminate_release_may_or_may_not_have_taken_effect() -> None:
+    start = [
+        op("acquire", 0, 10, ("a", 5), "a"),
+        everywhere("release", 20, None, "StorageError", "a"),
+    ]
+    assert check_key("k", [*start, op("lease", 40, 50, None)]).ok
+    assert check_key("k", [*start, op("lease", 40, 50, ("a", 5))]).ok
+    back = [*start, op("lease", 40, 50, None), op("lease", 60, 70, ("a", 5))]
+    assert not check_key("k", back).ok
+
+
 # -- the workload catches planted bugs ------------------------------------------------
 
 
@@ -219,6 +284,40 @@ class IgnoredGenerations(MemoryStorage):
         return await super().delete(key, now)
 
 
+class ForgetfulRelease(MemoryStorage):
+    """Planted bug: release leaves the owner's latest binding behind (and counts it)."""
+
+    async def release(self, alloc_id: str, now: int) -> int:
+        mine = [key for key, row in self._rows.items() if row[0] == alloc_id]
+        if not mine:
+            return await super().release(alloc_id, now)
+        spared = self._rows.pop(mine[-1])
+        live = await super().release(alloc_id, now)
+        self._rows[mine[-1]] = spared
+        return live + 1
+
+
+class LapsedOnRelease(MemoryStorage):
+    """Planted bug: release lapses a heartbeat instead of removing it, so the owner reads
+    as dead, not as one that never heartbeated: what it binds later is dead at once."""
+
+    async def release(self, alloc_id: str, now: int) -> int:
+        beat = self._beats.get(alloc_id)
+        live = await super().release(alloc_id, now)
+        if beat is not None:
+            self._beats[alloc_id] = (now, beat[1])
+        return live
+
+
+class RestartingHeartbeats(MemoryStorage):
+    """Planted bug: every heartbeat starts a new epoch, as after a lapse: the owner's live
+    bindings die."""
+
+    async def heartbeat(self, alloc_id: str, expires_at: int, now: int) -> None:
+        beat = self._beats.get(alloc_id)
+        self._beats[alloc_id] = (expires_at, 0 if beat is None else beat[1] + 1)
+
+
 def on_storage(storage: MemoryStorage) -> SessionRepository:
     async def connect(resources: contextlib.AsyncExitStack) -> MemoryStorage:
         return storage
@@ -226,25 +325,33 @@ def on_storage(storage: MemoryStorage) -> SessionRepository:
     return StoreFront(connect=connect, backend="memory", clock=None, default_ttl=600)
 
 
-@pytest.mark.parametrize("bug", [ReusedGenerations, IgnoredGenerations])
+PLANTED = [
+    ReusedGenerations,
+    IgnoredGenerations,
+    ForgetfulRelease,
+    LapsedOnRelease,
+    RestartingHeartbeats,
+]
+
+
+@pytest.mark.parametrize("bug", PLANTED)
 async def test_planted_lease_bugs_among_tasks_are_caught(bug: type[MemoryStorage]) -> None:
     async with on_storage(bug(100_000)) as repo:
-        history = await record(repo, "p", Plan(tasks=9, duration=1.5, leases=True), seed=2)
+        history = await record(repo, "p", AMONG_TASKS, seed=2)
     verdicts = check_history(history, budget=BUDGET)
     assert not any(v.exhausted for v in verdicts), failure(verdicts)
     failed = [v for v in verdicts if not v.ok]
     assert failed, f"the planted {bug.__name__} went unnoticed in {len(history)} calls"
     assert failed[0].witness
     # The search alone catches it too, not only the direct checks.
-    keys = {call.key for call in history}
-    searched = [check_key(k, [c for c in history if c.key == k], fencing=False) for k in keys]
+    searched = check_history(history, budget=BUDGET, fencing=False)
     assert not any(v.exhausted for v in searched), failure(searched)
     assert any(not v.ok for v in searched)
 
 
 async def test_the_same_tasks_on_the_real_memory_store_pass() -> None:
     async with MemorySessionRepository(default_ttl=600) as repo:
-        history = await record(repo, "p", Plan(tasks=9, duration=1.5, leases=True), seed=2)
+        history = await record(repo, "p", AMONG_TASKS, seed=2)
     verdicts = check_history(history, budget=BUDGET)
     assert all(v.ok for v in verdicts), failure(verdicts)
 
@@ -255,12 +362,22 @@ async def test_the_same_tasks_on_the_real_memory_store_pass() -> None:
 def _summary(backend_name: str, history: list[Op], faults: int, verdicts: list[Verdict]) -> str:
     conditional = [c for c in history if c.generation is not None and c.definite]
     won = sum(1 for c in conditional if c.result is True)
+    released = [c.result for c in history if c.kind == "release" and c.definite]
+    beats = sum(1 for c in history if c.kind == "heartbeat")
     return (
         f"{backend_name}: {len(history)} calls"
         f" ({sum(1 for c in history if not c.definite)} raised), {faults} faults,"
         f" conditional touch/delete {won} of {len(conditional)} succeeded,"
-        f" search steps {[v.steps for v in verdicts]}"
+        f" {beats} heartbeats, releases answered {released},"
+        f" ops per key {[v.ops for v in verdicts]}, search steps {[v.steps for v in verdicts]}"
     )
+
+
+async def _release_owners(backend_name: str, url: str, plan: Plan) -> None:
+    """Leave no heartbeat behind (Redis keeps an owner's mark until it is released)."""
+    async with build(backend_name, url, plan) as repo:
+        for owner in owner_names(plan):
+            await repo.release(owner)
 
 
 @pytest.mark.slow
@@ -271,7 +388,12 @@ async def test_lease_histories_under_killed_connections_keep_fencing(
     url = await history_store(backend_name, tmp_path)
     started = time.monotonic()
     plan = history_plan(leases=True, duration=LEASES.duration)
-    history, faults = await run_workload(backend_name, url, plan, faults=True)
+    # Owners of this run alone: no earlier run's heartbeat can lapse under it.
+    plan = dataclasses.replace(plan, owner_prefix=f"{plan.key_prefix}m")
+    try:
+        history, faults = await run_workload(backend_name, url, plan, faults=True)
+    finally:
+        await _release_owners(backend_name, url, plan)
     verdicts = check_history(history, budget=BUDGET)
     summary = (
         f"{_summary(backend_name, history, faults, verdicts)}, {time.monotonic() - started:.1f} s"
@@ -283,3 +405,7 @@ async def test_lease_histories_under_killed_connections_keep_fencing(
     assert faults > 0
     conditional = [c for c in history if c.generation is not None and c.definite]
     assert {c.result for c in conditional} == {True, False}, summary  # both kinds exercised
+    released = {c.result for c in history if c.kind == "release" and c.definite}
+    assert 0 in released, summary
+    assert released - {0}, summary  # releases that ended bindings, and ones that did not
+    assert any(c.kind == "heartbeat" and c.definite for c in history), summary
