@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
 from session_repo.fly.request import query_value, text, valid_key
@@ -34,6 +35,7 @@ _LINE = re.compile(rb"\r\n|\r|\n")
 _BLANK = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 
 
+@lru_cache(maxsize=16)  # clients send a handful of versions; the parse is 10x a lookup
 def sessionless(version: bytes | None) -> bool:
     """Whether an ``MCP-Protocol-Version`` names a revision without protocol sessions.
 

@@ -16,11 +16,12 @@ when the stream ends). A ``key`` callable reads any other key from the scope.
 
 This module decides where a request goes; ``ownership`` holds what this machine
 knows it owns (and calls the store), ``request`` and ``response`` parse headers
-without ever raising and answer in the app's place, ``replay_state`` signs replays,
-``learning`` binds and unbinds by the app's answers, ``keys`` runs a ``key``
-callable, ``workers`` tells whether several processes share this machine's port,
-``replies`` answers a misrouted request (plain or replay-cache mode), ``liveness``
-heartbeats for this machine between the ``lifespan``'s startup and shutdown.
+without ever raising (``headers`` reads their values) and answer in the app's
+place, ``replay_state`` signs replays, ``learning`` binds and unbinds by the app's
+answers, ``keys`` runs a ``key`` callable, ``workers`` tells whether several
+processes share this machine's port, ``replies`` answers a misrouted request (plain
+or replay-cache mode), ``liveness`` heartbeats for this machine between the
+``lifespan``'s startup and shutdown.
 See ``docs/fly.md`` for the behaviour table and the limits.
 """
 
@@ -240,7 +241,7 @@ class FlyReplayMiddleware:
         key = request.session_id
         owned = free = False
         if key is None:
-            if sessionless(request.protocol_version()):  # MCP 2026-07-28+: nothing to route
+            if sessionless(request.protocol_version):  # MCP 2026-07-28+: nothing to route
                 await self.app(scope, receive, send)
                 return
         elif request.replay_failed is not None:  # the owner is gone, and its sessions with it
@@ -248,7 +249,9 @@ class FlyReplayMiddleware:
             free = True
         else:
             digest = session_digest(key)
-            owner = await self._ownership.owner(key, digest)
+            ownership = self._ownership
+            # the hot path, without a coroutine: a session this machine renewed recently
+            owner = me if ownership.renewed_recently(digest) else await ownership.owner(key, digest)
             owned, free = owner == me, owner is None
             if (
                 owner is not None

@@ -151,8 +151,9 @@ class Ownership:
         Returns:
             True when no renewal is due yet (nor a claim anew, after a lapse).
         """
-        entry = self._owned.get(digest)
-        if entry is None:
+        try:
+            entry = self._owned[digest]  # (two calls into cachetools where .get makes four)
+        except KeyError:
             return False
         now = self._clock.now()
         return now - entry[0] < self.ttl / 2 and entry[2] == self.liveness.current(now)

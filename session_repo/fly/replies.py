@@ -165,7 +165,7 @@ class Replier:
             )
             await respond(scope, receive, send, 409, _JSON, body)
             return True
-        stale_hit = self.cache and request.cache_status() == b"hit"
+        stale_hit = self.cache and request.cache_status == b"hit"
         # A key no fly.toml rule can cache by (a query parameter, a key= callable) gains
         # nothing from a bare replay: it keeps timeout and fallback.
         bounded = stale_hit or not request.cacheable

@@ -10,7 +10,15 @@ length, as unknown.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote_to_bytes
+
+from session_repo.fly.headers import (
+    PAIR_TYPES,
+    as_bytes,
+    cookie_value,
+    header_pairs,
+    query_value,
+    text,
+)
 
 __all__ = [
     "BODY_METHODS",
@@ -30,15 +38,25 @@ MAX_FIELD = 4096  # a fly-replay-src longer than this is not Fly's: ignored
 # Methods whose requests carry a body; without a Content-Length its size is unknown.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _OWS = b" \t"
-# The request headers routing reads besides the session's own, by (lowercase) name.
-_COOKIE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _REPLAY_SRC, _REPLAY_FAILED = range(5)
+# The request headers routing reads, by lowercase name; the session's own is added per
+# name (``_table``). A ``str`` spelling of one means the server handed over something other
+# than bytes pairs: such a request is read again through ``header_pairs``.
+_SESSION, _LENGTH, _VERSION, _COOKIE, _CHUNKED, _SRC, _FAILED, _CACHE, _IRREGULAR = range(9)
 _FIELDS = {
+    b"content-length": _LENGTH,
+    b"mcp-protocol-version": _VERSION,
     b"cookie": _COOKIE,
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-    b"fly-replay-src": _REPLAY_SRC,
-    b"fly-replay-failed": _REPLAY_FAILED,
+    b"transfer-encoding": _CHUNKED,
+    b"fly-replay-src": _SRC,
+    b"fly-replay-failed": _FAILED,
+    b"fly-replay-cache-status": _CACHE,
 }
+# session header name -> what to read (None: no fast path for it, see _table)
+_TABLES: dict[bytes, dict[Any, int] | None] = {}
+
+
+class _Irregular(Exception):
+    """A header that is not a pair of bytes: read the request again, the slow way."""
 
 
 def valid_key(value: str) -> bool:
@@ -56,112 +74,13 @@ def valid_key(value: str) -> bool:
     )
 
 
-def as_bytes(value: Any) -> bytes:
-    """A header name or value as bytes, whatever the server handed over.
-
-    Args:
-        value: ``bytes``, ``bytearray``, ``memoryview`` or ``str`` (anything else is
-            taken as empty).
-
-    Returns:
-        The bytes; a ``str`` is encoded as UTF-8, lone surrogates included.
-    """
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
-    return b""
-
-
-def text(value: bytes) -> str:
-    """Header bytes as text; latin-1 maps every byte, so this cannot fail.
-
-    Args:
-        value: the raw header bytes.
-
-    Returns:
-        One character per byte.
-    """
-    return value.decode("latin-1")
-
-
-def header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:
-    """ASGI ``(name, value)`` header pairs as bytes; anything else in the list is skipped.
-
-    Args:
-        headers: a scope's or a response start's ``headers``, as a server or an app
-            gave them (None and non-iterables give no pairs).
-
-    Returns:
-        The well-formed pairs, in order.
-    """
-    if type(headers) is list:  # what servers hand over: bytes pairs, taken as they are
-        try:
-            plain = all(type(name) is bytes and type(value) is bytes for name, value in headers)
-        except Exception:  # an item that is no pair: sorted out below
-            plain = False
-        if plain:
-            return headers
-    pairs: list[tuple[bytes, bytes]] = []
-    try:
-        items = list(headers or ())
-    except TypeError:
-        return pairs
-    for item in items:
-        if isinstance(item, tuple | list) and len(item) == 2:
-            pairs.append((as_bytes(item[0]), as_bytes(item[1])))
-    return pairs
-
-
-def query_value(query: bytes, name: bytes) -> str | None:
-    """The value of parameter ``name`` in a URL's query, as Starlette reads it.
-
-    Names and values are percent-decoded (``+`` is a space); of several with the
-    name, the last counts, as in Starlette's ``request.query_params``, so the
-    middleware routes by the very key the app will use.
-
-    Args:
-        query: the raw query (an ASGI scope's ``query_string``, or after the ``?``).
-        name: the parameter's name, as bytes.
-
-    Returns:
-        Its value as text (one character per byte), or None when the query has none.
-    """
-    found: bytes | None = None
-    for part in query.split(b"&"):
-        key, _, value = part.partition(b"=")
-        if _unquote(key) == name:
-            found = value
-    return None if found is None else text(_unquote(found))
-
-
-def _unquote(raw: bytes) -> bytes:
-    if b"%" not in raw and b"+" not in raw:
-        return raw
-    return unquote_to_bytes(raw.replace(b"+", b" "))
-
-
-def cookie_value(header: str, name: str) -> str | None:
-    """The value of cookie ``name`` in a ``Cookie`` request header.
-
-    Args:
-        header: the ``Cookie`` header (several joined with ``"; "``).
-        name: the cookie's name.
-
-    Returns:
-        Its value, unquoted, or None when the header has no such cookie.
-    """
-    for part in header.split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name:
-            return value.strip().strip('"')
-    return None
-
-
 class FlyRequest:
     """The parts of an HTTP or websocket request that routing looks at.
+
+    The scope's headers are read in one pass with one dict lookup per header, as the
+    server handed them over when they are a list of tuples (or lists); anything there
+    that turns out not to be a pair of bytes sends the request through
+    ``header_pairs`` instead. Either way it reads what a plain loop would.
 
     Args:
         scope: the request's ASGI scope.
@@ -177,21 +96,27 @@ class FlyRequest:
         session_id: the session key, or None when there is no usable one.
         cacheable: whether the key came from where a ``fly.toml`` replay-cache rule can
             key on it (the header or the cookie), not from the query string.
-        pairs: the request's headers, as ``header_pairs`` gives them.
         content_length: the ``Content-Length``; None when absent, -1 when it does not
             parse or several disagree.
         chunked: whether ``Transfer-Encoding`` says chunked.
+        protocol_version: the first ``MCP-Protocol-Version`` (at most 4096 bytes), None
+            when absent.
         replay_src: the ``fly-replay-src`` header, None when absent or too long.
         replay_failed: the ``fly-replay-failed`` header, None when absent.
+        cache_status: the first ``fly-replay-cache-status`` (at most 4096 bytes),
+            stripped and lowercase, None when absent. Fly sends it to a replay's target:
+            ``hit`` (delivered by the replay cache, straight past the machine that
+            issued the replay), ``miss`` (replayed by a machine), ``bypass``.
     """
 
     __slots__ = (
+        "cache_status",
         "cacheable",
         "chunked",
         "content_length",
         "method",
-        "pairs",
         "path",
+        "protocol_version",
         "replay_failed",
         "replay_src",
         "session_id",
@@ -204,36 +129,21 @@ class FlyRequest:
         self.method: str = method if isinstance(method, str) else "GET"
         path = scope.get("path", "")
         self.path: str = path if isinstance(path, str) else ""
-        self.content_length: int | None = None  # -1: sent, but unusable
-        self.chunked = False
-        self.replay_src: str | None = None
-        self.replay_failed: str | None = None
+        headers = scope.get("headers")
+        header = header if cookie is None else b""
+        table = _TABLES[header] if header in _TABLES else _table(header)
+        # a list of tuples (or lists): read as it is, unless _read finds it is not bytes pairs
+        plain = table is not None and type(headers) is list
         key: str | None = None
-        cookies: list[str] = []
-        self.pairs = header_pairs(scope.get("headers"))
-        read_header = header if cookie is None else b""
-        for raw_name, raw_value in self.pairs:
-            name = raw_name.lower()
-            if name == read_header and key is None and header:
-                key = raw_value.decode("latin-1")
-                continue
-            field = _FIELDS.get(name)
-            if field is None:
-                continue
-            if field == _COOKIE:
-                if cookie is not None:
-                    cookies.append(text(raw_value))
-            elif field == _CONTENT_LENGTH:
-                self.content_length = _length(raw_value, self.content_length)
-            elif field == _TRANSFER_ENCODING:
-                self.chunked = self.chunked or b"chunked" in raw_value.lower()
-            elif field == _REPLAY_SRC:
-                if self.replay_src is None and len(raw_value) <= MAX_FIELD:
-                    self.replay_src = text(raw_value)
-            elif self.replay_failed is None:  # _REPLAY_FAILED
-                self.replay_failed = text(raw_value[:MAX_FIELD])
-        if cookie is not None and cookies:
-            key = cookie_value("; ".join(cookies), cookie)
+        if plain and PAIR_TYPES.issuperset(map(type, headers)):
+            try:
+                key = self._read(headers, table or _FIELDS, cookie)
+            except Exception:  # see _read: read them as header_pairs gives them
+                plain = False
+        else:
+            plain = False
+        if not plain:
+            key = self._read(header_pairs(headers), table or _fields(header), cookie)
         if key is not None and not valid_key(key):
             key = None
         self.cacheable = True
@@ -245,31 +155,63 @@ class FlyRequest:
                 self.cacheable = False
         self.session_id = key
 
-    def protocol_version(self) -> bytes | None:
-        """The ``MCP-Protocol-Version`` header (read only when needed: not on the hot path).
+    def _read(self, pairs: list[Any], table: dict[Any, int], cookie: str | None) -> str | None:
+        """Read the headers; return the session key as sent (None: none).
 
-        Returns:
-            Its first value (at most 4096 bytes), or None when absent.
+        On the fast path ``pairs`` is the server's list, unchecked: a name that is not
+        ``bytes`` raises (``bytearray``: unhashable; ``memoryview``, ``None``: no
+        ``lower``; an item that is no pair: the unpacking) or, as a ``str``, is found as
+        ``_IRREGULAR`` if it spells a header read here; a value read here that is not
+        ``bytes`` raises ``_Irregular``. Any of these sends the request through
+        ``header_pairs`` instead, and a name read nowhere is skipped either way.
         """
-        for name, value in self.pairs:
-            if name.lower() == b"mcp-protocol-version":
-                return value[:MAX_FIELD]
-        return None
-
-    def cache_status(self) -> bytes | None:
-        """The ``fly-replay-cache-status`` header, lowercase (read only for a misrouted request).
-
-        Fly sends it to a replay's target: ``hit`` (delivered by the replay cache,
-        straight past the machine that issued the replay), ``miss`` (replayed by a
-        machine), ``bypass`` (the cache was skipped); absent when not replayed.
-
-        Returns:
-            Its first value (at most 4096 bytes), stripped and lowercase, or None.
-        """
-        for name, value in self.pairs:
-            if name.lower() == b"fly-replay-cache-status":
-                return value[:MAX_FIELD].strip(_OWS).lower()
-        return None
+        key: str | None = None
+        length: int | None = None
+        chunked = False
+        version = src = failed = status = None
+        cookies: list[str] | None = None
+        for raw_name, raw_value in pairs:
+            field = table.get(raw_name.lower())
+            if field is None:
+                continue
+            if type(raw_value) is not bytes or field == _IRREGULAR:
+                raise _Irregular
+            if field == _SESSION:
+                if key is None:
+                    key = raw_value.decode("latin-1")
+                    continue
+                field = _FIELDS.get(raw_name.lower())  # the session header, again
+                if field is None:
+                    continue
+            if field == _LENGTH:
+                value = raw_value.strip(_OWS)
+                # bytes.isdigit() is ASCII only: no sign, no "\xb2"; 18 digits cannot overflow
+                sent = int(value) if value.isdigit() and len(value) <= 18 else -1
+                length = sent if length is None or length == sent else -1  # RFC 9110 8.6
+            elif field == _VERSION:
+                version = raw_value[:MAX_FIELD] if version is None else version
+            elif field == _COOKIE:
+                if cookie is not None:
+                    cookies = [] if cookies is None else cookies
+                    cookies.append(text(raw_value))
+            elif field == _CHUNKED:
+                chunked = chunked or b"chunked" in raw_value.lower()
+            elif field == _SRC:
+                if src is None and len(raw_value) <= MAX_FIELD:
+                    src = text(raw_value)
+            elif field == _FAILED:
+                failed = text(raw_value[:MAX_FIELD]) if failed is None else failed
+            elif status is None:  # _CACHE, the one left
+                status = raw_value[:MAX_FIELD].strip(_OWS).lower()
+        self.content_length: int | None = length
+        self.chunked = chunked
+        self.protocol_version: bytes | None = version
+        self.replay_src: str | None = src
+        self.replay_failed: str | None = failed
+        self.cache_status: bytes | None = status
+        if cookie is not None and cookies:
+            return cookie_value("; ".join(cookies), cookie)
+        return key
 
     def replayable(self, max_body: int) -> bool:
         """Whether Fly can replay this request: its body is known and small enough.
@@ -288,10 +230,19 @@ class FlyRequest:
         return self.content_length <= max_body
 
 
-def _length(raw: bytes, seen: int | None) -> int:
-    """A ``Content-Length`` value; -1 if it is not plain ASCII digits or disagrees with one
-    sent before it (RFC 9110 section 8.6)."""
-    value = raw.strip(_OWS)
-    # bytes.isdigit() is ASCII digits only: no sign, no "\xb2"; 18 digits cannot overflow.
-    length = int(value) if value.isdigit() and len(value) <= 18 else -1
-    return length if seen is None or seen == length else -1
+def _fields(header: bytes) -> dict[Any, int]:
+    """``_FIELDS`` and the session header (``b""``: none), by lowercase name."""
+    return {**_FIELDS, header: _SESSION} if header else dict(_FIELDS)
+
+
+def _table(header: bytes) -> dict[Any, int] | None:
+    """What the fast path reads, by lowercase name: ``_fields`` and the ``str`` spelling of
+    each as ``_IRREGULAR``. None for a non-ASCII header name: a ``str`` could spell it
+    other than as its ``text``, so such requests are always read the slow way."""
+    table: dict[Any, int] | None = None
+    if header.isascii():
+        table = _fields(header)
+        table.update({text(name): _IRREGULAR for name in table})
+    if len(_TABLES) < 64:  # names come from configuration, not clients; bounded anyway
+        _TABLES[header] = table
+    return table

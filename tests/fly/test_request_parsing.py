@@ -1,8 +1,9 @@
 """``FlyRequest`` and ``valid_key`` against a plain reference, on any headers a client sends.
 
-The parser takes shortcuts on the hot path (a scope's bytes pairs used as they are, one
-dict lookup per header, ``str`` methods in C for the key check): each must read exactly
-what the obvious loop reads, and nothing a client can send may raise out of it.
+The parser takes shortcuts on the hot path (a scope's pairs read as they are, unchecked,
+one dict lookup per header, anything odd found on the way read again the slow way;
+``str`` methods in C for the key check): each must read exactly what the obvious loop
+reads, and nothing a client (or a buggy server) can send may raise out of it.
 """
 
 from __future__ import annotations
@@ -22,20 +23,33 @@ NAMES = [
     b"Transfer-Encoding",
     b"fly-replay-src",
     b"fly-replay-failed",
+    b"MCP-Protocol-Version",
+    b"fly-replay-cache-status",
     b"host",
+    b"Mcp-S\xe9ssion",
 ]
 VALUES = st.one_of(
     st.sampled_from([b"s1", b"s 2", b"5", b"+5", b"\xb2", b"chunked", b"sid=abc; x=1", b""]),
     st.binary(max_size=12),
+    st.sampled_from([b"2026-07-28", b" Hit ", b"miss", b" 7 ", b"\t12"]),
     st.just(b"x" * (MAX_FIELD + 1)),
 )
 # A pair as a server hands it over, or the odd things a buggy one might.
 BYTES_PAIR = st.tuples(st.sampled_from(NAMES), VALUES)
+# What ASGI servers hand over: lowercase names, each once (the parser's fast path).
+SERVERS = st.lists(
+    st.tuples(st.sampled_from(sorted({n.lower() for n in NAMES})), VALUES),
+    unique_by=lambda p: p[0],
+    max_size=8,
+)
 PAIR = st.one_of(
     BYTES_PAIR,
-    BYTES_PAIR.map(lambda p: (p[0].decode(), p[1].decode("latin-1"))),
+    BYTES_PAIR.map(lambda p: (p[0].decode("latin-1"), p[1].decode("latin-1"))),
     BYTES_PAIR.map(lambda p: [bytearray(p[0]), memoryview(p[1])]),
-    st.sampled_from([None, 5, b"ab", (b"a", b"b", b"c"), (1, 2), [b"x"], "xy"]),
+    BYTES_PAIR.map(lambda p: (memoryview(p[0]), p[1])),
+    BYTES_PAIR.map(lambda p: (p[0], bytearray(p[1]))),
+    BYTES_PAIR.map(lambda p: dict.fromkeys(p)),  # a 2-item iterable, but no pair
+    st.sampled_from([None, 5, b"ab", (b"a", b"b", b"c"), (1, 2), [b"x"], "xy", ()]),
 )
 
 
@@ -53,7 +67,7 @@ def reference(scope: Any, header: bytes, cookie: str | None) -> tuple[Any, ...]:
     cookies: list[str] = []
     length: int | None = None
     chunked = False
-    src = failed = None
+    src = failed = version = status = None
     for item in scope.get("headers") or ():
         if not (isinstance(item, tuple | list) and len(item) == 2):
             continue
@@ -70,6 +84,10 @@ def reference(scope: Any, header: bytes, cookie: str | None) -> tuple[Any, ...]:
             src = value.decode("latin-1") if len(value) <= MAX_FIELD else None
         elif name == b"fly-replay-failed" and failed is None:
             failed = value[:MAX_FIELD].decode("latin-1")
+        elif name == b"mcp-protocol-version" and version is None:
+            version = value[:MAX_FIELD]
+        elif name == b"fly-replay-cache-status" and status is None:
+            status = value[:MAX_FIELD].strip(b" \t").lower()
     if cookie is not None and cookies:
         key = None
         for part in "; ".join(cookies).split(";"):
@@ -79,14 +97,14 @@ def reference(scope: Any, header: bytes, cookie: str | None) -> tuple[Any, ...]:
                 break
     if key is not None and not (0 < len(key) <= 1024 and all("!" <= c <= "~" for c in key)):
         key = None
-    return key, length, chunked, src, failed
+    return key, length, chunked, src, failed, version, status
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
-    headers=st.lists(PAIR, max_size=8),
+    headers=st.one_of(st.lists(PAIR, max_size=8), st.lists(BYTES_PAIR, max_size=8), SERVERS),
     cookie=st.sampled_from([None, "sid"]),
-    header=st.sampled_from([b"mcp-session-id", b""]),
+    header=st.sampled_from([b"mcp-session-id", b"", b"content-length", b"mcp-s\xe9ssion"]),
 )
 def test_the_request_reads_what_the_plain_loop_reads(
     headers: list[Any], cookie: str | None, header: bytes
@@ -99,8 +117,19 @@ def test_the_request_reads_what_the_plain_loop_reads(
         request.chunked,
         request.replay_src,
         request.replay_failed,
+        request.protocol_version,
+        request.cache_status,
     )
     assert got == reference(scope, header, cookie)
+
+
+def test_headers_that_are_not_a_list_of_pairs_read_as_none() -> None:
+    for headers in [None, 5, "host", ((b"content-length", b"5"),), iter([(b"cookie", b"x")])]:
+        request = FlyRequest({"headers": headers}, b"mcp-session-id", None)
+        assert request.session_id is None
+        assert request.method == "GET"
+    tupled = FlyRequest({"headers": ((b"content-length", b"5"),)}, b"", None)
+    assert tupled.content_length == 5  # a tuple of pairs is read too, the slow way
 
 
 @given(st.text(max_size=1030))
