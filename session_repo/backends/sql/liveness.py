@@ -55,6 +55,7 @@ __all__ = [
     "OWNED_ROW",
     "answer_read",
     "answer_reads",
+    "live_released",
     "fresh_generation",
     "is_live",
     "live",
@@ -188,3 +189,24 @@ def answer_reads(
         found: the rows one query read for their keys.
     """
     return [answer_read(found.get(key), now, lease) for key, now, lease in requests]
+
+
+def live_released(
+    removed: list[tuple[int, int]], owner_row: tuple[int, int] | None, now: int
+) -> int:
+    """How many of the bindings a release removed were live: what ``release`` answers.
+
+    Judged by the owner row the same transaction removed first (locked until it ends,
+    so no heartbeat moved it in between).
+
+    Args:
+        removed: each removed binding's ``(expires_at, owner_epoch)``.
+        owner_row: the removed owner row's ``(expires_at, epoch)``, or None without one.
+        now: the caller's clock, in ms.
+    """
+    if owner_row is None:
+        return sum(1 for end, _ in removed if now < end)
+    owner_end, epoch = owner_row
+    if owner_end <= now:
+        return 0
+    return sum(1 for end, bound in removed if now < end and bound == epoch)

@@ -36,7 +36,7 @@ from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
-from session_repo.backends.sql.liveness import KEY_AT, answer_read, answer_reads
+from session_repo.backends.sql.liveness import KEY_AT, answer_read, answer_reads, live_released
 from session_repo.backends.sql.server_pipeline import Read, ServerPipeline
 from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
@@ -235,20 +235,22 @@ class MariadbPipeline(ServerPipeline):
         return await self._retrying(lambda c: self._count(c, compiled.sql, args))
 
     async def release(self, alloc_id: str, now: int) -> int:
-        live_args = self._delete_owner.args(alloc=alloc_id, now=now)
-        rest, row = self._release_rest, self._release_owner
+        row, rest = self._release_row, self._release_bindings
+        args = row.args(alloc=alloc_id)
 
-        async def work(cursor: Any) -> int:
-            # Bindings first, the row last, in one transaction: none outlives the row. A
-            # failure drops the connection (``_on_cursor``), which rolls it back.
+        async def work(cursor: Any) -> Any:
+            # The row first (heartbeats wait on it), then every binding, in one
+            # transaction (see PostgresPipeline.release). A failure drops the
+            # connection (``_on_cursor``), which rolls it back.
             await cursor.execute("START TRANSACTION")
-            live = await self._count(cursor, self._delete_owner.sql, live_args)
-            await cursor.execute(rest.sql, rest.args(alloc=alloc_id))
-            await cursor.execute(row.sql, row.args(alloc=alloc_id))
+            owner = await self._row(cursor, row.sql, args)
+            await cursor.execute(rest.sql, args)
+            removed = await cursor.fetchall()
             await cursor.execute("COMMIT")
-            return live
+            return owner, removed
 
-        return await self._retrying(work)
+        owner, removed = await self._retrying(work)
+        return live_released(list(removed), owner, now)
 
     async def owners(self, now: int) -> dict[str, int]:
         args = self._owners.args(now=now)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import ReturningDelete
 
 from session_repo.backends.sql.model import bindings, owners
 
@@ -40,14 +41,20 @@ class OwnerStatements:
     """``heartbeat``; ``owners``; ``release`` (after ``delete_owner``); cleanup's two steps.
 
     ``release_rest`` removes the bindings ``delete_owner`` left (dead ones), then
-    ``release_owner`` the row. ``cleanup_lapsed`` removes up to ``batch`` bindings of
-    lapsed owners, and ``cleanup_owners`` the lapsed owner rows with no binding left.
+    ``release_owner`` the row (SQLite, whose writers take turns). On the servers a
+    concurrent write can land between two statements, so ``release_row`` removes the row
+    first (locking out heartbeats) and ``release_bindings`` every binding, each answering
+    what liveness needs: the count is judged from the two, as of the first.
+    ``cleanup_lapsed`` removes up to ``batch`` bindings of lapsed owners, and
+    ``cleanup_owners`` the lapsed owner rows with no binding left.
     """
 
     heartbeat: Insert | TextClause
     owners: Select[str, int]
     release_rest: Delete
     release_owner: Delete
+    release_row: ReturningDelete[int, int]
+    release_bindings: ReturningDelete[int, int]
     cleanup_lapsed: Delete | TextClause
     cleanup_owners: Delete
 
@@ -101,6 +108,10 @@ def owner_statements_for(dialect: str) -> OwnerStatements:
         owners=select(_o.alloc_id, _o.expires_at).where(_o.expires_at > bindparam("now")),
         release_rest=delete(bindings).where(bindings.c.alloc_id == alloc),
         release_owner=delete(owners).where(_o.alloc_id == alloc),
+        release_row=delete(owners).where(_o.alloc_id == alloc).returning(_o.expires_at, _o.epoch),
+        release_bindings=delete(bindings)
+        .where(bindings.c.alloc_id == alloc)
+        .returning(bindings.c.expires_at, bindings.c.owner_epoch),
         cleanup_lapsed=_cleanup_lapsed(dialect),
         cleanup_owners=delete(owners).where(_o.expires_at <= bindparam("now"), orphan),
     )

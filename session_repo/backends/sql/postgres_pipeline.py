@@ -32,7 +32,7 @@ from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
-from session_repo.backends.sql.liveness import KEY_AT, answer_reads
+from session_repo.backends.sql.liveness import KEY_AT, answer_reads, live_released
 from session_repo.backends.sql.server_pipeline import Read, ServerPipeline
 from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
@@ -147,16 +147,18 @@ class PostgresPipeline(ServerPipeline):
         return _counted(status)
 
     async def release(self, alloc_id: str, now: int) -> int:
-        live_args = self._delete_owner.args(alloc=alloc_id, now=now)
-        rest, row = self._release_rest, self._release_owner
+        row, rest = self._release_row, self._release_bindings
+        args = row.args(alloc=alloc_id)
 
         async def work(conn: Any) -> int:
-            # Bindings first, the row last, in one transaction: none outlives the row.
+            # The row first (heartbeats wait on it), then every binding, in one
+            # transaction and two statements: a binding written in between, after the
+            # first, is either removed and counted by its liveness as of the first, or
+            # (not yet committed) outlives the release as one bound after it.
             async with conn.transaction():
-                live = _counted(await conn.execute(self._delete_owner.sql, *live_args))
-                await conn.execute(rest.sql, *rest.args(alloc=alloc_id))
-                await conn.execute(row.sql, *row.args(alloc=alloc_id))
-            return live
+                owner = await conn.fetchrow(row.sql, *args)
+                removed = await conn.fetch(rest.sql, *args)
+            return live_released(removed, owner, now)
 
         return await self._retrying(work)
 

@@ -50,8 +50,8 @@ class ServerPipeline(CountedWrites):
         owner = statements.owner
         self._heartbeat = compile_(owner.heartbeat, dialect)
         self._owners = compile_(owner.owners, dialect)
-        self._release_rest = compile_(owner.release_rest, dialect)
-        self._release_owner = compile_(owner.release_owner, dialect)
+        self._release_row = compile_(owner.release_row, dialect)
+        self._release_bindings = compile_(owner.release_bindings, dialect)
         self._cleanup_lapsed = compile_(owner.cleanup_lapsed, dialect)
         self._cleanup_owners = compile_(owner.cleanup_owners, dialect)
 
