@@ -100,11 +100,10 @@ class Ownership:
             did not answer (then the request is served here).
         """
         me = self.instance_id
-        now = self._clock.now()
+        if self.renewed_recently(digest):
+            return me  # the hot path (while lapsed, current() is None: equal to none)
         entry = self._owned.get(digest)
-        if entry is not None and now - entry[0] < self.ttl:
-            if now - entry[0] < self.ttl / 2 and entry[2] == self.liveness.current(now):
-                return me  # the hot path (while lapsed, current() is None: equal to none)
+        if entry is not None and self._clock.now() - entry[0] < self.ttl:
             return await self.claim(key, digest, replacing=me) or me  # renew, or re-acquire
         self._owned.pop(digest, None)
         owner = await self._store(self.repository.lookup(key), "lookup", key)

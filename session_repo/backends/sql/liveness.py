@@ -55,10 +55,10 @@ __all__ = [
     "OWNED_ROW",
     "answer_read",
     "answer_reads",
-    "live_released",
     "fresh_generation",
     "is_live",
     "live",
+    "live_released",
     "owner_epoch",
     "rows_with_owners",
 ]
