@@ -59,6 +59,9 @@ class Backend:
     expires_by_fake_clock: bool = True
     # Two repositories built on one location see the same bindings.
     shares_store: bool = True
+    # A delete leaves a dead row that keeps the key's generation, until cleanup
+    # removes it (the SQL servers: see session_repo.backends.sql.liveness).
+    tombstones: bool = False
 
 
 async def _nothing_to_reset(location: str | None) -> None:
@@ -184,6 +187,7 @@ BACKENDS: dict[str, Backend] = {
         reset=_clear_sql,
         stored=_sql_rows,
         server=True,
+        tombstones=True,
     ),
     # PostgreSQL through PgBouncer in transaction mode (.ci/pgbouncer), no URL option.
     "pgbouncer": Backend(
@@ -194,6 +198,7 @@ BACKENDS: dict[str, Backend] = {
         reset=_clear_through_pooler,
         stored=_sql_rows,
         server=True,
+        tombstones=True,
     ),
     "mariadb": Backend(
         name="mariadb",
@@ -203,6 +208,7 @@ BACKENDS: dict[str, Backend] = {
         reset=_clear_sql,
         stored=_sql_rows,
         server=True,
+        tombstones=True,
     ),
     "redis": Backend(
         name="redis",

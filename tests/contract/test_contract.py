@@ -423,8 +423,9 @@ class MetricsTracker:
 
 
 async def test_counters_move_exactly_with_operations(
-    repo: SessionRepository, fake_clock: FakeClock
+    repo: SessionRepository, fake_clock: FakeClock, backend: Backend
 ) -> None:
+    tomb = 1 if backend.tombstones else 0  # a deleted row stays, dead, until cleanup
     metrics = MetricsTracker(repo, snapshot(SessionStoreMetrics(sessions=0, expired=0)))
     step = metrics.step
     await step()
@@ -443,17 +444,17 @@ async def test_counters_move_exactly_with_operations(
     await repo.touch("missing")
     await step(touches=2)
     await repo.delete("s-2")
-    await step(deletes=1, sessions=1)
+    await step(deletes=1, sessions=1, expired=tomb)
     await repo.delete("s-2")  # nothing removed, nothing counted
     await step()
     await repo.upsert("s-3", "machine-a", ttl=10)
     await step(upserts=2, sessions=2)
     assert await repo.delete_owner("machine-a") == 2
-    await step(deletes=3, sessions=0)
+    await step(deletes=3, sessions=0, expired=3 * tomb)
     assert await repo.delete_owner("machine-a") == 0
     await step()
-    assert await repo.cleanup() == 0
-    await step(last_cleanup_at=datetime.fromtimestamp(T0, UTC))
+    assert await repo.cleanup() == 3 * tomb
+    await step(expired=0, cleaned=3 * tomb, last_cleanup_at=datetime.fromtimestamp(T0, UTC))
     last = (await repo.metrics()).last_cleanup_at
     assert last is not None
     assert last.utcoffset() == timedelta(0)  # timezone-aware, UTC
@@ -865,5 +866,8 @@ async def test_sql_looking_inputs_round_trip_harmlessly(
     assert await repo.delete(INJECTION_SESSION_IDS[0]) is True
     for alloc_id in INJECTION_ALLOC_IDS[1:]:
         assert await repo.delete_owner(alloc_id) == 1
+    tombstones = len(INJECTION_SESSION_IDS) if backend.tombstones else 0
+    assert len(await backend.stored(repo)) == 1 + tombstones
+    assert await repo.cleanup() == tombstones
     assert await backend.stored(repo) == [(hashlib.sha256(b"bystander").digest(), "machine-z")]
     assert await repo.lookup("bystander") == "machine-z"

@@ -380,44 +380,6 @@ async def _release_owners(backend_name: str, url: str, plan: Plan) -> None:
             await repo.release(owner)
 
 
-# An open defect, not a tolerance: only a history whose every failure is this one fault
-# is marked expected; any other violation on these backends still fails the test.
-KNOWN_GENERATION_BUG = {
-    "postgresql": (
-        "known bug (open, see the closing note of 2026-12-03): a bind's VALUES nextval() is "
-        "taken before it waits on the key's row; when that row is deleted meanwhile and the "
-        "key is bound and shown anew before the bind goes on, its older generation lands"
-    ),
-}
-
-
-def _went_back(verdict: Verdict) -> bool:
-    """The verdict is a fencing fault of generations going back, and nothing else."""
-    if "fencing broken" not in verdict.report:
-        return False
-    # Each fault is a line of two spaces' indent; its two calls follow at four.
-    faults = [
-        line.strip()
-        for line in verdict.report.splitlines()[1:]
-        if line.startswith("  ") and not line.startswith("   ")
-    ]
-    return bool(faults) and all(fault.startswith("generation went back") for fault in faults)
-
-
-def test_only_a_generation_going_back_is_the_known_bug() -> None:
-    back = [
-        op("acquire", 0, 1, ("a", 5), "a"),
-        op("lease", 2, 3, ("a", 4)),
-    ]
-    two_owners = [
-        op("acquire", 0, 1, ("a", 5), "a"),
-        op("acquire", 2, 3, ("b", 5), "b"),
-    ]
-    assert _went_back(check_key("k", back))
-    assert not _went_back(check_key("k", two_owners))
-    assert not _went_back(check_key("k", [op("lookup", 0, 1, "a")]))  # not linearizable
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend_name", backend_params("sqlite", "postgresql", "mariadb", "redis"))
 async def test_lease_histories_under_killed_connections_keep_fencing(
@@ -439,10 +401,7 @@ async def test_lease_histories_under_killed_connections_keep_fencing(
     print(summary)
     assert len(verdicts) == plan.keys
     assert not any(v.exhausted for v in verdicts), f"{summary}\n{failure(verdicts)}"
-    broken = [v for v in verdicts if not v.ok]
-    if backend_name in KNOWN_GENERATION_BUG and broken and all(_went_back(v) for v in broken):
-        pytest.xfail(f"{KNOWN_GENERATION_BUG[backend_name]}\n{summary}\n{failure(verdicts)}")
-    assert not broken, f"{summary}\n{failure(verdicts)}"
+    assert all(v.ok for v in verdicts), f"{summary}\n{failure(verdicts)}"
     assert faults > 0
     conditional = [c for c in history if c.generation is not None and c.definite]
     assert {c.result for c in conditional} == {True, False}, summary  # both kinds exercised

@@ -139,11 +139,18 @@ class BindingMachine(RuleBasedStateMachine):
         assert self.run(self.repo.touch(session_id, ttl=ttl[0])) is (current is not None)
         self.counts["touches"] += 1
 
+    def remove(self, session_id: str) -> None:
+        """A delete: the row goes, or stays as a dead tombstone until cleanup."""
+        if self.backend.tombstones:
+            self.model[session_id] = (self.model[session_id][0], 0)
+        else:
+            del self.model[session_id]
+
     @rule(session_id=SESSIONS)
     def delete(self, session_id: str) -> None:
         live = self.owner(session_id) is not None
         if live:
-            del self.model[session_id]
+            self.remove(session_id)
             self.counts["deletes"] += 1
         assert self.run(self.repo.delete(session_id)) is live
 
@@ -151,7 +158,7 @@ class BindingMachine(RuleBasedStateMachine):
     def delete_owner(self, alloc_id: str) -> None:
         doomed = [s for s in self.model if self.owner(s) == alloc_id]
         for session_id in doomed:
-            del self.model[session_id]
+            self.remove(session_id)
         self.counts["deletes"] += len(doomed)
         assert self.run(self.repo.delete_owner(alloc_id)) == len(doomed)
 

@@ -23,7 +23,15 @@ row:
 
 On the servers a fresh generation is taken inside ``ON CONFLICT DO UPDATE`` /
 ``ON DUPLICATE KEY UPDATE``, once the key's row is locked, so it is above the
-generation of the row it replaces, whatever committed meanwhile.
+generation of the row it replaces, whatever committed meanwhile. A write that
+finds no row inserts the generation its ``VALUES`` drew when the statement
+began, before it waited on the key: had the row been deleted while it waited, a
+binding made and shown in between could have a later generation than the one
+the insert lands with. So the servers never delete a binding on its owner's
+word (``delete``, ``delete_owner``, ``release``): they leave a tombstone
+(``tombstone``: ``expires_at`` 0, dead at any clock, its generation kept), and
+every later write of the key takes the conflict branch. Only cleanup removes
+rows, long after they died.
 """
 
 from __future__ import annotations
@@ -49,18 +57,21 @@ from session_repo._core.storage import LeaseRow
 from session_repo.backends.sql.model import GENERATION_SOURCE, bindings, owners
 
 __all__ = [
+    "ANY_EPOCH",
     "KEY_AT",
     "LEASE_WIDTH",
     "LOOKUP_WIDTH",
+    "NO_EPOCH",
     "OWNED_ROW",
     "answer_read",
     "answer_reads",
     "fresh_generation",
     "is_live",
     "live",
-    "live_released",
     "owner_epoch",
+    "released_view",
     "rows_with_owners",
+    "tombstone",
 ]
 
 _FRESH = {
@@ -191,22 +202,28 @@ def answer_reads(
     return [answer_read(found.get(key), now, lease) for key, now, lease in requests]
 
 
-def live_released(
-    removed: list[tuple[int, int]], owner_row: tuple[int, int] | None, now: int
-) -> int:
-    """How many of the bindings a release removed were live: what ``release`` answers.
+def tombstone() -> dict[str, Any]:
+    """What a server's delete sets: ``expires_at`` 0, dead at any clock, the generation kept."""
+    return {"expires_at": literal_column("0")}
 
-    Judged by the owner row the same transaction removed first (locked until it ends,
-    so no heartbeat moved it in between).
+
+ANY_EPOCH = -1
+"""``released_view`` of a release with no owner row: a binding of any epoch was live."""
+NO_EPOCH = -2
+"""``released_view`` of a release whose owner row had lapsed: no binding was live."""
+
+
+def released_view(owner_row: tuple[int, int] | None, now: int) -> int:
+    """The ``epoch`` a server's release judges bindings by, from the owner row it removed.
+
+    The row is removed first, in the release's transaction (locked until it ends, so
+    no heartbeat moved it in between); the bindings are then judged as of it.
 
     Args:
-        removed: each removed binding's ``(expires_at, owner_epoch)``.
         owner_row: the removed owner row's ``(expires_at, epoch)``, or None without one.
         now: the caller's clock, in ms.
     """
     if owner_row is None:
-        return sum(1 for end, _ in removed if now < end)
+        return ANY_EPOCH
     owner_end, epoch = owner_row
-    if owner_end <= now:
-        return 0
-    return sum(1 for end, bound in removed if now < end and bound == epoch)
+    return NO_EPOCH if owner_end <= now else int(epoch)

@@ -36,7 +36,7 @@ from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
-from session_repo.backends.sql.liveness import KEY_AT, answer_read, answer_reads, live_released
+from session_repo.backends.sql.liveness import KEY_AT, answer_read, answer_reads, released_view
 from session_repo.backends.sql.server_pipeline import Read, ServerPipeline
 from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
@@ -235,22 +235,21 @@ class MariadbPipeline(ServerPipeline):
         return await self._retrying(lambda c: self._count(c, compiled.sql, args))
 
     async def release(self, alloc_id: str, now: int) -> int:
-        row, rest = self._release_row, self._release_bindings
-        args = row.args(alloc=alloc_id)
+        row, live, dead = self._release_row, self._release_live, self._release_dead
 
-        async def work(cursor: Any) -> Any:
-            # The row first (heartbeats wait on it), then every binding, in one
-            # transaction (see PostgresPipeline.release). A failure drops the
-            # connection (``_on_cursor``), which rolls it back.
+        async def work(cursor: Any) -> int:
+            # The row first (heartbeats wait on it), then the bindings as of it, in one
+            # transaction (see OwnerStatements). A failure drops the connection
+            # (``_on_cursor``), which rolls it back.
             await cursor.execute("START TRANSACTION")
-            owner = await self._row(cursor, row.sql, args)
-            await cursor.execute(rest.sql, args)
-            removed = await cursor.fetchall()
+            owner = await self._row(cursor, row.sql, row.args(alloc=alloc_id))
+            values = {"alloc": alloc_id, "now": now, "epoch": released_view(owner, now)}
+            count = await self._count(cursor, live.sql, live.args(**values))
+            await cursor.execute(dead.sql, dead.args(**values))
             await cursor.execute("COMMIT")
-            return owner, removed
+            return count
 
-        owner, removed = await self._retrying(work)
-        return live_released(list(removed), owner, now)
+        return await self._retrying(work)
 
     async def owners(self, now: int) -> dict[str, int]:
         args = self._owners.args(now=now)

@@ -1,6 +1,6 @@
 """The statements of owner heartbeats, and of cleanup, which removes what lapsed owners leave.
 
-Parameters: alloc, expires, now, batch.
+Parameters: alloc, expires, now, batch, epoch.
 
 A lapsed owner row is removed only once none of its bindings is left (each
 cleanup batch removes bindings first, then the rows with ``NOT EXISTS`` one of
@@ -14,26 +14,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Delete,
     Insert,
     Select,
     TextClause,
+    Update,
+    and_,
     bindparam,
     case,
     delete,
     exists,
     literal_column,
+    or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningDelete
 
+from session_repo.backends.sql.liveness import ANY_EPOCH, tombstone
 from session_repo.backends.sql.model import bindings, owners
 
 __all__ = ["OwnerStatements", "owner_statements_for"]
 
 _o = owners.c
+_b = bindings.c
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +48,25 @@ class OwnerStatements:
     """``heartbeat``; ``owners``; ``release`` (after ``delete_owner``); cleanup's two steps.
 
     ``release_rest`` removes the bindings ``delete_owner`` left (dead ones), then
-    ``release_owner`` the row (SQLite, whose writers take turns). On the servers a
-    concurrent write can land between two statements, so ``release_row`` removes the row
-    first (locking out heartbeats) and ``release_bindings`` every binding, each answering
-    what liveness needs: the count is judged from the two, as of the first.
+    ``release_owner`` the row (SQLite, whose writers take turns; on the servers
+    ``release_rest`` tombstones them). On the servers a concurrent write can land
+    between two statements, so ``release_row`` removes the row first (locking out
+    heartbeats), then ``release_live`` tombstones the bindings that were live as of
+    it (``liveness.released_view``: parameter ``epoch``), counted, and
+    ``release_dead`` those that were dead but would come alive without the row. A
+    binding written in between that was live as of the row outlives the release, as
+    one bound after it.
     ``cleanup_lapsed`` removes up to ``batch`` bindings of lapsed owners, and
     ``cleanup_owners`` the lapsed owner rows with no binding left.
     """
 
     heartbeat: Insert | TextClause
     owners: Select[str, int]
-    release_rest: Delete
+    release_rest: Delete | Update
     release_owner: Delete
     release_row: ReturningDelete[int, int]
-    release_bindings: ReturningDelete[int, int]
+    release_live: Update
+    release_dead: Update
     cleanup_lapsed: Delete | TextClause
     cleanup_owners: Delete
 
@@ -95,6 +107,13 @@ def _cleanup_lapsed(dialect: str) -> Delete | TextClause:
     return delete(bindings).where(bindings.c.session_key.in_(keys.scalar_subquery()))
 
 
+def _release_rest(dialect: str) -> Delete | Update:
+    of_alloc = _b.alloc_id == bindparam("alloc")
+    if dialect == "sqlite":
+        return delete(bindings).where(of_alloc)
+    return update(bindings).where(of_alloc, _b.expires_at > 0).values(tombstone())
+
+
 def owner_statements_for(dialect: str) -> OwnerStatements:
     """Owner statements for a dialect.
 
@@ -102,16 +121,22 @@ def owner_statements_for(dialect: str) -> OwnerStatements:
         dialect: "sqlite", "postgresql", "mysql" or "mariadb".
     """
     alloc: Any = bindparam("alloc")
+    epoch: Any = bindparam("epoch", type_=BigInteger)
+    of_alloc = _b.alloc_id == alloc
+    was_live = and_(
+        _b.expires_at > bindparam("now"), or_(_b.owner_epoch == epoch, epoch == ANY_EPOCH)
+    )
     orphan = ~exists().where(bindings.c.alloc_id == _o.alloc_id)
     return OwnerStatements(
         heartbeat=_heartbeat(dialect),
         owners=select(_o.alloc_id, _o.expires_at).where(_o.expires_at > bindparam("now")),
-        release_rest=delete(bindings).where(bindings.c.alloc_id == alloc),
+        release_rest=_release_rest(dialect),
         release_owner=delete(owners).where(_o.alloc_id == alloc),
         release_row=delete(owners).where(_o.alloc_id == alloc).returning(_o.expires_at, _o.epoch),
-        release_bindings=delete(bindings)
-        .where(bindings.c.alloc_id == alloc)
-        .returning(bindings.c.expires_at, bindings.c.owner_epoch),
+        release_live=update(bindings).where(of_alloc, was_live).values(tombstone()),
+        release_dead=update(bindings)
+        .where(of_alloc, _b.expires_at > 0, ~was_live)
+        .values(tombstone()),
         cleanup_lapsed=_cleanup_lapsed(dialect),
         cleanup_owners=delete(owners).where(_o.expires_at <= bindparam("now"), orphan),
     )

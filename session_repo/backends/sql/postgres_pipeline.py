@@ -32,7 +32,7 @@ from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
-from session_repo.backends.sql.liveness import KEY_AT, answer_reads, live_released
+from session_repo.backends.sql.liveness import KEY_AT, answer_reads, released_view
 from session_repo.backends.sql.server_pipeline import Read, ServerPipeline
 from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
@@ -147,18 +147,17 @@ class PostgresPipeline(ServerPipeline):
         return _counted(status)
 
     async def release(self, alloc_id: str, now: int) -> int:
-        row, rest = self._release_row, self._release_bindings
-        args = row.args(alloc=alloc_id)
+        row, live, dead = self._release_row, self._release_live, self._release_dead
 
         async def work(conn: Any) -> int:
-            # The row first (heartbeats wait on it), then every binding, in one
-            # transaction and two statements: a binding written in between, after the
-            # first, is either removed and counted by its liveness as of the first, or
-            # (not yet committed) outlives the release as one bound after it.
+            # The row first (heartbeats wait on it), then the bindings as of it, in one
+            # transaction (see OwnerStatements).
             async with conn.transaction():
-                owner = await conn.fetchrow(row.sql, *args)
-                removed = await conn.fetch(rest.sql, *args)
-            return live_released(removed, owner, now)
+                owner = await conn.fetchrow(row.sql, *row.args(alloc=alloc_id))
+                values = {"alloc": alloc_id, "now": now, "epoch": released_view(owner, now)}
+                count = _counted(await conn.execute(live.sql, *live.args(**values)))
+                await conn.execute(dead.sql, *dead.args(**values))
+            return count
 
         return await self._retrying(work)
 

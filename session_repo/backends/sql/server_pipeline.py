@@ -51,7 +51,8 @@ class ServerPipeline(CountedWrites):
         self._heartbeat = compile_(owner.heartbeat, dialect)
         self._owners = compile_(owner.owners, dialect)
         self._release_row = compile_(owner.release_row, dialect)
-        self._release_bindings = compile_(owner.release_bindings, dialect)
+        self._release_live = compile_(owner.release_live, dialect)
+        self._release_dead = compile_(owner.release_dead, dialect)
         self._cleanup_lapsed = compile_(owner.cleanup_lapsed, dialect)
         self._cleanup_owners = compile_(owner.cleanup_owners, dialect)
 

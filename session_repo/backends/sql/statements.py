@@ -42,7 +42,13 @@ from session_repo.backends.sql.bind_statements import (
     pg_or_sqlite_claim,
     pg_or_sqlite_upsert,
 )
-from session_repo.backends.sql.liveness import LEASE_WIDTH, LOOKUP_WIDTH, live, rows_with_owners
+from session_repo.backends.sql.liveness import (
+    LEASE_WIDTH,
+    LOOKUP_WIDTH,
+    live,
+    rows_with_owners,
+    tombstone,
+)
 from session_repo.backends.sql.model import bindings, owners
 from session_repo.backends.sql.owner_statements import OwnerStatements, owner_statements_for
 
@@ -83,6 +89,7 @@ class Statements:
     ``row_for_lookup`` and ``row_for_lease`` read one key's, only the columns each
     judges (MariaDB sends a result's column metadata anew every time).
     ``touch_held`` and ``delete_held`` act only on a live binding of ``generation``.
+    On the servers the deletes leave a tombstone (``liveness.tombstone``), not a gap.
     ``cleanup_batch`` removes up to ``batch`` expired bindings; then the
     ``owner`` statements' ``cleanup_lapsed`` and ``cleanup_owners`` run.
     ``gauges`` reads (live, dead, live owners).
@@ -102,9 +109,9 @@ class Statements:
     claim_returning: TextClause | None
     touch: Update
     touch_held: Update
-    delete: Delete
-    delete_held: Delete
-    delete_owner: Delete
+    delete: Delete | Update
+    delete_held: Delete | Update
+    delete_owner: Delete | Update
     cleanup_batch: Delete | TextClause
     gauges: Select[Any]
     owner: OwnerStatements
@@ -120,6 +127,13 @@ def _cleanup_expired(dialect: str) -> Delete | TextClause:
         # Several instances may clean at once: each takes rows nobody else holds.
         keys = keys.with_for_update(skip_locked=True)
     return delete(bindings).where(_b.session_key.in_(keys.scalar_subquery()))
+
+
+def _removal(dialect: str, *where: ColumnElement[bool]) -> Delete | Update:
+    """Remove the bindings ``where`` picks: SQLite deletes them, the servers tombstone them."""
+    if dialect == "sqlite":
+        return delete(bindings).where(*where)
+    return update(bindings).where(*where).values(tombstone())
 
 
 def _gauges() -> Select[Any]:
@@ -202,9 +216,9 @@ def statements_for(dialect: str) -> Statements:
         claim_returning=claim_returning,
         touch=update(bindings).where(key, is_live).values(extend),
         touch_held=update(bindings).where(held).values(extend),
-        delete=delete(bindings).where(key, is_live),
-        delete_held=delete(bindings).where(held),
-        delete_owner=delete(bindings).where(_b.alloc_id == bindparam("alloc"), is_live),
+        delete=_removal(dialect, key, is_live),
+        delete_held=_removal(dialect, held),
+        delete_owner=_removal(dialect, _b.alloc_id == bindparam("alloc"), is_live),
         cleanup_batch=_cleanup_expired(dialect),
         gauges=_gauges(),
         owner=owner_statements_for(dialect),

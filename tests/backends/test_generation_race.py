@@ -1,0 +1,130 @@
+"""A bind stalled between drawing its generation and looking at the key, on the real servers.
+
+A write that finds no row for its key inserts the generation its ``VALUES`` drew
+when the statement began. A trigger in this file's own database stalls one bind
+right there (``BEFORE INSERT`` runs after ``VALUES``, before the key is checked),
+while another repository binds the key, shows its lease and deletes it: the
+stalled bind must still land with a generation above the one that was shown.
+With a delete that removes the row, it lands with its older draw (the lease
+history checker found that under contention; this makes it happen every time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from session_repo import SqlSessionRepository
+from tests.servers import require_server
+
+pytestmark = pytest.mark.server
+
+RACE_DB = "session_repo_race"
+SLOW = "slow-machine"
+STALL_SECONDS = 1.5
+
+_DROP = {
+    "postgresql": "DROP TRIGGER IF EXISTS slow_bind ON session_bindings",
+    "mariadb": "DROP TRIGGER IF EXISTS slow_bind",
+}
+_PG_TRIGGER = [
+    _DROP["postgresql"],
+    "CREATE OR REPLACE FUNCTION session_repo_test_slow_bind() RETURNS trigger AS $$ "
+    f"BEGIN IF NEW.alloc_id = '{SLOW}' THEN PERFORM pg_sleep({STALL_SECONDS}); END IF; "
+    "RETURN NEW; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER slow_bind BEFORE INSERT ON session_bindings "
+    "FOR EACH ROW EXECUTE FUNCTION session_repo_test_slow_bind()",
+]
+_MARIADB_TRIGGER = [
+    _DROP["mariadb"],
+    "CREATE TRIGGER slow_bind BEFORE INSERT ON session_bindings FOR EACH ROW "
+    f"BEGIN IF NEW.alloc_id = '{SLOW}' THEN SET @stalled = SLEEP({STALL_SECONDS}); END IF; END",
+]
+_STALLED = {
+    "postgresql": (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND wait_event = 'PgSleep'"
+    ),
+    "mariadb": (
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+        "WHERE DB = :db AND STATE = 'User sleep'"
+    ),
+}
+
+
+async def _own_database(name: str) -> str:
+    """This file's database on server ``name``: schema at head, emptied, the trigger in."""
+    base = make_url(require_server(name))
+    admin = create_async_engine(base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            if name == "postgresql":
+                found = await conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": RACE_DB}
+                )
+                if not found:
+                    await conn.execute(text(f"CREATE DATABASE {RACE_DB}"))
+            else:
+                await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {RACE_DB}"))
+    finally:
+        await admin.dispose()
+    url = base.set(database=RACE_DB).render_as_string(hide_password=False)
+    repo = SqlSessionRepository(url, auto_migrate=True, cleanup_interval=0)
+    async with repo, repo.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM session_bindings"))
+        await conn.execute(text("DELETE FROM session_owners"))
+        for statement in _PG_TRIGGER if name == "postgresql" else _MARIADB_TRIGGER:
+            await conn.execute(text(statement))
+    return url
+
+
+async def _wait_for_the_stall(conn: AsyncConnection, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while not await conn.scalar(text(_STALLED[name]), {"db": RACE_DB}):
+        assert time.monotonic() < deadline, "the slow bind never reached its trigger"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+async def race(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
+    name = str(request.param)
+    url = await _own_database(name)
+    yield name, url
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:  # the database is left as the others are
+            await conn.execute(text(_DROP[name]))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("operation", ["upsert", "claim"])
+async def test_a_stalled_bind_lands_above_a_binding_made_and_deleted_meanwhile(
+    race: tuple[str, str], operation: str
+) -> None:
+    name, url = race
+    watcher = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    stalled = SqlSessionRepository(url, cleanup_interval=0)
+    other = SqlSessionRepository(url, cleanup_interval=0)
+    try:
+        async with stalled, other, watcher.connect() as conn:
+            bind = getattr(stalled, operation)
+            slow = asyncio.create_task(bind("s-1", SLOW, ttl=60))
+            await _wait_for_the_stall(conn, name)
+            shown = await other.acquire("s-1", "machine-b", ttl=60)
+            assert shown.owner == "machine-b"
+            assert await other.delete("s-1") is True
+            assert not slow.done()  # the delete went in while the bind was stalled
+            await slow
+            landed = await other.lease("s-1")
+            assert landed is not None
+            assert landed.owner == SLOW
+            assert landed.generation > shown.generation, (shown, landed)
+    finally:
+        await watcher.dispose()
