@@ -10,6 +10,7 @@ is gone (``Learner.ends``), never on an unrelated 404.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from cachetools import LRUCache
@@ -68,10 +69,40 @@ class Learner:
         # paths where the app handed out a session key (header mode's session endpoints)
         self._endpoints: LRUCache[str, bool] = LRUCache(maxsize=64)
 
-    async def learn(
+    def watching(self, send: Send, request: FlyRequest, owned: bool, free: bool) -> Send:
+        """The ``send`` to give the app: the answer's start is learned from (``lesson``) first.
+
+        A plain function that hands back the server's own awaitable: no coroutine of its
+        own per message, unless the start teaches something the store must hear first.
+
+        Args:
+            send: the server's ``send``.
+            request: the request answered.
+            owned: whether this machine owned the request's session.
+            free: whether the request's key had no live owner.
+
+        Returns:
+            The ``send`` for the app.
+        """
+        lesson = self.lesson
+
+        def learning(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                status, headers = message["status"], message.get("headers", ())
+                learned = lesson(request, owned, free, status, headers)
+                if learned is not None:
+                    return _sent_after(learned, send, message)
+            return send(message)
+
+        return learning
+
+    def lesson(
         self, request: FlyRequest, owned: bool, free: bool, status: int, headers: Any
-    ) -> None:
-        """Learn from an answer's start: bind what it hands out, unbind what it ends.
+    ) -> Coroutine[Any, Any, None] | None:
+        """What an answer's start teaches: bind what it hands out, unbind what it ends.
+
+        Decided at once; only what calls the store is left to await, before the answer
+        leaves. Most answers teach nothing new (no key, or the request's own echoed).
 
         Args:
             request: the request answered.
@@ -79,30 +110,58 @@ class Learner:
             free: whether the request's key had no live owner.
             status: the answer's status.
             headers: the answer's headers.
+
+        Returns:
+            The binding or unbinding to await, or None when there is none.
         """
         key = request.session_id
-        ownership = self.ownership
         cookie = self._cookie
         now = 0.0 if cookie is None else self._clock.now()  # only a cookie's Expires needs it
         given, cleared = response_key(headers, self._header, cookie, now)
-        if key is not None and owned and self.ends(request, status, cleared):
-            await ownership.forget(key, session_digest(key))
+        ending = key is not None and owned and self.ends(request, status, cleared)
+        if not ending:
+            if given is None and not (free and self._bind_free):
+                return None  # (the common case, first)
+            if given is not None and given == key and owned:  # the request's own key, echoed
+                if 200 <= status < 300 and request.method != "DELETE":
+                    self._endpoint(request.path)
+                return None
+        return self._learn(request, ending, owned, free, status, given)
+
+    async def _learn(
+        self,
+        request: FlyRequest,
+        ending: bool,
+        owned: bool,
+        free: bool,
+        status: int,
+        given: str | None,
+    ) -> None:
+        key = request.session_id
+        if ending:
+            assert key is not None
+            await self.ownership.forget(key, session_digest(key))
             if given is None or given == key:
                 return
             owned = False  # ended, and a new session handed out in the same answer
         if given is None and not (free and self._bind_free):
-            return  # (the common case, first)
+            return
         if not 200 <= status < 300 or request.method == "DELETE":
             return
         if given is None:
             if key is None:
                 return
             given = key  # served here a key no machine held: it is this machine's now
-        elif len(request.path) <= MAX_KEY:
-            self._endpoints[request.path] = True
+        else:
+            self._endpoint(request.path)
         if given == key and owned:
             return
         await self.claim(given)
+
+    def _endpoint(self, path: str) -> None:
+        """The app handed out a session key on ``path``: a session endpoint (known once)."""
+        if len(path) <= MAX_KEY and path not in self._endpoints:
+            self._endpoints[path] = True
 
     async def learn_stream(self, endpoint: SseEndpoint) -> None:
         """An HTTP+SSE ``endpoint`` event: its session is this machine's, its path an endpoint.
@@ -110,8 +169,7 @@ class Learner:
         Args:
             endpoint: what the event names.
         """
-        if len(endpoint.path) <= MAX_KEY:
-            self._endpoints[endpoint.path] = True
+        self._endpoint(endpoint.path)
         await self.claim(endpoint.session_id)
 
     async def claim(self, given: str) -> None:
@@ -184,7 +242,7 @@ class Learner:
 class Answer:
     """The app's answer to a ``GET`` with no key, which may be an HTTP+SSE stream.
 
-    Its start goes to ``Learner.learn``; if it is an event stream, its first body
+    Its start goes to ``Learner.lesson``; if it is an event stream, its first body
     chunks are read for the ``endpoint`` event, whose session is bound before the
     event leaves. ``stream`` is then that session's key, which the middleware lets
     go when the stream ends. (Other requests' answers are watched by a plain
@@ -215,7 +273,9 @@ class Answer:
         if kind == "http.response.start":
             status, headers = message["status"], message.get("headers", ())
             learner, request = self._learner, self._request
-            await learner.learn(request, False, False, status, headers)
+            lesson = learner.lesson(request, False, False, status, headers)
+            if lesson is not None:
+                await lesson
             if learner.query is not None and learner.event_stream(request, status, headers):
                 self._scanner = EndpointScanner(learner.query)
         elif kind == "http.response.body" and self._scanner is not None:
@@ -226,3 +286,8 @@ class Answer:
                 await self._learner.learn_stream(endpoint)
                 self.stream = endpoint.session_id
         await self._send(message)
+
+
+async def _sent_after(learned: Awaitable[None], send: Send, message: Message) -> None:
+    await learned  # bound (or unbound) before the answer leaves
+    await send(message)

@@ -31,7 +31,7 @@ import os
 import re
 from typing import Any, cast
 
-from session_repo._asgi import ASGIApp, Message, Receive, Send
+from session_repo._asgi import ASGIApp, Receive, Send
 from session_repo.clock import Clock, SystemClock
 from session_repo.config import SessionStoreConfig
 from session_repo.contract import SessionRepository, Ttl, ttl_seconds
@@ -267,17 +267,7 @@ class FlyReplayMiddleware:
             if answer.stream is not None:  # the stream ended: its session is gone
                 await self._ownership.forget(answer.stream, session_digest(answer.stream))
             return
-        await self.app(scope, receive, self._learning(send, request, owned, free))
-
-    def _learning(self, send: Send, request: FlyRequest, owned: bool, free: bool) -> Send:
-        learn = self._learner.learn
-
-        async def learning(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                await learn(request, owned, free, message["status"], message.get("headers", ()))
-            await send(message)
-
-        return learning
+        await self.app(scope, receive, learner.watching(send, request, owned, free))
 
     def _replayed(self, request: FlyRequest, digest: bytes) -> bool:
         """A request Fly replayed here on our say-so: never replay it again."""

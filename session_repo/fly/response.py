@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from session_repo._asgi import Headers, Receive, Send, send_response
+from session_repo.fly.headers import PAIR_TYPES
 from session_repo.fly.request import header_pairs, text, valid_key
 
 __all__ = ["SetCookie", "parse_set_cookie", "respond", "response_key"]
@@ -92,6 +93,11 @@ def response_key(
         The first usable key handed out (None if none), and whether a ``Set-Cookie``
         clears the session cookie.
     """
+    if cookie is None and type(headers) is list and header.isascii():
+        try:  # header mode, a list as apps hand it over: one pass, no copy
+            return _header_key(headers, header), False
+        except Exception:  # not pairs of bytes after all: read them as header_pairs gives
+            headers = header_pairs(headers)
     given: str | None = None
     cleared = False
     for raw_name, raw_value in header_pairs(headers):
@@ -107,6 +113,30 @@ def response_key(
             elif parsed is not None and given is None and valid_key(parsed.value):
                 given = parsed.value
     return given, cleared
+
+
+def _header_key(headers: list[Any], header: bytes) -> str | None:
+    """``response_key``'s header mode on an unchecked list: raises on what is not bytes pairs.
+
+    Only a name as long as ``header`` is looked at: lowering keeps a length, and a
+    ``str`` that ``header_pairs`` would encode to an ASCII name is as long as those
+    bytes. An item that is no tuple or list, or no pair, a name with no length or not
+    ``bytes`` where it is looked at, or a value with no ``decode``, raises (a
+    ``bytearray``'s decodes to what its bytes would).
+    """
+    if not PAIR_TYPES.issuperset(map(type, headers)):
+        raise TypeError("not a list of pairs")
+    size = len(header)
+    for name, value in headers:
+        if len(name) != size:
+            continue
+        if type(name) is not bytes:
+            raise TypeError("not bytes")
+        if name.lower() == header:
+            key = value.decode("latin-1")
+            if valid_key(key):
+                return key
+    return None
 
 
 async def respond(
