@@ -133,7 +133,7 @@ def _header_key(headers: list[Any], header: bytes) -> str | None:
         if type(name) is not bytes:
             raise TypeError("not bytes")
         if name.lower() == header:
-            key = value.decode("latin-1")
+            key: str = value.decode("latin-1")
             if valid_key(key):
                 return key
     return None
