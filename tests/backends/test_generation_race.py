@@ -6,7 +6,8 @@ right there (``BEFORE INSERT`` runs after ``VALUES``, before the key is checked)
 while another repository binds the key, shows its lease and deletes it: the
 stalled bind must still land with a generation above the one that was shown.
 With a delete that removes the row, it lands with its older draw (the lease
-history checker found that under contention; this makes it happen every time).
+history checker found that under contention; this makes it happen every time);
+so the servers leave a tombstone, and cleanup keeps it for a grace.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from session_repo import SqlSessionRepository
+from session_repo import Lease, SqlSessionRepository
 from tests.servers import require_server
 
 pytestmark = pytest.mark.server
@@ -104,14 +105,17 @@ async def race(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]
         await engine.dispose()
 
 
-@pytest.mark.parametrize("operation", ["upsert", "claim"])
-async def test_a_stalled_bind_lands_above_a_binding_made_and_deleted_meanwhile(
-    race: tuple[str, str], operation: str
-) -> None:
-    name, url = race
+async def _stalled_bind_over(
+    name: str, url: str, operation: str, *, cleaned: int, grace: float | None = None
+) -> tuple[Lease, Lease]:
+    """The lease shown while a bind stalled, and the one the bind landed with.
+
+    Meanwhile another repository binds the key, shows it, deletes it and cleans up
+    (removing ``cleaned`` rows: what its grace lets go).
+    """
     watcher = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     stalled = SqlSessionRepository(url, cleanup_interval=0)
-    other = SqlSessionRepository(url, cleanup_interval=0)
+    other = SqlSessionRepository(url, cleanup_interval=0, cleanup_grace=grace)
     try:
         async with stalled, other, watcher.connect() as conn:
             bind = getattr(stalled, operation)
@@ -120,11 +124,28 @@ async def test_a_stalled_bind_lands_above_a_binding_made_and_deleted_meanwhile(
             shown = await other.acquire("s-1", "machine-b", ttl=60)
             assert shown.owner == "machine-b"
             assert await other.delete("s-1") is True
-            assert not slow.done()  # the delete went in while the bind was stalled
+            assert await other.cleanup() == cleaned
+            assert not slow.done()  # all of it went in while the bind was stalled
             await slow
             landed = await other.lease("s-1")
             assert landed is not None
             assert landed.owner == SLOW
-            assert landed.generation > shown.generation, (shown, landed)
+            return shown, landed
     finally:
         await watcher.dispose()
+
+
+@pytest.mark.parametrize("operation", ["upsert", "claim"])
+async def test_a_stalled_bind_lands_above_a_binding_made_deleted_and_cleaned_meanwhile(
+    race: tuple[str, str], operation: str
+) -> None:
+    shown, landed = await _stalled_bind_over(*race, operation, cleaned=0)  # the default grace
+    assert landed.generation > shown.generation, (shown, landed)
+
+
+async def test_with_no_grace_cleanup_lets_the_stalled_bind_land_below(
+    race: tuple[str, str],
+) -> None:
+    """What the grace is for: the check above fails when cleanup removes the tombstone."""
+    shown, landed = await _stalled_bind_over(*race, "upsert", cleaned=1, grace=0)
+    assert landed.generation < shown.generation, (shown, landed)

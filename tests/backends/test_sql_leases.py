@@ -97,6 +97,8 @@ async def server_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 
 
 def repository(location: str, clock: FakeClock, **options: Any) -> SqlSessionRepository:
+    # Cleanup removes what died at once here (the grace is tests/backends/test_cleanup_grace.py).
+    options = {"cleanup_grace": 0, **options}
     return SqlSessionRepository(
         location, clock=clock, cleanup_interval=0, auto_migrate=True, **options
     )

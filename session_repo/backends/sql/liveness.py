@@ -23,15 +23,9 @@ row:
 
 On the servers a fresh generation is taken inside ``ON CONFLICT DO UPDATE`` /
 ``ON DUPLICATE KEY UPDATE``, once the key's row is locked, so it is above the
-generation of the row it replaces, whatever committed meanwhile. A write that
-finds no row inserts the generation its ``VALUES`` drew when the statement
-began, before it waited on the key: had the row been deleted while it waited, a
-binding made and shown in between could have a later generation than the one
-the insert lands with. So the servers never delete a binding on its owner's
-word (``delete``, ``delete_owner``, ``release``): they leave a tombstone
-(``tombstone``: ``expires_at`` 0, dead at any clock, its generation kept), and
-every later write of the key takes the conflict branch. Only cleanup removes
-rows, long after they died.
+generation of the row it replaces, whatever committed meanwhile.
+A write that finds no row inserts the generation its ``VALUES`` drew earlier, so
+the servers never remove a row at once (``tombstones``).
 """
 
 from __future__ import annotations
@@ -57,11 +51,9 @@ from session_repo._core.storage import LeaseRow
 from session_repo.backends.sql.model import GENERATION_SOURCE, bindings, owners
 
 __all__ = [
-    "ANY_EPOCH",
     "KEY_AT",
     "LEASE_WIDTH",
     "LOOKUP_WIDTH",
-    "NO_EPOCH",
     "OWNED_ROW",
     "answer_read",
     "answer_reads",
@@ -69,9 +61,7 @@ __all__ = [
     "is_live",
     "live",
     "owner_epoch",
-    "released_view",
     "rows_with_owners",
-    "tombstone",
 ]
 
 _FRESH = {
@@ -200,30 +190,3 @@ def answer_reads(
         found: the rows one query read for their keys.
     """
     return [answer_read(found.get(key), now, lease) for key, now, lease in requests]
-
-
-def tombstone() -> dict[str, Any]:
-    """What a server's delete sets: ``expires_at`` 0, dead at any clock, the generation kept."""
-    return {"expires_at": literal_column("0")}
-
-
-ANY_EPOCH = -1
-"""``released_view`` of a release with no owner row: a binding of any epoch was live."""
-NO_EPOCH = -2
-"""``released_view`` of a release whose owner row had lapsed: no binding was live."""
-
-
-def released_view(owner_row: tuple[int, int] | None, now: int) -> int:
-    """The ``epoch`` a server's release judges bindings by, from the owner row it removed.
-
-    The row is removed first, in the release's transaction (locked until it ends, so
-    no heartbeat moved it in between); the bindings are then judged as of it.
-
-    Args:
-        owner_row: the removed owner row's ``(expires_at, epoch)``, or None without one.
-        now: the caller's clock, in ms.
-    """
-    if owner_row is None:
-        return ANY_EPOCH
-    owner_end, epoch = owner_row
-    return NO_EPOCH if owner_end <= now else int(epoch)

@@ -36,9 +36,10 @@ from session_repo.backends.sql.batched_writes import Claim, claim_batch, upsert_
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.errors import retry_conflicts
 from session_repo.backends.sql.held_connections import HeldConnections
-from session_repo.backends.sql.liveness import KEY_AT, answer_read, answer_reads, released_view
+from session_repo.backends.sql.liveness import KEY_AT, answer_read, answer_reads
 from session_repo.backends.sql.server_pipeline import Read, ServerPipeline
 from session_repo.backends.sql.statements import Statements
+from session_repo.backends.sql.tombstones import released_view
 from session_repo.errors import StorageError
 
 __all__ = ["MariadbPipeline", "has_fast_path"]

@@ -1,6 +1,6 @@
 """The statements of owner heartbeats, and of cleanup, which removes what lapsed owners leave.
 
-Parameters: alloc, expires, now, batch, epoch.
+Parameters: alloc, expires, now, batch, epoch (``grace`` is bound when built).
 
 A lapsed owner row is removed only once none of its bindings is left (each
 cleanup batch removes bindings first, then the rows with ``NOT EXISTS`` one of
@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Delete,
     Insert,
     Select,
@@ -34,8 +35,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningDelete
 
-from session_repo.backends.sql.liveness import ANY_EPOCH, tombstone
 from session_repo.backends.sql.model import bindings, owners
+from session_repo.backends.sql.tombstones import ANY_EPOCH, cut, tombstone
 
 __all__ = ["OwnerStatements", "owner_statements_for"]
 
@@ -90,13 +91,20 @@ def _heartbeat(dialect: str) -> Insert | TextClause:
     return heartbeat
 
 
-def _cleanup_lapsed(dialect: str) -> Delete | TextClause:
-    lapsed = select(_o.alloc_id).where(_o.expires_at <= bindparam("now"))
+def _lapsed(dialect: str, grace_ms: int) -> ColumnElement[bool]:
+    """Owner rows that lapsed at or before the cut (SQLite: at or before now)."""
+    if dialect == "sqlite":
+        return _o.expires_at <= bindparam("now")
+    return _o.expires_at <= cut(grace_ms)
+
+
+def _cleanup_lapsed(dialect: str, grace_ms: int) -> Delete | TextClause:
     if dialect in ("mysql", "mariadb"):
         return text(
             "DELETE FROM session_bindings WHERE alloc_id IN "
-            "(SELECT alloc_id FROM session_owners WHERE expires_at <= :now) LIMIT :batch"
-        )
+            "(SELECT alloc_id FROM session_owners WHERE expires_at <= :now - :grace) LIMIT :batch"
+        ).bindparams(bindparam("grace", value=grace_ms, type_=BigInteger))
+    lapsed = select(_o.alloc_id).where(_lapsed(dialect, grace_ms))
     keys = (
         select(bindings.c.session_key)
         .where(bindings.c.alloc_id.in_(lapsed.scalar_subquery()))
@@ -114,11 +122,12 @@ def _release_rest(dialect: str) -> Delete | Update:
     return update(bindings).where(of_alloc, _b.expires_at > 0).values(tombstone())
 
 
-def owner_statements_for(dialect: str) -> OwnerStatements:
+def owner_statements_for(dialect: str, grace_ms: int = 0) -> OwnerStatements:
     """Owner statements for a dialect.
 
     Args:
         dialect: "sqlite", "postgresql", "mysql" or "mariadb".
+        grace_ms: how long cleanup keeps what a lapsed owner left, on a server.
     """
     alloc: Any = bindparam("alloc")
     epoch: Any = bindparam("epoch", type_=BigInteger)
@@ -137,6 +146,6 @@ def owner_statements_for(dialect: str) -> OwnerStatements:
         release_dead=update(bindings)
         .where(of_alloc, _b.expires_at > 0, ~was_live)
         .values(tombstone()),
-        cleanup_lapsed=_cleanup_lapsed(dialect),
-        cleanup_owners=delete(owners).where(_o.expires_at <= bindparam("now"), orphan),
+        cleanup_lapsed=_cleanup_lapsed(dialect, grace_ms),
+        cleanup_owners=delete(owners).where(_lapsed(dialect, grace_ms), orphan),
     )

@@ -20,7 +20,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_repo._core.front import StoreFront
-from session_repo._core.inputs import DEFAULT_TTL, Ttl, positive_int, positive_seconds
+from session_repo._core.inputs import (
+    DEFAULT_TTL,
+    Ttl,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+)
 from session_repo.backends.sql.engine import create_engine, parse_url, shown_url, sqlite_file
 from session_repo.backends.sql.engine_ops import EngineOps
 from session_repo.backends.sql.errors import is_transient
@@ -69,6 +75,11 @@ class SqlSessionRepository(StoreFront):
         connect_timeout: seconds a connection attempt to a server may take.
         statement_timeout: seconds a statement on a server may take, lock waits
             included.
+        cleanup_grace: seconds cleanup keeps a dead binding on a server before it
+            removes the row (``backends.sql.tombstones``: a bind still running from
+            before the binding was made must find it); None is twice
+            ``statement_timeout``. Keep it above ``statement_timeout`` plus the
+            instances' clock skew. SQLite removes dead rows at once.
         busy_timeout: seconds SQLite waits for another connection's write lock.
         sqlite_synchronous: SQLite's ``synchronous`` mode, ``"NORMAL"`` or ``"FULL"``.
 
@@ -91,6 +102,7 @@ class SqlSessionRepository(StoreFront):
         pool_size: int = 5,
         connect_timeout: float = 10,
         statement_timeout: float = 30,
+        cleanup_grace: float | None = None,
         busy_timeout: float = 5,
         sqlite_synchronous: Synchronous = "NORMAL",
     ) -> None:
@@ -119,12 +131,17 @@ class SqlSessionRepository(StoreFront):
             cleanup_batch=cleanup_batch,
             classify=is_transient,
         )
-        self._sql = statements_for(dialect)
         self._auto_migrate = dialect == "sqlite" if auto_migrate is None else auto_migrate
         self._timeouts = {
             "connect_timeout": positive_seconds("connect_timeout", connect_timeout),
             "statement_timeout": positive_seconds("statement_timeout", statement_timeout),
         }
+        grace = (
+            2 * self._timeouts["statement_timeout"]
+            if cleanup_grace is None
+            else non_negative_seconds("cleanup_grace", cleanup_grace)
+        )
+        self._sql = statements_for(dialect, cleanup_grace_ms=round(grace * 1000))
         self._busy_timeout = positive_seconds("busy_timeout", busy_timeout)
         self._synchronous = check_synchronous(sqlite_synchronous)
 

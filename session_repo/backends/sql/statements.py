@@ -42,15 +42,10 @@ from session_repo.backends.sql.bind_statements import (
     pg_or_sqlite_claim,
     pg_or_sqlite_upsert,
 )
-from session_repo.backends.sql.liveness import (
-    LEASE_WIDTH,
-    LOOKUP_WIDTH,
-    live,
-    rows_with_owners,
-    tombstone,
-)
+from session_repo.backends.sql.liveness import LEASE_WIDTH, LOOKUP_WIDTH, live, rows_with_owners
 from session_repo.backends.sql.model import bindings, owners
 from session_repo.backends.sql.owner_statements import OwnerStatements, owner_statements_for
+from session_repo.backends.sql.tombstones import dead_by, tombstone
 
 __all__ = ["Statements", "statements_for"]
 
@@ -89,7 +84,8 @@ class Statements:
     ``row_for_lookup`` and ``row_for_lease`` read one key's, only the columns each
     judges (MariaDB sends a result's column metadata anew every time).
     ``touch_held`` and ``delete_held`` act only on a live binding of ``generation``.
-    On the servers the deletes leave a tombstone (``liveness.tombstone``), not a gap.
+    On the servers the deletes leave a tombstone, and cleanup removes a dead row only
+    once it has been dead for the grace (``tombstones``).
     ``cleanup_batch`` removes up to ``batch`` expired bindings; then the
     ``owner`` statements' ``cleanup_lapsed`` and ``cleanup_owners`` run.
     ``gauges`` reads (live, dead, live owners).
@@ -117,12 +113,14 @@ class Statements:
     owner: OwnerStatements
 
 
-def _cleanup_expired(dialect: str) -> Delete | TextClause:
+def _cleanup_expired(dialect: str, grace_ms: int) -> Delete | TextClause:
     if dialect in ("mysql", "mariadb"):
         return text(
-            "DELETE FROM session_bindings WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch"
-        )
-    keys = select(_b.session_key).where(_b.expires_at <= bindparam("now")).limit(bindparam("batch"))
+            "DELETE FROM session_bindings WHERE expires_at BETWEEN :grace - :now AND :now - :grace "
+            "ORDER BY expires_at LIMIT :batch"
+        ).bindparams(bindparam("grace", value=grace_ms, type_=BigInteger))
+    dead = _b.expires_at <= bindparam("now") if dialect == "sqlite" else dead_by(grace_ms)
+    keys = select(_b.session_key).where(dead).limit(bindparam("batch"))
     if dialect == "postgresql":
         # Several instances may clean at once: each takes rows nobody else holds.
         keys = keys.with_for_update(skip_locked=True)
@@ -168,11 +166,13 @@ def _in_keys(column: Any) -> ColumnElement[bool]:
     return picked
 
 
-def statements_for(dialect: str) -> Statements:
+def statements_for(dialect: str, *, cleanup_grace_ms: int = 0) -> Statements:
     """Statements for a dialect.
 
     Args:
         dialect: "sqlite", "postgresql", "mysql" or "mariadb".
+        cleanup_grace_ms: how long cleanup keeps a dead row on a server
+            (``tombstones``); SQLite removes it at once.
 
     Raises:
         ValueError: another dialect.
@@ -219,7 +219,7 @@ def statements_for(dialect: str) -> Statements:
         delete=_removal(dialect, key, is_live),
         delete_held=_removal(dialect, held),
         delete_owner=_removal(dialect, _b.alloc_id == bindparam("alloc"), is_live),
-        cleanup_batch=_cleanup_expired(dialect),
+        cleanup_batch=_cleanup_expired(dialect, cleanup_grace_ms),
         gauges=_gauges(),
-        owner=owner_statements_for(dialect),
+        owner=owner_statements_for(dialect, cleanup_grace_ms),
     )
