@@ -51,8 +51,9 @@ _FIELDS = {
     b"fly-replay-failed": _FAILED,
     b"fly-replay-cache-status": _CACHE,
 }
-# session header name -> what to read (None: no fast path for it, see _table)
-_TABLES: dict[bytes, dict[Any, int] | None] = {}
+# session header name -> what to read (None: no fast path for it, see _table), and the
+# lengths of those names: a name of any other length is none of them, unread
+_TABLES: dict[bytes, tuple[dict[Any, int] | None, frozenset[int]]] = {}
 
 
 class _Irregular(Exception):
@@ -131,19 +132,18 @@ class FlyRequest:
         self.path: str = path if isinstance(path, str) else ""
         headers = scope.get("headers")
         header = header if cookie is None else b""
-        table = _TABLES[header] if header in _TABLES else _table(header)
-        # a list of tuples (or lists): read as it is, unless _read finds it is not bytes pairs
+        table, lengths = _TABLES[header] if header in _TABLES else _table(header)
+        # a list: read as it is, unless _read finds that it is not of bytes pairs
         plain = table is not None and type(headers) is list
         key: str | None = None
-        if plain and PAIR_TYPES.issuperset(map(type, headers)):
+        if plain:
             try:
-                key = self._read(headers, table or _FIELDS, cookie)
+                key = self._read(headers, table or _FIELDS, lengths, cookie)
             except Exception:  # see _read: read them as header_pairs gives them
                 plain = False
-        else:
-            plain = False
         if not plain:
-            key = self._read(header_pairs(headers), table or _fields(header), cookie)
+            fields = _fields(header)
+            key = self._read(header_pairs(headers), fields, frozenset(map(len, fields)), cookie)
         if key is not None and not valid_key(key):
             key = None
         self.cacheable = True
@@ -155,26 +155,37 @@ class FlyRequest:
                 self.cacheable = False
         self.session_id = key
 
-    def _read(self, pairs: list[Any], table: dict[Any, int], cookie: str | None) -> str | None:
+    def _read(
+        self, pairs: list[Any], table: dict[Any, int], lengths: frozenset[int], cookie: str | None
+    ) -> str | None:
         """Read the headers; return the session key as sent (None: none).
 
-        On the fast path ``pairs`` is the server's list, unchecked: a name that is not
-        ``bytes`` raises (``bytearray``: unhashable; ``memoryview``, ``None``: no
-        ``lower``; an item that is no pair: the unpacking) or, as a ``str``, is found as
-        ``_IRREGULAR`` if it spells a header read here; a value read here that is not
-        ``bytes`` raises ``_Irregular``. Any of these sends the request through
-        ``header_pairs`` instead, and a name read nowhere is skipped either way.
+        Only a name of one of ``lengths`` can be one read here: lowering keeps a length,
+        and a ``str`` that ``header_pairs`` would encode to an ASCII name is as long as
+        those bytes. On the fast path ``pairs`` is the server's list, unchecked: a name of
+        such a length that is not ``bytes`` raises (``bytearray``: unhashable;
+        ``memoryview``: no ``islower``; ``None``: no length; an item that cannot unpack
+        into two: the unpacking) or, as a ``str``, is found as ``_IRREGULAR`` if it spells a
+        header read here; a value read here that is not ``bytes``, or an item read here
+        that is no tuple or list (a dict of two keys), raises ``_Irregular``. Any of these
+        sends the request through ``header_pairs`` instead, and a name read nowhere is
+        skipped either way. A name as servers send it, lowercase, is looked up as it is.
         """
         key: str | None = None
         length: int | None = None
         chunked = False
         version = src = failed = status = None
         cookies: list[str] | None = None
-        for raw_name, raw_value in pairs:
-            field = table.get(raw_name.lower())
+        for pair in pairs:
+            raw_name, raw_value = pair
+            if len(raw_name) not in lengths:
+                continue
+            field = table.get(raw_name)
+            if field is None and not raw_name.islower():
+                field = table.get(raw_name.lower())
             if field is None:
                 continue
-            if type(raw_value) is not bytes or field == _IRREGULAR:
+            if type(raw_value) is not bytes or field == _IRREGULAR or type(pair) not in PAIR_TYPES:
                 raise _Irregular
             if field == _SESSION:
                 if key is None:
@@ -231,11 +242,15 @@ class FlyRequest:
 
 
 def _fields(header: bytes) -> dict[Any, int]:
-    """``_FIELDS`` and the session header (``b""``: none), by lowercase name."""
-    return {**_FIELDS, header: _SESSION} if header else dict(_FIELDS)
+    """``_FIELDS`` and the session header (``b""``: none, and then the cookie's), by
+    lowercase name: a session header means no cookie is read."""
+    if not header:
+        return dict(_FIELDS)
+    fields = {name: field for name, field in _FIELDS.items() if field != _COOKIE}
+    return {**fields, header: _SESSION}
 
 
-def _table(header: bytes) -> dict[Any, int] | None:
+def _table(header: bytes) -> tuple[dict[Any, int] | None, frozenset[int]]:
     """What the fast path reads, by lowercase name: ``_fields`` and the ``str`` spelling of
     each as ``_IRREGULAR``. None for a non-ASCII header name: a ``str`` could spell it
     other than as its ``text``, so such requests are always read the slow way."""
@@ -243,6 +258,7 @@ def _table(header: bytes) -> dict[Any, int] | None:
     if header.isascii():
         table = _fields(header)
         table.update({text(name): _IRREGULAR for name in table})
+    entry = table, frozenset(map(len, _fields(header)))
     if len(_TABLES) < 64:  # names come from configuration, not clients; bounded anyway
-        _TABLES[header] = table
-    return table
+        _TABLES[header] = entry
+    return entry

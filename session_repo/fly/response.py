@@ -120,18 +120,18 @@ def _header_key(headers: list[Any], header: bytes) -> str | None:
 
     Only a name as long as ``header`` is looked at: lowering keeps a length, and a
     ``str`` that ``header_pairs`` would encode to an ASCII name is as long as those
-    bytes. An item that is no tuple or list, or no pair, a name with no length or not
-    ``bytes`` where it is looked at, or a value with no ``decode``, raises (a
-    ``bytearray``'s decodes to what its bytes would).
+    bytes (one of another length is skipped, as ``header_pairs`` would skip or encode it).
+    An item that cannot unpack into two, a name with no length, or where it is looked at
+    a name not ``bytes``, an item no tuple or list (a dict of two keys) or a value with no
+    ``decode``, raises (a ``bytearray``'s decodes to what its bytes would).
     """
-    if not PAIR_TYPES.issuperset(map(type, headers)):
-        raise TypeError("not a list of pairs")
     size = len(header)
-    for name, value in headers:
+    for pair in headers:
+        name, value = pair
         if len(name) != size:
             continue
-        if type(name) is not bytes:
-            raise TypeError("not bytes")
+        if type(name) is not bytes or type(pair) not in PAIR_TYPES:
+            raise TypeError("not a pair of bytes")
         if name.lower() == header:
             key: str = value.decode("latin-1")
             if valid_key(key):
