@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -27,6 +28,7 @@ __all__ = [
     "SERVERS",
     "clear_sql_table",
     "migrated_url",
+    "own_database",
     "require_server",
     "server_url",
     "servers_required",
@@ -152,3 +154,31 @@ async def clear_sql_table(url: str) -> None:
             await conn.execute(text("DELETE FROM session_owners"))
     finally:
         await engine.dispose()
+
+
+async def own_database(name: str, database: str) -> str:
+    """The URL of ``database`` on SQL server ``name`` (made if missing): schema at head, empty.
+
+    For tests that kill connections, stall statements or add triggers, away from the
+    database every other test shares.
+    """
+    base = make_url(require_server(name))
+    admin = create_async_engine(base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            if name == "postgresql":
+                found = await conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": database}
+                )
+                if not found:
+                    await conn.execute(text(f"CREATE DATABASE {database}"))
+            else:
+                await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {database}"))
+    finally:
+        await admin.dispose()
+    url = base.set(database=database).render_as_string(hide_password=False)
+    repo = SqlSessionRepository(url, auto_migrate=True, cleanup_interval=0)
+    async with repo, repo.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM session_bindings"))
+        await conn.execute(text("DELETE FROM session_owners"))
+    return url

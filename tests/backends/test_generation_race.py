@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from session_repo import Lease, SqlSessionRepository
-from tests.servers import require_server
+from tests.servers import own_database
 
 pytestmark = pytest.mark.server
 
@@ -61,27 +60,14 @@ _STALLED = {
 
 async def _own_database(name: str) -> str:
     """This file's database on server ``name``: schema at head, emptied, the trigger in."""
-    base = make_url(require_server(name))
-    admin = create_async_engine(base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    url = await own_database(name, RACE_DB)
+    engine = create_async_engine(url, poolclass=NullPool)
     try:
-        async with admin.connect() as conn:
-            if name == "postgresql":
-                found = await conn.scalar(
-                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": RACE_DB}
-                )
-                if not found:
-                    await conn.execute(text(f"CREATE DATABASE {RACE_DB}"))
-            else:
-                await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {RACE_DB}"))
+        async with engine.begin() as conn:
+            for statement in _PG_TRIGGER if name == "postgresql" else _MARIADB_TRIGGER:
+                await conn.execute(text(statement))
     finally:
-        await admin.dispose()
-    url = base.set(database=RACE_DB).render_as_string(hide_password=False)
-    repo = SqlSessionRepository(url, auto_migrate=True, cleanup_interval=0)
-    async with repo, repo.engine.begin() as conn:
-        await conn.execute(text("DELETE FROM session_bindings"))
-        await conn.execute(text("DELETE FROM session_owners"))
-        for statement in _PG_TRIGGER if name == "postgresql" else _MARIADB_TRIGGER:
-            await conn.execute(text(statement))
+        await engine.dispose()
     return url
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -43,7 +43,7 @@ from tests.contract.linearizability import (
     check_key,
     step,
 )
-from tests.servers import require_server
+from tests.servers import own_database, require_server
 
 PROCESSES = 3
 BUDGET = 2_000_000  # search steps per key; a real run needs a few thousand
@@ -198,25 +198,7 @@ REDIS_CLIENT = "session-repo-history"  # named this: the only ones the faults ki
 
 async def _history_database(name: str) -> str:
     """The URL of this file's own database on server ``name``, schema at head, emptied."""
-    base = make_url(require_server(name))
-    admin = create_async_engine(base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            if name == "postgresql":
-                exists = await conn.scalar(
-                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": HISTORY_DB}
-                )
-                if not exists:
-                    await conn.execute(text(f"CREATE DATABASE {HISTORY_DB}"))
-            else:
-                await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {HISTORY_DB}"))
-    finally:
-        await admin.dispose()
-    url = base.set(database=HISTORY_DB).render_as_string(hide_password=False)
-    repo = SqlSessionRepository(url, auto_migrate=True, cleanup_interval=0)
-    async with repo, repo.engine.begin() as conn:
-        await conn.execute(text("DELETE FROM session_bindings"))
-    return url
+    return await own_database(name, HISTORY_DB)
 
 
 async def history_store(backend_name: str, tmp_path: Path) -> str:

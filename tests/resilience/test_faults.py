@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -40,7 +39,7 @@ from session_repo import (
     SqlSessionRepository,
 )
 from session_repo.backends.base import StoreFront
-from tests.servers import require_server, server_url, servers_required
+from tests.servers import own_database, require_server, server_url, servers_required
 
 pytestmark = pytest.mark.slow
 
@@ -456,25 +455,7 @@ def pg_cluster() -> list[str]:
 
 async def faults_database(name: str) -> str:
     """The URL of a dedicated database on server ``name``, schema at head, table empty."""
-    base = make_url(require_server(name))
-    admin = create_async_engine(base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            if name == "postgresql":
-                exists = await conn.scalar(
-                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": FAULTS_DB}
-                )
-                if not exists:
-                    await conn.execute(text(f"CREATE DATABASE {FAULTS_DB}"))
-            else:
-                await conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {FAULTS_DB}"))
-    finally:
-        await admin.dispose()
-    url = base.set(database=FAULTS_DB).render_as_string(hide_password=False)
-    repo = SqlSessionRepository(url, auto_migrate=True, cleanup_interval=0)
-    async with repo, repo.engine.begin() as conn:
-        await conn.execute(text("DELETE FROM session_bindings"))
-    return url
+    return await own_database(name, FAULTS_DB)
 
 
 def server_primary(url: str) -> SqlSessionRepository:
