@@ -118,7 +118,13 @@ class Learner:
         cookie = self._cookie
         now = 0.0 if cookie is None else self._clock.now()  # only a cookie's Expires needs it
         given, cleared = response_key(headers, self._header, cookie, now)
-        ending = key is not None and owned and self.ends(request, status, cleared)
+        # (in header mode only a 404 or a DELETE can end a session: ends() is not asked else)
+        ending = (
+            key is not None
+            and owned
+            and (cookie is not None or status == 404 or request.method == "DELETE")
+            and self.ends(request, status, cleared)
+        )
         if not ending:
             if given is None and not (free and self._bind_free):
                 return None  # (the common case, first)

@@ -75,6 +75,11 @@ class Liveness:
             renewed every third of that, and counted lapsed a sixth before its end.
         clock: the time source (the store's own clock, for the same idea of now).
         sleep: how the renewal task waits between heartbeats.
+
+    Attributes:
+        trusted_until: when the memory of owned sessions stops holding (the last
+            renewal's end less the margin); None while off. Before it, ``current``
+            is ``incarnation``.
     """
 
     def __init__(
@@ -93,7 +98,8 @@ class Liveness:
         self.incarnation = 0  # moves on at each lapse: what was owned before is void
         self._clock = clock
         self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
-        self._trusted_until: float | None = None  # None: off; else the lapse less the margin
+        # None: off; else the lapse less the margin (read as it is by Ownership's hot path)
+        self.trusted_until: float | None = None
         self._void = False  # lapsed, and the incarnation already moved on for it
         self._task: asyncio.Task[None] | None = None
         self._reviving: asyncio.Future[bool] | None = None
@@ -108,7 +114,7 @@ class Liveness:
         Returns:
             ``incarnation``, or None when the last renewal (less the margin) has ended.
         """
-        until = self._trusted_until
+        until = self.trusted_until
         if until is None or now < until:
             return self.incarnation
         if not self._void:
@@ -127,7 +133,7 @@ class Liveness:
         """Heartbeat now and keep heartbeating every third of the ttl (lifespan startup)."""
         if self._task is not None:
             return
-        self._trusted_until, self._void = -math.inf, True  # nothing is owned before it beats
+        self.trusted_until, self._void = -math.inf, True  # nothing is owned before it beats
         await self.beat()
         self._task = asyncio.ensure_future(self._run())  # (ends at once if unsupported)
 
@@ -155,7 +161,7 @@ class Liveness:
             return
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        self._trusted_until, self._void = None, False
+        self.trusted_until, self._void = None, False
         self.incarnation += 1  # released (or soon lapsed): nothing owned before counts
 
     async def revive(self) -> bool:
@@ -188,8 +194,8 @@ class Liveness:
             self._report(exc, "heartbeat")
             return False
         self.current(started)  # a lapse before this renewal voids what was owned
-        if self._trusted_until is not None:  # (not stopped meanwhile)
-            self._trusted_until, self._void = started + self.ttl - self.margin, False
+        if self.trusted_until is not None:  # (not stopped meanwhile)
+            self.trusted_until, self._void = started + self.ttl - self.margin, False
         if self._failures:
             logger.info(
                 "heartbeat of machine %s renewed after %d failed attempts",
@@ -201,13 +207,13 @@ class Liveness:
         return True
 
     async def _run(self) -> None:
-        while self._trusted_until is not None:
+        while self.trusted_until is not None:
             await self._sleep(self.period)
             await self.beat()
 
     def _unsupported(self, exc: Exception) -> None:
         """A repository that cannot heartbeat: go on without (bindings live by their ttl)."""
-        self._trusted_until, self._void = None, False
+        self.trusted_until, self._void = None, False
         logger.error(
             "the repository cannot heartbeat (%s): machine %s runs without, so a dead "
             "machine's sessions are replayed to it until their bindings expire",

@@ -151,11 +151,17 @@ class Ownership:
             True when no renewal is due yet (nor a claim anew, after a lapse).
         """
         try:
-            entry = self._owned[digest]  # (two calls into cachetools where .get makes four)
+            claimed, _, incarnation = self._owned[digest]  # (.get makes twice the calls)
         except KeyError:
             return False
         now = self._clock.now()
-        return now - entry[0] < self.ttl / 2 and entry[2] == self.liveness.current(now)
+        if now - claimed >= self.ttl / 2:
+            return False
+        liveness = self.liveness
+        until = liveness.trusted_until
+        if until is None or now < until:  # Liveness.current(now) without the call: not lapsed
+            return incarnation == liveness.incarnation
+        return incarnation == liveness.current(now)
 
     async def forget(self, key: str, digest: bytes) -> None:
         """The session is gone: forget owning it and delete its binding.
