@@ -362,6 +362,27 @@ async def measure_app(name: str, settings: Settings) -> list[Row]:
     return rows
 
 
+async def repeat(app_name: str, scenario: str, n: int) -> None:
+    """Serve one request kind ``n`` times and nothing else, for instruction counts: run it
+    under ``valgrind --tool=callgrind`` at two ``n`` and divide the difference by theirs
+    (the imports, the lifespan and the warm-up cancel out)."""
+    factory, body = APPS[app_name]
+    inner, receive = factory(), receiver(body)
+    _, _, mode, key, version = next(row for row in SCENARIOS if row[0] == scenario)
+    async with MemorySessionRepository() as repository:
+        middleware = fly(inner, repository, mode or "plain", heartbeat_ttl=3600)
+        async with running(middleware):  # inner's lifespan, and the heartbeat (no timed beat)
+            session = await open_session(inner, body)
+            await seed(repository, session)
+            keys = {SESSION: session, ELSEWHERE: ELSEWHERE, None: None}
+            app, scope = inner if mode is None else middleware, scope_for(keys[key], version, body)
+            await serve(app, scope, receive, 50)  # warm: the first requests do the claiming
+            gc.collect()
+            gc.freeze()
+            for _ in range(n // 10):
+                await serve(app, scope, receive, 10)
+
+
 class _Lapses(logging.Handler):
     """Counts the middleware's "heartbeat lapsed" records (a starved event loop's sign)."""
 
@@ -423,7 +444,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds per request kind")
     parser.add_argument("--apps", nargs="+", choices=sorted(APPS), help="the apps to measure")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--repeat",
+        nargs=3,
+        metavar=("APP", "KIND", "N"),
+        help="serve one request kind (bare, owned, no-key, ...) N times, print nothing: "
+        "for callgrind, run at two N and difference",
+    )
     args = parser.parse_args(argv)
+    if args.repeat:
+        app_name, scenario, n = args.repeat
+        asyncio.run(repeat(app_name, scenario, int(n)))
+        return 0
     settings = QUICK if args.quick else Settings()
     if args.seconds is not None:
         settings = replace(settings, seconds=args.seconds)
