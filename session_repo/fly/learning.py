@@ -21,6 +21,7 @@ from session_repo.contract import session_ref
 from session_repo.fly._log import fields, logger
 from session_repo.fly.eras import EndpointScanner, SseEndpoint
 from session_repo.fly.ownership import Ownership
+from session_repo.fly.replay_state import session_digest
 from session_repo.fly.request import MAX_KEY, FlyRequest, header_pairs
 from session_repo.fly.response import response_key
 
@@ -145,7 +146,7 @@ class Learner:
         key = request.session_id
         if ending:
             assert key is not None
-            await self.ownership.forget(key)
+            await self.ownership.forget(key, session_digest(key))
             if given is None or given == key:
                 return
             owned = False  # ended, and a new session handed out in the same answer
@@ -184,9 +185,10 @@ class Learner:
             given: the session key.
         """
         ownership = self.ownership
-        if ownership.renewed_recently(given):
+        digest = session_digest(given)
+        if ownership.renewed_recently(digest):
             return
-        winner = await ownership.claim(given)
+        winner = await ownership.claim(given, digest)
         if winner is not None and winner != ownership.instance_id:
             ref = session_ref(given)
             logger.warning(

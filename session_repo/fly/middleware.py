@@ -245,25 +245,27 @@ class FlyReplayMiddleware:
                 await self.app(scope, receive, send)
                 return
         elif request.replay_failed is not None:  # the owner is gone, and its sessions with it
-            await self._ownership.forget(key)
+            await self._ownership.forget(key, session_digest(key))
             free = True
         else:
+            digest = session_digest(key)
             ownership = self._ownership
             # the hot path, without a coroutine: a session this machine renewed recently
-            owner = me if ownership.renewed_recently(key) else await ownership.owner(key)
+            owner = me if ownership.renewed_recently(digest) else await ownership.owner(key, digest)
             owned, free = owner == me, owner is None
-            if owner is not None and not owned:
-                digest = session_digest(key)  # what a replay's state is signed over
-                if not self._replayed(request, digest) and await self._replier.redirect(
-                    scope, receive, send, request, owner, digest
-                ):
-                    return
+            if (
+                owner is not None
+                and not owned
+                and not self._replayed(request, digest)
+                and await self._replier.redirect(scope, receive, send, request, owner, digest)
+            ):
+                return
         learner = self._learner
         if key is None and request.method == "GET" and learner.query is not None:
             answer = Answer(learner, send, request)  # perhaps an HTTP+SSE stream
             await self.app(scope, receive, answer.send)
             if answer.stream is not None:  # the stream ended: its session is gone
-                await self._ownership.forget(answer.stream)
+                await self._ownership.forget(answer.stream, session_digest(answer.stream))
             return
         await self.app(scope, receive, learner.watching(send, request, owned, free))
 

@@ -8,11 +8,7 @@ before it is served, and one another machine took meanwhile is replayed there. T
 memory holds only this machine's own sessions: another machine's ownership is asked
 of the store each time, so nothing here outlives that machine's heartbeat. The
 store failing never fails a request: a failed call is "no answer" (the request is
-served here), and the failure is logged once per burst. The memory is keyed by the
-session key itself when it is short (at most 64 characters, as session keys are),
-else by its SHA-256 digest: a digest per request cost more than the rest of the hot
-path's lookup, and the bound keeps what clients can make it hold small. It is never
-written anywhere or logged (``session_ref`` names a session in logs).
+served here), and the failure is logged once per burst.
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ from session_repo.contract import SessionRepository, session_ref
 from session_repo.errors import SessionRepoError
 from session_repo.fly._log import fields, logger
 from session_repo.fly.liveness import Liveness
-from session_repo.fly.replay_state import session_digest
 
 __all__ = ["ClaimLostListener", "ClaimLostReporter", "Ownership"]
 
@@ -41,7 +36,6 @@ _LOG_REF = re.compile(r"[0-9a-f]{12}")
 _UNKNOWN = object()  # what a failed store call returns: "no answer", not "no owner"
 _LAPSED = -1  # the incarnation of a claim made while the heartbeat was lapsed: trusted never
 _QUIET = 30.0  # seconds after a reported store failure during which more are only counted
-_AS_IS = 64  # a session key this long or shorter is remembered as itself, else as its digest
 
 
 @runtime_checkable
@@ -88,41 +82,43 @@ class Ownership:
         self.ttl = ttl
         self._clock = clock
         self.liveness = liveness
-        # _slot(key) -> (when this instance last claimed or renewed it, its log ref,
+        # session digest -> (when this instance last claimed or renewed it, its log ref,
         # the heartbeat's incarnation then: _LAPSED, matching none, if it was lapsed)
-        self._owned: LRUCache[str | bytes, tuple[float, str, int]] = LRUCache(maxsize=remember)
+        self._owned: LRUCache[bytes, tuple[float, str, int]] = LRUCache(maxsize=remember)
         self._reported_at: float | None = None  # when a store failure was last logged
         self._suppressed = 0
 
-    async def owner(self, key: str) -> str | None:
+    async def owner(self, key: str, digest: bytes) -> str | None:
         """The live owner of a session; for one claimed here, from memory unless renewal is due.
 
         Args:
             key: the session key.
+            digest: its ``session_digest``.
 
         Returns:
             The owner's id, or None when the session has no live owner or the store
             did not answer (then the request is served here).
         """
         me = self.instance_id
-        if self.renewed_recently(key):
+        if self.renewed_recently(digest):
             return me  # the hot path (while lapsed, current() is None: equal to none)
-        entry = self._owned.get(_slot(key))
+        entry = self._owned.get(digest)
         if entry is not None and self._clock.now() - entry[0] < self.ttl:
-            return await self.claim(key, replacing=me) or me  # renew, or re-acquire
-        self._owned.pop(_slot(key), None)
+            return await self.claim(key, digest, replacing=me) or me  # renew, or re-acquire
+        self._owned.pop(digest, None)
         owner = await self._store(self.repository.lookup(key), "lookup", key)
         if owner is _UNKNOWN:
             return None  # the store is down: serve here
         if owner == me:  # claimed before this process remembered it: renew to learn the expiry
-            return await self.claim(key, replacing=me) or me
+            return await self.claim(key, digest, replacing=me) or me
         return owner if isinstance(owner, str) else None
 
-    async def claim(self, key: str, *, replacing: str | None = None) -> str | None:
+    async def claim(self, key: str, digest: bytes, *, replacing: str | None = None) -> str | None:
         """Claim a session for this machine (``SessionRepository.claim``) and remember the result.
 
         Args:
             key: the session key.
+            digest: its ``session_digest``.
             replacing: an owner whose binding may be taken over (this machine's own,
                 to renew).
 
@@ -140,22 +136,22 @@ class Ownership:
         if not isinstance(winner, str):
             return None
         if winner == me:
-            self._owned[_slot(key)] = (self._clock.now(), session_ref(key), incarnation)
+            self._owned[digest] = (self._clock.now(), session_ref(key), incarnation)
         else:
-            self._owned.pop(_slot(key), None)
+            self._owned.pop(digest, None)
         return winner
 
-    def renewed_recently(self, key: str) -> bool:
+    def renewed_recently(self, digest: bytes) -> bool:
         """Whether this machine claimed or renewed the session less than half a TTL ago.
 
         Args:
+            digest: the session's ``session_digest``.
 
         Returns:
             True when no renewal is due yet (nor a claim anew, after a lapse).
         """
         try:
-            # (.get makes twice the calls into cachetools)
-            claimed, _, incarnation = self._owned[key if len(key) <= _AS_IS else _slot(key)]
+            claimed, _, incarnation = self._owned[digest]  # (.get makes twice the calls)
         except KeyError:
             return False
         now = self._clock.now()
@@ -167,13 +163,14 @@ class Ownership:
             return incarnation == liveness.incarnation
         return incarnation == liveness.current(now)
 
-    async def forget(self, key: str) -> None:
+    async def forget(self, key: str, digest: bytes) -> None:
         """The session is gone: forget owning it and delete its binding.
 
         Args:
             key: the session key.
+            digest: its ``session_digest``.
         """
-        self._owned.pop(_slot(key), None)
+        self._owned.pop(digest, None)
         await self._store(self.repository.delete(key), "delete", key)
 
     async def claim_lost(self, ref: str, winner: str) -> None:
@@ -185,8 +182,8 @@ class Ownership:
             ref: the session's log reference (``session_repo.contract.session_ref``).
             winner: the owner that holds the session now.
         """
-        for slot in [k for k, (_, r, _) in self._owned.items() if r == ref]:
-            self._owned.pop(slot, None)
+        for digest in [d for d, (_, r, _) in self._owned.items() if r == ref]:
+            self._owned.pop(digest, None)
         ref = ref if isinstance(ref, str) and _LOG_REF.fullmatch(ref) else "?"
         logger.info(
             "session %s, claimed here while the store was down, is held by %r: "
@@ -224,8 +221,3 @@ class Ownership:
         )
         self._reported_at, self._suppressed = now, 0
         return _UNKNOWN
-
-
-def _slot(key: str) -> str | bytes:
-    """Where a session sits in the memory: its key if short, else its digest."""
-    return key if len(key) <= _AS_IS else session_digest(key)

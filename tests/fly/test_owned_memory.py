@@ -1,7 +1,7 @@
-"""What a machine remembers owning, for keys of any length: short keys as themselves, long
-ones by their digest. Either way the hot path makes no storage call, a 404 on the session
-endpoint lets the session go, and two keys that differ only past the 64th character stay
-two sessions.
+"""What a machine remembers owning, for keys of any length (by their digest: a session id
+is a bearer secret, and no memory holds it past its request). The hot path makes no
+storage call, a 404 on the session endpoint lets the session go, and two keys that differ
+only past the 64th character stay two sessions.
 """
 
 from __future__ import annotations
