@@ -42,15 +42,22 @@ SERVERS = st.lists(
     unique_by=lambda p: p[0],
     max_size=8,
 )
-PAIR = st.one_of(
-    BYTES_PAIR,
-    BYTES_PAIR.map(lambda p: (p[0].decode("latin-1"), p[1].decode("latin-1"))),
-    BYTES_PAIR.map(lambda p: [bytearray(p[0]), memoryview(p[1])]),
-    BYTES_PAIR.map(lambda p: (memoryview(p[0]), p[1])),
-    BYTES_PAIR.map(lambda p: (p[0], bytearray(p[1]))),
-    BYTES_PAIR.map(lambda p: dict.fromkeys(p)),  # a 2-item iterable, but no pair
-    st.sampled_from([None, 5, b"ab", (b"a", b"b", b"c"), (1, 2), [b"x"], "xy", ()]),
-)
+
+
+def odd_pairs(pair: st.SearchStrategy[tuple[bytes, bytes]]) -> list[st.SearchStrategy[Any]]:
+    """``pair`` as a server or an app may send it: str, bytearray, memoryview, or no pair."""
+    return [
+        pair,
+        pair.map(lambda p: (p[0].decode("latin-1"), p[1].decode("latin-1"))),
+        pair.map(lambda p: [bytearray(p[0]), memoryview(p[1])]),
+        pair.map(lambda p: (memoryview(p[0]), p[1])),
+        pair.map(lambda p: (p[0], bytearray(p[1]))),
+        pair.map(lambda p: dict.fromkeys(p)),  # a 2-item iterable, but no pair
+        st.sampled_from([None, 5, b"ab", (b"a", b"b", b"c"), (1, 2), [b"x"], "xy", ()]),
+    ]
+
+
+PAIR = st.one_of(*odd_pairs(BYTES_PAIR))
 
 
 def content_length(raw: bytes, seen: int | None) -> int:
