@@ -238,7 +238,7 @@ async def test_cleanup_removes_expired_rows_through_the_pooler(pooled_url: str) 
     clock = FakeClock()
     prefix = uuid.uuid4().hex
     async with SqlSessionRepository(
-        pooled_url, clock=clock, cleanup_interval=0, cleanup_batch=7
+        pooled_url, clock=clock, cleanup_interval=0, cleanup_batch=7, cleanup_grace=2
     ) as repo:
         await asyncio.gather(*(repo.upsert(f"{prefix}-{n}", "gone", ttl=5) for n in range(30)))
         await repo.upsert(f"{prefix}-kept", "kept", ttl=3600)
