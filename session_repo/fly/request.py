@@ -254,11 +254,11 @@ def _table(header: bytes) -> tuple[dict[Any, int] | None, frozenset[int]]:
     """What the fast path reads, by lowercase name: ``_fields`` and the ``str`` spelling of
     each as ``_IRREGULAR``. None for a non-ASCII header name: a ``str`` could spell it
     other than as its ``text``, so such requests are always read the slow way."""
+    fields = _fields(header)
     table: dict[Any, int] | None = None
     if header.isascii():
-        table = _fields(header)
-        table.update({text(name): _IRREGULAR for name in table})
-    entry = table, frozenset(map(len, _fields(header)))
+        table = {**fields, **{text(name): _IRREGULAR for name in fields}}
+    entry = table, frozenset(map(len, fields))
     if len(_TABLES) < 64:  # names come from configuration, not clients; bounded anyway
         _TABLES[header] = entry
     return entry

@@ -36,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningDelete
 
 from session_repo.backends.sql.model import bindings, owners
-from session_repo.backends.sql.tombstones import ANY_EPOCH, cut, tombstone
+from session_repo.backends.sql.tombstones import ANY_EPOCH, cut, grace, removal, tombstone
 
 __all__ = ["OwnerStatements", "owner_statements_for"]
 
@@ -53,7 +53,7 @@ class OwnerStatements:
     ``release_rest`` tombstones them). On the servers a concurrent write can land
     between two statements, so ``release_row`` removes the row first (locking out
     heartbeats), then ``release_live`` tombstones the bindings that were live as of
-    it (``liveness.released_view``: parameter ``epoch``), counted, and
+    it (``tombstones.released_view``: parameter ``epoch``), counted, and
     ``release_dead`` those that were dead but would come alive without the row. A
     binding written in between that was live as of the row outlives the release, as
     one bound after it.
@@ -103,7 +103,7 @@ def _cleanup_lapsed(dialect: str, grace_ms: int) -> Delete | TextClause:
         return text(
             "DELETE FROM session_bindings WHERE alloc_id IN "
             "(SELECT alloc_id FROM session_owners WHERE expires_at <= :now - :grace) LIMIT :batch"
-        ).bindparams(bindparam("grace", value=grace_ms, type_=BigInteger))
+        ).bindparams(grace(grace_ms))
     lapsed = select(_o.alloc_id).where(_lapsed(dialect, grace_ms))
     keys = (
         select(bindings.c.session_key)
@@ -113,13 +113,6 @@ def _cleanup_lapsed(dialect: str, grace_ms: int) -> Delete | TextClause:
     if dialect == "postgresql":  # several instances clean at once: each takes its own rows
         keys = keys.with_for_update(skip_locked=True)
     return delete(bindings).where(bindings.c.session_key.in_(keys.scalar_subquery()))
-
-
-def _release_rest(dialect: str) -> Delete | Update:
-    of_alloc = _b.alloc_id == bindparam("alloc")
-    if dialect == "sqlite":
-        return delete(bindings).where(of_alloc)
-    return update(bindings).where(of_alloc, _b.expires_at > 0).values(tombstone())
 
 
 def owner_statements_for(dialect: str, grace_ms: int = 0) -> OwnerStatements:
@@ -139,7 +132,7 @@ def owner_statements_for(dialect: str, grace_ms: int = 0) -> OwnerStatements:
     return OwnerStatements(
         heartbeat=_heartbeat(dialect),
         owners=select(_o.alloc_id, _o.expires_at).where(_o.expires_at > bindparam("now")),
-        release_rest=_release_rest(dialect),
+        release_rest=removal(dialect, of_alloc, _b.expires_at > 0),
         release_owner=delete(owners).where(_o.alloc_id == alloc),
         release_row=delete(owners).where(_o.alloc_id == alloc).returning(_o.expires_at, _o.epoch),
         release_live=update(bindings).where(of_alloc, was_live).values(tombstone()),

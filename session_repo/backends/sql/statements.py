@@ -45,7 +45,7 @@ from session_repo.backends.sql.bind_statements import (
 from session_repo.backends.sql.liveness import LEASE_WIDTH, LOOKUP_WIDTH, live, rows_with_owners
 from session_repo.backends.sql.model import bindings, owners
 from session_repo.backends.sql.owner_statements import OwnerStatements, owner_statements_for
-from session_repo.backends.sql.tombstones import dead_by, tombstone
+from session_repo.backends.sql.tombstones import dead_by, grace, removal
 
 __all__ = ["Statements", "statements_for"]
 
@@ -118,20 +118,13 @@ def _cleanup_expired(dialect: str, grace_ms: int) -> Delete | TextClause:
         return text(
             "DELETE FROM session_bindings WHERE expires_at BETWEEN :grace - :now AND :now - :grace "
             "ORDER BY expires_at LIMIT :batch"
-        ).bindparams(bindparam("grace", value=grace_ms, type_=BigInteger))
+        ).bindparams(grace(grace_ms))
     dead = _b.expires_at <= bindparam("now") if dialect == "sqlite" else dead_by(grace_ms)
     keys = select(_b.session_key).where(dead).limit(bindparam("batch"))
     if dialect == "postgresql":
         # Several instances may clean at once: each takes rows nobody else holds.
         keys = keys.with_for_update(skip_locked=True)
     return delete(bindings).where(_b.session_key.in_(keys.scalar_subquery()))
-
-
-def _removal(dialect: str, *where: ColumnElement[bool]) -> Delete | Update:
-    """Remove the bindings ``where`` picks: SQLite deletes them, the servers tombstone them."""
-    if dialect == "sqlite":
-        return delete(bindings).where(*where)
-    return update(bindings).where(*where).values(tombstone())
 
 
 def _gauges() -> Select[Any]:
@@ -216,9 +209,9 @@ def statements_for(dialect: str, *, cleanup_grace_ms: int = 0) -> Statements:
         claim_returning=claim_returning,
         touch=update(bindings).where(key, is_live).values(extend),
         touch_held=update(bindings).where(held).values(extend),
-        delete=_removal(dialect, key, is_live),
-        delete_held=_removal(dialect, held),
-        delete_owner=_removal(dialect, _b.alloc_id == bindparam("alloc"), is_live),
+        delete=removal(dialect, key, is_live),
+        delete_held=removal(dialect, held),
+        delete_owner=removal(dialect, _b.alloc_id == bindparam("alloc"), is_live),
         cleanup_batch=_cleanup_expired(dialect, cleanup_grace_ms),
         gauges=_gauges(),
         owner=owner_statements_for(dialect, cleanup_grace_ms),

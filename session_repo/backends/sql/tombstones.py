@@ -24,16 +24,55 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, bindparam
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    Delete,
+    Update,
+    bindparam,
+    delete,
+    update,
+)
 
 from session_repo.backends.sql.model import bindings
 
-__all__ = ["ANY_EPOCH", "NO_EPOCH", "cut", "dead_by", "released_view", "tombstone"]
+__all__ = [
+    "ANY_EPOCH",
+    "NO_EPOCH",
+    "cut",
+    "dead_by",
+    "grace",
+    "released_view",
+    "removal",
+    "tombstone",
+]
 
 
 def tombstone() -> dict[str, Any]:
     """What a server's delete sets: ``expires_at = -now``, dead at any clock, generation kept."""
     return {"expires_at": -bindparam("now", type_=BigInteger)}
+
+
+def removal(dialect: str, *where: ColumnElement[bool]) -> Delete | Update:
+    """Remove the bindings ``where`` picks: SQLite deletes them, the servers tombstone them.
+
+    Args:
+        dialect: the database's dialect name.
+        where: which bindings.
+    """
+    if dialect == "sqlite":
+        return delete(bindings).where(*where)
+    return update(bindings).where(*where).values(tombstone())
+
+
+def grace(grace_ms: int) -> BindParameter[int]:
+    """The ``grace`` parameter, bound to its constant (text statements name it too).
+
+    Args:
+        grace_ms: how long cleanup keeps a dead row, in ms.
+    """
+    return bindparam("grace", value=grace_ms, type_=BigInteger)
 
 
 def cut(grace_ms: int) -> ColumnElement[int]:
@@ -43,8 +82,7 @@ def cut(grace_ms: int) -> ColumnElement[int]:
         grace_ms: how long cleanup keeps a dead row, in ms (bound as a constant).
     """
     now: Any = bindparam("now", type_=BigInteger)
-    grace: Any = bindparam("grace", value=grace_ms, type_=BigInteger)
-    line: ColumnElement[int] = now - grace
+    line: ColumnElement[int] = now - grace(grace_ms)
     return line
 
 
