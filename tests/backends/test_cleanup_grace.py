@@ -2,8 +2,9 @@
 
 A delete leaves a tombstone that says when it died, and cleanup removes a dead row
 only once it has been dead for the grace: an expired row after its expiry, a
-tombstone after its delete, a lapsed owner's bindings (and then its row) after the
-lapse. Driven by a fake clock, which is what the servers' rows are judged by.
+tombstone after its delete; a lapsed owner's bindings are marked (tombstoned) once
+it has been lapsed for the grace, and go (then its row) a grace later. Driven by a
+fake clock, which is what the servers' rows are judged by.
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ async def test_a_dead_binding_stays_for_the_grace_then_goes(url: str) -> None:
         assert await repo.lookup("lives") == "machine-a"
 
 
-async def test_a_lapsed_owners_bindings_and_row_stay_for_the_grace(url: str) -> None:
+async def _binding_rows(repo: SqlSessionRepository) -> int:
+    async with repo.engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT COUNT(*) FROM session_bindings")) or 0)
+
+
+async def test_a_lapsed_owners_bindings_are_marked_after_the_grace_then_go(url: str) -> None:
     clock = FakeClock(T0)
     async with SqlSessionRepository(url, clock=clock, cleanup_interval=0, cleanup_grace=10) as repo:
         await repo.heartbeat("machine-m", ttl=5)
@@ -66,10 +72,35 @@ async def test_a_lapsed_owners_bindings_and_row_stay_for_the_grace(url: str) -> 
         assert await repo.lookup("held") is None  # its owner lapsed
         clock.set(T0 + 14.999)
         assert await repo.cleanup() == 0
-        assert await _owner_rows(repo) == 1
+        assert (await _binding_rows(repo), await _owner_rows(repo)) == (1, 1)
         clock.set(T0 + 15)
+        assert await repo.cleanup() == 0  # marked: a tombstone since T0 + 15
+        assert (await _binding_rows(repo), await _owner_rows(repo)) == (1, 1)
+        clock.set(T0 + 24.999)
+        assert await repo.cleanup() == 0
+        clock.set(T0 + 25)
         assert await repo.cleanup() == 1
-        assert await _owner_rows(repo) == 0
+        assert (await _binding_rows(repo), await _owner_rows(repo)) == (0, 0)
+        assert (await repo.metrics()).cleaned == 1
+
+
+async def test_a_binding_a_long_dead_owner_writes_stays_for_the_grace(url: str) -> None:
+    """Written by an owner lapsed longer than the grace, it is dead at birth, and young."""
+    clock = FakeClock(T0)
+    async with SqlSessionRepository(url, clock=clock, cleanup_interval=0, cleanup_grace=10) as repo:
+        await repo.heartbeat("machine-m", ttl=5)
+        clock.set(T0 + 30)
+        late = await repo.acquire("late", "machine-m", ttl=600)
+        assert await repo.lease("late") is None  # dead at birth: its owner lapsed at T0 + 5
+        assert await repo.cleanup() == 0
+        clock.set(T0 + 39.999)
+        assert await repo.cleanup() == 0
+        assert await _binding_rows(repo) == 1  # its generation still stands in the row
+        clock.set(T0 + 40)
+        assert await repo.cleanup() == 1
+        assert (await _binding_rows(repo), await _owner_rows(repo)) == (0, 0)
+        taken = await repo.acquire("late", "machine-b", ttl=600)
+        assert (taken.owner, taken.generation > late.generation) == ("machine-b", True)
 
 
 async def test_the_default_grace_is_twice_the_statement_timeout(url: str) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from session_repo._core.storage import Gauges, LeaseRow
 from session_repo.backends.sql.errors import retry_conflicts
-from session_repo.backends.sql.path import SqlPath
+from session_repo.backends.sql.path import SqlPath, Swept
 from session_repo.backends.sql.sqlite_engine import BEGIN_OPTION
 from session_repo.backends.sql.statements import Statements
 from session_repo.errors import StorageError
@@ -162,18 +162,23 @@ class EngineOps(SqlPath):
 
         return await self._read(work)
 
-    async def cleanup_batch(self, now: int, batch: int) -> int:
+    async def cleanup_batch(self, now: int, batch: int) -> Swept:
         owner = self._sql.owner
 
-        async def work(conn: AsyncConnection) -> int:
+        async def work(conn: AsyncConnection) -> Swept:
             params = {"now": now, "batch": batch}
             removed = int((await conn.execute(self._sql.cleanup_batch, params)).rowcount)
+            marked = 0
             if removed < batch:
                 params["batch"] = batch - removed
-                removed += int((await conn.execute(owner.cleanup_lapsed, params)).rowcount)
-            if removed < batch:
+                lapsed = int((await conn.execute(owner.cleanup_lapsed, params)).rowcount)
+                if owner.marks_lapsed:
+                    marked = lapsed
+                else:
+                    removed += lapsed
+            if removed + marked < batch:
                 await conn.execute(owner.cleanup_owners, params)
-            return removed
+            return Swept(removed, marked)
 
         return await self._write(work)
 

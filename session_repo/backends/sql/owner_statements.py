@@ -57,8 +57,9 @@ class OwnerStatements:
     ``release_dead`` those that were dead but would come alive without the row. A
     binding written in between that was live as of the row outlives the release, as
     one bound after it.
-    ``cleanup_lapsed`` removes up to ``batch`` bindings of lapsed owners, and
-    ``cleanup_owners`` the lapsed owner rows with no binding left.
+    ``cleanup_lapsed`` removes up to ``batch`` bindings of lapsed owners (on the
+    servers, ``marks_lapsed``: tombstones them), and ``cleanup_owners`` the lapsed
+    owner rows with no binding left.
     """
 
     heartbeat: Insert | TextClause
@@ -68,8 +69,9 @@ class OwnerStatements:
     release_row: ReturningDelete[int, int]
     release_live: Update
     release_dead: Update
-    cleanup_lapsed: Delete | TextClause
+    cleanup_lapsed: Delete | Update | TextClause
     cleanup_owners: Delete
+    marks_lapsed: bool
 
 
 def _heartbeat(dialect: str) -> Insert | TextClause:
@@ -98,21 +100,26 @@ def _lapsed(dialect: str, grace_ms: int) -> ColumnElement[bool]:
     return _o.expires_at <= cut(grace_ms)
 
 
-def _cleanup_lapsed(dialect: str, grace_ms: int) -> Delete | TextClause:
+def _cleanup_lapsed(dialect: str, grace_ms: int) -> Delete | Update | TextClause:
+    """Up to ``batch`` bindings of owners lapsed by the cut: SQLite deletes them.
+
+    The servers tombstone them instead (``tombstones``), and cleanup removes them a
+    grace later: a binding a dead owner wrote just now is as young as any other.
+    """
     if dialect in ("mysql", "mariadb"):
         return text(
-            "DELETE FROM session_bindings WHERE alloc_id IN "
+            "UPDATE session_bindings SET expires_at = -:now WHERE expires_at > 0 AND alloc_id IN "
             "(SELECT alloc_id FROM session_owners WHERE expires_at <= :now - :grace) LIMIT :batch"
         ).bindparams(grace(grace_ms))
     lapsed = select(_o.alloc_id).where(_lapsed(dialect, grace_ms))
     keys = (
         select(bindings.c.session_key)
-        .where(bindings.c.alloc_id.in_(lapsed.scalar_subquery()))
+        .where(bindings.c.alloc_id.in_(lapsed.scalar_subquery()), bindings.c.expires_at > 0)
         .limit(bindparam("batch"))
     )
     if dialect == "postgresql":  # several instances clean at once: each takes its own rows
         keys = keys.with_for_update(skip_locked=True)
-    return delete(bindings).where(bindings.c.session_key.in_(keys.scalar_subquery()))
+    return removal(dialect, bindings.c.session_key.in_(keys.scalar_subquery()))
 
 
 def owner_statements_for(dialect: str, grace_ms: int = 0) -> OwnerStatements:
@@ -141,4 +148,5 @@ def owner_statements_for(dialect: str, grace_ms: int = 0) -> OwnerStatements:
         .values(tombstone()),
         cleanup_lapsed=_cleanup_lapsed(dialect, grace_ms),
         cleanup_owners=delete(owners).where(_lapsed(dialect, grace_ms), orphan),
+        marks_lapsed=dialect != "sqlite",
     )

@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 from session_repo._core.storage import Storage
 
-__all__ = ["SqlPath"]
+__all__ = ["SqlPath", "Swept"]
+
+
+class Swept(NamedTuple):
+    """What one cleanup batch did: rows ``removed``, and lapsed owners' bindings ``marked``.
+
+    The servers mark (tombstone) a lapsed owner's bindings, and remove them a grace
+    later (``tombstones``); SQLite removes them at once and marks none.
+    """
+
+    removed: int
+    marked: int = 0
 
 
 class SqlPath(Storage, ABC):
@@ -22,8 +34,8 @@ class SqlPath(Storage, ABC):
     detail: str = ""
 
     @abstractmethod
-    async def cleanup_batch(self, now: int, batch: int) -> int:
-        """Remove up to ``batch`` rows expired at ``now`` in one transaction; how many."""
+    async def cleanup_batch(self, now: int, batch: int) -> Swept:
+        """Remove (or mark) up to ``batch`` rows dead at ``now``, in short transactions."""
 
     @abstractmethod
     async def probe(self) -> None:
@@ -33,9 +45,10 @@ class SqlPath(Storage, ABC):
         """Remove every expired row, one short transaction per batch (writers wait one batch)."""
         removed = 0
         while True:
-            count = await self.cleanup_batch(now, batch)
-            removed += count
-            if count < batch:
+            swept = await self.cleanup_batch(now, batch)
+            removed += swept.removed
+            # Once more after marking: with no grace, the marks are removable at once.
+            if swept.removed + swept.marked < batch and not swept.marked:
                 return removed
             await asyncio.sleep(0)
 

@@ -16,6 +16,7 @@ from session_repo._core.batching import Batcher
 from session_repo._core.storage import LeaseRow
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.counted_writes import CountedWrites
+from session_repo.backends.sql.path import Swept
 from session_repo.backends.sql.statements import Statements
 
 __all__ = ["Read", "ServerPipeline"]
@@ -79,15 +80,16 @@ class ServerPipeline(CountedWrites):
         row: LeaseRow = await self._claims.call((key, alloc_id, expires_at, now, replacing))
         return row
 
-    async def cleanup_batch(self, now: int, batch: int) -> int:
-        """Expired bindings, then lapsed owners' bindings, then their rows once bare.
+    async def cleanup_batch(self, now: int, batch: int) -> Swept:
+        """Dead bindings, then lapsed owners' bindings marked, then their rows once bare.
 
         Each statement commits on its own; the order keeps every lapsed owner's row
         until its bindings are gone.
         """
         removed = await self._matched(self._cleanup, now=now, batch=batch)
+        marked = 0
         if removed < batch:
-            removed += await self._matched(self._cleanup_lapsed, now=now, batch=batch - removed)
-        if removed < batch:
+            marked = await self._matched(self._cleanup_lapsed, now=now, batch=batch - removed)
+        if removed + marked < batch:
             await self._matched(self._cleanup_owners, now=now)
-        return removed
+        return Swept(removed, marked)

@@ -41,6 +41,7 @@ from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.counted_writes import CountedWrites
 from session_repo.backends.sql.errors import file_is_bad
 from session_repo.backends.sql.liveness import KEY_AT, answer_read
+from session_repo.backends.sql.path import Swept
 from session_repo.backends.sql.sqlite_checkpoint import WRITER_PRAGMAS, Checkpointer
 from session_repo.backends.sql.sqlite_engine import Synchronous, sync_engine_for
 from session_repo.backends.sql.sqlite_inline import InlineReader
@@ -268,7 +269,7 @@ class SqlitePipeline(CountedWrites):
         rows = await self.read(lambda conn: conn.execute(sql, args).fetchall())
         return {str(owner): int(end) for owner, end in rows}
 
-    async def cleanup_batch(self, now: int, batch: int) -> int:
+    async def cleanup_batch(self, now: int, batch: int) -> Swept:
         """Up to ``batch`` dead rows, in slices that each share a commit with writers.
 
         Expired bindings first, then lapsed owners' bindings, then (in the last
@@ -284,7 +285,7 @@ class SqlitePipeline(CountedWrites):
                     break
         if removed < batch:
             await self._matched(self._cleanup_owners, now=now)
-        return removed
+        return Swept(removed)
 
     async def gauges(self, now: int) -> Gauges:
         args = self._gauges.args(now=now)

@@ -11,10 +11,12 @@ and MariaDB:
   positive) and saying when it died; the generation stays. A later bind of the key
   takes the conflict branch and draws its generation with the row locked.
 - cleanup removes a row only once it has been dead for ``grace`` (``dead_by``): an
-  expired row ``grace`` after its expiry, a tombstone ``grace`` after its delete, the
-  bindings of a lapsed owner ``grace`` after the lapse. A bind that drew before such a
-  row was made would have had to run longer than ``grace``; ``statement_timeout``
-  ends it first, as long as ``grace`` exceeds it (and the instances' clock skew).
+  expired row ``grace`` after its expiry, a tombstone ``grace`` after its delete. The
+  bindings of an owner lapsed for ``grace`` it tombstones, and removes a grace later:
+  one the dead owner wrote a moment ago is as young as any other. A bind that drew
+  before such a row was made would have had to run longer than ``grace``;
+  ``statement_timeout`` ends it first, as long as ``grace`` exceeds it (and the
+  instances' clock skew).
 
 SQLite needs neither: its writers take turns, and a bind draws from the counter row
 after it holds the write lock.
