@@ -120,21 +120,25 @@ class MemoryStorage(Storage):
         beat = self._beats.get(row[0])
         return beat is None or (now < beat[0] and beat[1] == row[3])
 
-    def _bind(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> LeaseRow:
-        """(Re)bind: the same live owner keeps its generation; anything else takes a new one."""
-        old = self._rows.get(key)
+    def _bind(self, key: bytes, alloc_id: str, expires_at: int, now: int) -> int:
+        """(Re)bind: the same live owner keeps its generation; anything else takes a new one.
+
+        Returns the binding's generation (a bare int: upserts and claims, the common
+        calls, need no ``LeaseRow``).
+        """
+        rows = self._rows
+        old = rows.get(key)
         if old is not None and old[0] == alloc_id and self._live(old, now):
             generation = old[2]
         else:
             self._generations += 1
             generation = self._generations
-        beat = self._beats.get(alloc_id)
-        rows = self._rows
+        beat = self._beats.get(alloc_id) if self._beats else None
         rows[key] = (alloc_id, expires_at, generation, 0 if beat is None else beat[1])
         rows.move_to_end(key)
         if len(rows) > self.max_sessions:
             rows.popitem(last=False)
-        return LeaseRow(alloc_id, generation, expires_at)
+        return generation
 
     def _held(self, key: bytes, now: int, generation: int | None) -> _Row | None:
         """``key``'s live row if it has ``generation`` (any, when ``None``)."""
@@ -168,16 +172,21 @@ class MemoryStorage(Storage):
     async def claim(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> str:
-        return (await self.acquire(key, alloc_id, expires_at, now, replacing)).owner
+        row = self._rows.get(key)  # ``acquire``, without its lease: every new session's path
+        if row is not None and row[0] != replacing and self._live(row, now):
+            self._rows.move_to_end(key)
+            return row[0]
+        self._bind(key, alloc_id, expires_at, now)
+        return alloc_id
 
     async def acquire(
         self, key: bytes, alloc_id: str, expires_at: int, now: int, replacing: str | None
     ) -> LeaseRow:
         row = self._rows.get(key)
-        if self._live(row, now) and row is not None and row[0] != replacing:
+        if row is not None and row[0] != replacing and self._live(row, now):
             self._rows.move_to_end(key)
             return LeaseRow(row[0], row[2], row[1])
-        return self._bind(key, alloc_id, expires_at, now)
+        return LeaseRow(alloc_id, self._bind(key, alloc_id, expires_at, now), expires_at)
 
     async def touch(
         self, key: bytes, expires_at: int, now: int, generation: int | None = None
