@@ -1,9 +1,10 @@
 """Baseline: raw redis-py ``RedisCluster`` running the library's own Lua scripts, one per call.
 
-The same work as ``RedisSessionRepository`` on a cluster: its ``upsert`` and ``claim``
-scripts with the same KEYS and ARGV as its cluster layout (``<prefix>{<bucket>}s:<hex>``,
-``<prefix>{<bucket>}e``, ``<prefix>{<bucket>}o:<owner>``, the bucket from the digest's
-first byte), and lookup a ``GET``. No batching, no checks, no counters. The cluster is
+The same work as ``RedisSessionRepository`` on a cluster: its current ``upsert``,
+``acquire`` (claim) and ``lookup_one`` scripts with the same KEYS and ARGV as its
+cluster layout (``<prefix>{<bucket>}s:<hex>``, ``..e``, ``..g``, ``..M``, the bucket
+from the digest's first byte), each a raw ``EVALSHA``. No batching, no checks, no
+counters. (Until 2026-12-04: the pre-lease scripts and a ``GET``.) The cluster is
 ``.ci/redis-cluster``'s (``SESSION_REPO_BENCH_REDIS_CLUSTER_URL``); each subject keeps
 its keys under a prefix of its own and removes them when it closes.
 """
@@ -15,11 +16,11 @@ from typing import Any
 
 from benchmarks.redis_db import PREFIX, in_batches
 from benchmarks.subjects.base import Setup
-from benchmarks.subjects.lua import load
 from benchmarks.subjects.sql import digest, now_ms
 from benchmarks.workload import TTL_S
 from session_repo.backends.redis.clients import family_of_url
 from session_repo.backends.redis.cluster import BUCKETS, parse_cluster_url
+from session_repo.backends.redis.scripts import load
 
 __all__ = ["CLUSTER_URL", "RawRedisCluster", "cluster_client", "cluster_prefix", "remove_keys"]
 
@@ -62,60 +63,54 @@ async def remove_keys(client: Any, prefix: str) -> None:
 
 class RawRedisCluster:
     name = "redis-py-cluster"
-    description = (
-        "raw redis.asyncio RedisCluster with the library's Lua scripts and cluster layout; GET"
-    )
+    description = "raw redis.asyncio RedisCluster with the library's Lua scripts and cluster layout"
     server: str | None = None  # the cluster is checked in open()
 
     def __init__(self) -> None:
         self._client: Any = None
         self._prefix = cluster_prefix(self.name)
         self._tags = [f"{self._prefix}{{{bucket}}}" for bucket in range(BUCKETS)]
-        self._upsert: Any = None
-        self._claim: Any = None
+        self._sha: dict[str, str] = {}
 
     async def open(self, setup: Setup) -> None:
         client = self._client = await cluster_client()
         await remove_keys(client, self._prefix)
-        self._upsert = client.register_script(load("upsert"))
-        self._claim = client.register_script(load("claim"))
-        await client.script_load(load("upsert"))  # every master
-        await client.script_load(load("claim"))
+        for name in ("upsert", "acquire", "lookup_one"):
+            self._sha[name] = await client.script_load(load(name))  # every master
         for batch in in_batches(setup.dataset.sessions, 10_000):
             pipe = client.pipeline()
             for sid, alloc in batch:
-                hexed, bucket = self._where(sid)
-                args = [hexed, alloc, now_ms() + TTL_MS, TTL_MS]
-                keys = self._keys(hexed, bucket, alloc)
-                pipe.execute_command("EVALSHA", self._upsert.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", self._sha["upsert"], *self._write(sid, alloc))
             await pipe.execute()
 
-    def _where(self, session_id: str) -> tuple[str, int]:
+    def _write(self, session_id: str, owner: str, *more: str) -> list[Any]:
+        """A write script's key count, KEYS and ARGV, as the cluster storage sends them."""
         key = digest(session_id)
-        return key.hex(), key[0] % BUCKETS
-
-    def _keys(self, hexed: str, bucket: int, owner: str) -> list[str]:
-        tag = self._tags[bucket]
-        return [f"{tag}s:{hexed}", f"{tag}e", f"{tag}o:{owner}"]
+        tag, hexed = self._tags[key[0] % BUCKETS], key.hex()
+        keys = [f"{tag}s:{hexed}", f"{tag}e", f"{tag}g", f"{tag}M"]
+        return [len(keys), *keys, tag, hexed, owner, now_ms() + TTL_MS, TTL_MS, *more]
 
     def _c(self) -> Any:
         assert self._client is not None, "open() first"
         return self._client
 
     async def lookup(self, session_id: str) -> str | None:
-        hexed, bucket = self._where(session_id)
-        owner: str | None = await self._c().get(f"{self._tags[bucket]}s:{hexed}")
-        return owner
+        key = digest(session_id)
+        tag = self._tags[key[0] % BUCKETS]
+        value = await self._c().execute_command(
+            "EVALSHA", self._sha["lookup_one"], 1, f"{tag}s:{key.hex()}", tag
+        )
+        return None if value is None else str(value).partition(" ")[0]
 
     async def upsert(self, session_id: str, alloc_id: str) -> None:
-        hexed, bucket = self._where(session_id)
-        args = [hexed, alloc_id, now_ms() + TTL_MS, TTL_MS]
-        await self._upsert(keys=self._keys(hexed, bucket, alloc_id), args=args)
+        await self._c().execute_command(
+            "EVALSHA", self._sha["upsert"], *self._write(session_id, alloc_id)
+        )
 
     async def claim(self, session_id: str, alloc_id: str) -> str:
-        hexed, bucket = self._where(session_id)
-        args = [hexed, alloc_id, now_ms() + TTL_MS, TTL_MS, ""]
-        return str(await self._claim(keys=self._keys(hexed, bucket, alloc_id), args=args))
+        args = self._write(session_id, alloc_id, "")
+        owner, _, _ = await self._c().execute_command("EVALSHA", self._sha["acquire"], *args)
+        return str(owner)
 
     async def close(self) -> None:
         if self._client is not None:
