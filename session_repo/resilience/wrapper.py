@@ -2,36 +2,23 @@
 
 Inputs are checked and the session id hashed once, here; healthy, every call
 goes to the primary's storage through its declared ``run()`` (timed and
-translated there, as the primary's own calls are). A transient ``StorageError`` is tried
-again (tenacity: exponential backoff with jitter, an async sleep), and every
-answer is remembered in a bounded warm cache. When the tries run out, or at once
-on a permanent error, the wrapper *degrades*: it serves from an in-process memory
-fallback, seeded per session from the warm cache so known sessions keep routing,
-says so in ``health()`` and ``metrics()``, logs it once, and journals every write
-that changed something (folded: about one entry per session, bounded).
-
-A probe task watches the primary with backoff; when it answers, the journal is
-written back, each entry exactly once (it leaves the journal as it is applied;
-one that fails goes back to its front). Meanwhile a session with nothing left to
-write back is served by the primary again, and a writer waits at most for its own
-session's entry in flight, one round trip. A claim the fallback granted that loses
-on write-back is counted (``claims_lost``) and reported to the claim-lost
-listeners. Service flips back to the primary with no await between the journal
-running empty and the flip.
+translated there, as the primary's own calls are), and every answer is remembered
+in a bounded warm cache. A transient ``StorageError`` is tried again (tenacity:
+exponential backoff with jitter, an async sleep). When the tries run out, or at
+once on a permanent error, the wrapper *degrades* (``serving``): it serves from an
+in-process memory fallback, seeded per session from the warm cache so known
+sessions keep routing, says so in ``health()`` and ``metrics()``, logs it once,
+and journals every write that changed something (``session_calls``,
+``owner_calls``). A probe watches the primary; when it answers, the journal is
+written back, each entry exactly once (``recovery``), and service flips back to
+the primary with no await between the journal running empty and the flip. A claim
+the fallback granted that loses on write-back is counted (``claims_lost``) and
+reported to the claim-lost listeners.
 
 Leases while degraded (issue 14): ``acquire`` and ``lease`` are answered by the
-fallback, with the fallback's own generations: a fencing token issued while degraded
-is good only against the fallback, and once a win is written back the primary's
-generation is the one that counts. The two never mix (``tokens``): while degraded a
-conditional call with a token the primary issued answers ``False``, and after
-recovery one with a token the fallback issued does too. ``acquire`` is journaled as a
-claim; a conditional ``touch``/``delete`` acts on the fallback by its generation and
-is journaled in its plain form only if it acted. ``heartbeat`` is applied to the
-fallback and journaled folded per owner, written back (before the bindings) only
-if it has not lapsed by then. ``release`` is applied to the fallback, forgets the
-owner's warm sessions and is journaled in order. ``owners`` is the fallback's: the
-heartbeats made through this wrapper. The warm cache never seeds a binding whose
-owner it knows to be dead (see ``warm``).
+fallback, with the fallback's own generations: a fencing token issued while
+degraded is good only against the fallback, and once a win is written back the
+primary's generation is the one that counts. The two never mix (``tokens``).
 
 Not covered, by design: a process that dies while degraded loses the writes it
 has not written back (the journal lives in memory, like the fallback).
@@ -42,12 +29,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self
 
 from session_repo._core.cancel import cancel_requests, reraise_swallowed
 from session_repo._core.counters import Counters
@@ -66,22 +51,21 @@ from session_repo._core.keys import session_key
 from session_repo._core.storage import Gauges, LeaseRow
 from session_repo.backends.memory import MemorySessionRepository
 from session_repo.contract import SessionRepository
-from session_repo.errors import InvalidInput, RepositoryClosed, StorageError
+from session_repo.errors import InvalidInput, StorageError
 from session_repo.lease import Lease
 from session_repo.metrics import Health, Latency, SessionStoreMetrics
-from session_repo.resilience.answers import ACQUIRE, CLAIM, LEASE, LOOKUP, Read, Take
+from session_repo.resilience.answers import ACQUIRE, CLAIM, LEASE, LOOKUP
 from session_repo.resilience.claims import ClaimLostListener, ClaimLostReports
 from session_repo.resilience.outage import FallbackState
-from session_repo.resilience.probe import Probe
+from session_repo.resilience.owner_calls import OwnerCalls
 from session_repo.resilience.recovery import WriteBack
-from session_repo.resilience.retry import RetryPolicy
+from session_repo.resilience.serving import Serving
+from session_repo.resilience.session_calls import SessionCalls
 from session_repo.resilience.tokens import FallbackTokens
 
 __all__ = ["ClaimLostListener", "ResilientSessionRepository"]
 
 logger = logging.getLogger("session_repo.resilience")
-
-T = TypeVar("T")
 
 
 class ResilientSessionRepository:
@@ -146,9 +130,6 @@ class ResilientSessionRepository:
         self._primary: StoreFront = primary
         self._fallback = fallback
         self._counters = Counters()
-        self._retry = RetryPolicy(
-            retry_count, retry_delay, self._counters, lambda: not self._healthy
-        )
         warm_sessions = positive_int("warm_sessions", warm_sessions)
         self._state = FallbackState(
             fallback,
@@ -166,19 +147,31 @@ class ResilientSessionRepository:
         if on_claim_lost is not None:
             self._claims.add(on_claim_lost)
         self._write_back = WriteBack(primary, self._state, self._claims)
-        self._probe = Probe(
-            primary,
-            self._write_back,
-            self._state,
-            delay=probe_delay,
-            max_delay=max(probe_max_delay, probe_delay),
-            recovered=self._recovered,
-        )
-        self._gauges = Gauges(0, 0, None)  # as ``metrics()`` last read
-        self._degraded = False
-        self._opened = False
-        self._closed = False
         self._healthy = True  # not degraded, not closed: what the healthy path reads
+        self._serving = Serving(
+            primary,
+            self._state,
+            self._write_back,
+            self._tokens,
+            self._counters,
+            retry_count=retry_count,
+            retry_delay=retry_delay,
+            probe_delay=probe_delay,
+            probe_max_delay=probe_max_delay,
+            on_health=self._set_healthy,
+        )
+        self._probe = self._serving.probe
+        self._session_calls = SessionCalls(primary, self._state, self._tokens, self._serving)
+        self._owner_calls = OwnerCalls(primary, self._state, self._serving, self._counters)
+        self._gauges = Gauges(0, 0, None)  # as ``metrics()`` last read
+        self._opened = False
+
+    def _set_healthy(self, healthy: bool) -> None:
+        self._healthy = healthy
+
+    @property
+    def _degraded(self) -> bool:  # also read by benchmarks/soak.py: exact, no I/O
+        return self._serving.degraded
 
     def __repr__(self) -> str:
         return f"ResilientSessionRepository({self._primary!r})"
@@ -201,12 +194,12 @@ class ResilientSessionRepository:
     @property
     def retry_count(self) -> int:
         """Tries of one call before the fallback serves it."""
-        return self._retry.count
+        return self._serving.retry.count
 
     @property
     def retry_delay(self) -> float:
         """First wait between tries (seconds); it doubles, with jitter."""
-        return self._retry.delay
+        return self._serving.retry.delay
 
     def latencies(self) -> dict[str, Latency]:
         """The primary's per-operation latency histograms (for metrics exporters)."""
@@ -232,7 +225,7 @@ class ResilientSessionRepository:
         if not self._opened:
             self._opened = True
             # Open now, so a primary that is down at start degrades at once.
-            await self._serve("open", None, self._primary.open, _nothing)
+            await self._serving.serve("open", None, self._primary.open, _nothing)
         return self
 
     async def __aexit__(
@@ -245,10 +238,9 @@ class ResilientSessionRepository:
 
     async def close(self) -> None:
         """Stop the probe and the listeners' tasks, and close both stores; idempotent."""
-        if self._closed:
+        if self._serving.closed:
             return
-        self._closed = True
-        self._set_healthy()
+        self._serving.close()
         before = cancel_requests()
         probe = self._probe.task()
         if probe is not None:
@@ -278,8 +270,10 @@ class ResilientSessionRepository:
         reraise_swallowed(before)
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise RepositoryClosed("ResilientSessionRepository is closed")
+        self._serving.check_open()
+
+    def _extra(self, operation: str, outcome: str) -> dict[str, object]:
+        return {"backend": self._primary.backend, "operation": operation, "outcome": outcome}
 
     # -- the contract ----------------------------------------------------
     #
@@ -287,15 +281,11 @@ class ResilientSessionRepository:
     # run(), the answer kept in the warm cache. No closure, no extra coroutine: the
     # wrapper's budget is ~5% of a SQLite lookup (~0.4 us), and each of those cost
     # ~0.1-0.2 us. Everything else (the tries after a failed first one, the fallback,
-    # the write-back) is in the call's ``_*_served`` twin, through ``_serve``. The two
-    # pairs that are one call answered two ways share theirs: ``_take_served`` (claim,
-    # acquire) and ``_read_served`` (lookup, lease), told by ``answers`` which is which.
+    # the write-back) is in the call's served twin in ``session_calls``, through
+    # ``Serving.serve``; the owner-level calls are served whole by ``owner_calls``.
     # While healthy the fallback holds no seeded session (none before the first
     # outage; recovery clears them), so the healthy path writes the warm cache
     # itself; the twins go through ``FallbackState``, which also unseeds.
-
-    def _now_ms(self) -> int:
-        return self._primary.now_ms()
 
     async def upsert(self, session_id: str, alloc_id: str, ttl: Ttl | None = None) -> None:
         """Bind or rebind ``session_id`` to ``alloc_id``; journaled while degraded.
@@ -319,29 +309,12 @@ class ResilientSessionRepository:
             try:
                 await self._primary.run("upsert", lambda s: s.upsert(key, owner, expires_at, now))
             except StorageError as failed:
-                await self._upsert_served(key, owner, life, failed)
+                await self._session_calls.upsert(key, owner, life, failed)
             else:
                 self._warm.put(key, owner, expires_at)
         else:
-            await self._upsert_served(key, owner, life)
+            await self._session_calls.upsert(key, owner, life)
         self._counters.upserts += 1
-
-    async def _upsert_served(
-        self, key: bytes, owner: str, life: int, failed: StorageError | None = None
-    ) -> None:
-        async def on_primary() -> None:
-            now = self._now_ms()
-            expires_at = now + life
-            await self._primary.run("upsert", lambda s: s.upsert(key, owner, expires_at, now))
-            self._state.answered(key, owner, expires_at)
-
-        async def on_fallback() -> None:
-            now = self._now_ms()
-            before = await self._state.owner(key, now)
-            await self._fallback.run("upsert", lambda s: s.upsert(key, owner, now + life, now))
-            self._state.journaled("upsert", key, before, owner, now + life)
-
-        await self._serve("upsert", key, on_primary, on_fallback, failed)
 
     async def lookup(self, session_id: str) -> str | None:
         """The owner of a live binding; while degraded, as the fallback knows it.
@@ -364,11 +337,11 @@ class ResilientSessionRepository:
             try:
                 owner = await self._primary.run("lookup", lambda s: s.lookup(key, now))
             except StorageError as failed:
-                owner = await self._read_served(LOOKUP, key, failed)
+                owner = await self._session_calls.read(LOOKUP, key, failed)
             else:
                 self._warm.seen(key, owner, now, now + self._default_ttl_ms)
         else:
-            owner = await self._read_served(LOOKUP, key)
+            owner = await self._session_calls.read(LOOKUP, key)
         self._counters.looked_up(owner)
         return owner
 
@@ -412,14 +385,14 @@ class ResilientSessionRepository:
                     "claim", lambda s: s.claim(key, owner, now + life, now, replacing)
                 )
             except StorageError as failed:
-                winner = await self._take_served(CLAIM, key, owner, life, replacing, failed)
+                winner = await self._session_calls.take(CLAIM, key, owner, life, replacing, failed)
             else:
                 if winner == owner:  # won, or already ours (then its row keeps its expiry)
                     self._warm.claimed(key, owner, now + life, now, replacing == owner)
                 else:
                     self._warm.seen(key, winner, now, now + self._default_ttl_ms)
         else:
-            winner = await self._take_served(CLAIM, key, owner, life, replacing)
+            winner = await self._session_calls.take(CLAIM, key, owner, life, replacing)
         self._counters.claims += 1
         return winner
 
@@ -463,64 +436,15 @@ class ResilientSessionRepository:
                     "acquire", lambda s: s.acquire(key, owner, now + life, now, replacing)
                 )
             except StorageError as failed:
-                row = await self._take_served(ACQUIRE, key, owner, life, replacing, failed)
+                row = await self._session_calls.take(ACQUIRE, key, owner, life, replacing, failed)
             else:
                 self._warm.put(key, row.owner, row.expires_at)
                 if self._stale_tokens:
                     self._tokens.answered(key, row.generation, row.owner)
         else:
-            row = await self._take_served(ACQUIRE, key, owner, life, replacing)
+            row = await self._session_calls.take(ACQUIRE, key, owner, life, replacing)
         self._counters.claims += 1
         return Lease.from_ms(*row)
-
-    async def _take_served(
-        self,
-        take: Take[T],
-        key: bytes,
-        owner: str,
-        life: int,
-        replacing: str | None,
-        failed: StorageError | None = None,
-    ) -> T:
-        """``claim``'s and ``acquire``'s served path: one claim, answered as ``take`` says.
-
-        The primary's answer is kept in the warm cache: a lease until it ends (and it
-        retires the fallback's tokens it makes stale), a bare winner by the claim
-        rule (``FallbackState.claimed``). A lease the fallback answers is its token.
-        """
-
-        async def on_primary() -> T:
-            now = self._now_ms()
-            expires_at = now + life
-            answer = await self._primary.run(
-                take.operation, lambda s: take.method(s)(key, owner, expires_at, now, replacing)
-            )
-            lease = take.lease(answer)
-            if lease is None:
-                self._state.claimed(key, owner, take.owner(answer), now, expires_at, replacing)
-            else:
-                self._leased(key, lease)
-            return answer
-
-        async def on_fallback() -> T:
-            now = self._now_ms()
-            expires_at = now + life
-            before = await self._state.owner(key, now)
-            answer = await self._fallback.run(
-                take.operation, lambda s: take.method(s)(key, owner, expires_at, now, replacing)
-            )
-            if take.owner(answer) == owner and (before != owner or replacing == owner):
-                self._state.journaled("claim", key, before, owner, expires_at)
-            if (lease := take.lease(answer)) is not None:
-                self._tokens.issued(key, lease.generation, lease.owner)
-            return answer
-
-        return await self._serve(take.operation, key, on_primary, on_fallback, failed)
-
-    def _leased(self, key: bytes, lease: LeaseRow) -> None:
-        """A lease the primary answered: kept until it ends; stale fallback tokens retire."""
-        self._state.answered(key, lease.owner, lease.expires_at)
-        self._tokens.answered(key, lease.generation, lease.owner)
 
     async def lease(self, session_id: str) -> Lease | None:
         """``lookup`` with the generation and expiry; while degraded, the fallback's.
@@ -544,7 +468,7 @@ class ResilientSessionRepository:
             try:
                 row = await self._primary.run("lease", lambda s: s.lease(key, now))
             except StorageError as failed:
-                row = await self._read_served(LEASE, key, failed)
+                row = await self._session_calls.read(LEASE, key, failed)
             else:
                 if row is None:
                     self._warm.put(key, None, now)
@@ -553,42 +477,12 @@ class ResilientSessionRepository:
                     if self._stale_tokens:
                         self._tokens.answered(key, row.generation, row.owner)
         else:
-            row = await self._read_served(LEASE, key)
+            row = await self._session_calls.read(LEASE, key)
         if row is None:
             self._counters.looked_up(None)
             return None
         self._counters.looked_up(row.owner)
         return Lease.from_ms(*row)
-
-    async def _read_served(
-        self, read: Read[T], key: bytes, failed: StorageError | None = None
-    ) -> T:
-        """``lookup``'s and ``lease``'s served path: one read, answered as ``read`` says.
-
-        The primary's answer is kept in the warm cache: a lease until it ends, a bare
-        owner (a lookup's) for the default ttl at most, no binding not at all. The
-        fallback reads the session seeded; a lease it answers is its token.
-        """
-
-        async def on_primary() -> T:
-            now = self._now_ms()
-            answer = await self._primary.run(read.operation, lambda s: read.method(s)(key, now))
-            lease = read.lease(answer)
-            if lease is None:
-                self._state.seen(key, read.owner(answer), now)
-            else:
-                self._leased(key, lease)
-            return answer
-
-        async def on_fallback() -> T:
-            now = self._now_ms()
-            await self._state.seed(key, now)
-            answer = await self._fallback.run(read.operation, lambda s: read.method(s)(key, now))
-            if (lease := read.lease(answer)) is not None:
-                self._tokens.issued(key, lease.generation, lease.owner)
-            return answer
-
-        return await self._serve(read.operation, key, on_primary, on_fallback, failed)
 
     async def touch(
         self, session_id: str, ttl: Ttl | None = None, *, generation: int | None = None
@@ -622,46 +516,16 @@ class ResilientSessionRepository:
                     "touch", lambda s: s.touch(key, now + life, now, generation)
                 )
             except StorageError as failed:
-                touched = await self._touch_served(key, life, generation, failed)
+                touched = await self._session_calls.touch(key, life, generation, failed)
             else:
                 if touched:
                     self._warm.renew(key, now + life)
                 elif generation is None:  # else: perhaps only another generation
                     self._warm.put(key, None, now)
         else:
-            touched = await self._touch_served(key, life, generation)
+            touched = await self._session_calls.touch(key, life, generation)
         self._counters.touches += 1
         return touched
-
-    async def _touch_served(
-        self, key: bytes, life: int, generation: int | None, failed: StorageError | None = None
-    ) -> bool:
-        async def on_primary() -> bool:
-            if generation is not None and self._tokens.refused(key, generation):
-                return False  # a token the fallback issued: it names no primary binding
-            now = self._now_ms()
-            touched = await self._primary.run(
-                "touch", lambda s: s.touch(key, now + life, now, generation)
-            )
-            if touched:
-                self._state.renewed(key, now + life)
-            elif generation is None:
-                self._state.answered(key, None, now)
-            return touched
-
-        async def on_fallback() -> bool:
-            if generation is not None and not self._tokens.honoured(key, generation):
-                return False  # not a token the fallback issued: a primary one, perhaps
-            now = self._now_ms()
-            before = await self._state.owner(key, now)
-            touched = await self._fallback.run(
-                "touch", lambda s: s.touch(key, now + life, now, generation)
-            )
-            if touched and before is not None:
-                self._state.journaled("touch", key, before, before, now + life)
-            return touched
-
-        return await self._serve("touch", key, on_primary, on_fallback, failed)
 
     async def delete(self, session_id: str, *, generation: int | None = None) -> bool:
         """Remove ``session_id``'s binding; without a live one, a no-op.
@@ -690,39 +554,15 @@ class ResilientSessionRepository:
                     "delete", lambda s: s.delete(key, now, generation)
                 )
             except StorageError as failed:
-                deleted = await self._delete_served(key, generation, failed)
+                deleted = await self._session_calls.delete(key, generation, failed)
             else:
                 if deleted or generation is None:
                     self._warm.put(key, None, now)
         else:
-            deleted = await self._delete_served(key, generation)
+            deleted = await self._session_calls.delete(key, generation)
         if deleted:
             self._counters.deletes += 1
         return deleted
-
-    async def _delete_served(
-        self, key: bytes, generation: int | None, failed: StorageError | None = None
-    ) -> bool:
-        async def on_primary() -> bool:
-            if generation is not None and self._tokens.refused(key, generation):
-                return False
-            now = self._now_ms()
-            deleted = await self._primary.run("delete", lambda s: s.delete(key, now, generation))
-            if deleted or generation is None:
-                self._state.answered(key, None, now)
-            return deleted
-
-        async def on_fallback() -> bool:
-            if generation is not None and not self._tokens.honoured(key, generation):
-                return False
-            now = self._now_ms()
-            before = await self._state.owner(key, now)
-            deleted = await self._fallback.run("delete", lambda s: s.delete(key, now, generation))
-            if deleted:
-                self._state.journaled("delete", key, before, "", 0)
-            return deleted
-
-        return await self._serve("delete", key, on_primary, on_fallback, failed)
 
     async def delete_owner(self, alloc_id: str) -> int:
         """Remove every binding of an instance that is gone.
@@ -738,24 +578,7 @@ class ResilientSessionRepository:
             InvalidInput: an argument breaks an input rule; nothing was written.
             RepositoryClosed: the repository was closed.
         """
-        owner = check_alloc_id(alloc_id)
-
-        async def on_primary() -> int:
-            now = self._now_ms()
-            removed = await self._primary.run("delete_owner", lambda s: s.delete_owner(owner, now))
-            self._state.warm.forget_owner(owner)
-            return removed
-
-        async def on_fallback() -> int:
-            self._state.journaled_delete_owner(owner)
-            now = self._now_ms()
-            for key in self._state.warm.keys_of(owner):  # its known sessions: each one cleared
-                if await self._state.owner(key, now) == owner:
-                    self._state.journaled("delete", key, owner, "", 0)
-            self._state.warm.forget_owner(owner)
-            return await self._fallback.run("delete_owner", lambda s: s.delete_owner(owner, now))
-
-        removed = await self._serve("delete_owner", None, on_primary, on_fallback)
+        removed = await self._owner_calls.delete_owner(check_alloc_id(alloc_id))
         self._counters.deletes += removed
         return removed
 
@@ -775,18 +598,7 @@ class ResilientSessionRepository:
             RepositoryClosed: the repository was closed.
         """
         owner = check_alloc_id(alloc_id)
-        life = ttl_ms(ttl, self._default_ttl_ms)
-
-        async def on_primary() -> None:
-            now = self._now_ms()
-            await self._primary.run("heartbeat", lambda s: s.heartbeat(owner, now + life, now))
-            self._warm.beat(owner, now + life, now)
-
-        async def on_fallback() -> None:
-            now = self._now_ms()
-            await self._state.beat(owner, now + life, now)
-
-        await self._serve("heartbeat", None, on_primary, on_fallback)
+        await self._owner_calls.heartbeat(owner, ttl_ms(ttl, self._default_ttl_ms))
 
     async def release(self, alloc_id: str) -> int:
         """An owner leaves: its heartbeat and every binding of it are removed.
@@ -804,22 +616,7 @@ class ResilientSessionRepository:
             InvalidInput: an argument breaks an input rule; nothing was written.
             RepositoryClosed: the repository was closed.
         """
-        owner = check_alloc_id(alloc_id)
-
-        async def on_primary() -> int:
-            now = self._now_ms()
-            removed = await self._primary.run("release", lambda s: s.release(owner, now))
-            self._warm.released(owner)
-            return removed
-
-        async def on_fallback() -> int:
-            now = self._now_ms()
-            for key in self._warm.keys_of(owner):  # its known sessions, counted below
-                await self._state.seed(key, now)
-            self._state.journaled_release(owner)
-            return await self._fallback.run("release", lambda s: s.release(owner, now))
-
-        removed = await self._serve("release", None, on_primary, on_fallback)
+        removed = await self._owner_calls.release(check_alloc_id(alloc_id))
         self._counters.deletes += removed
         return removed
 
@@ -835,20 +632,7 @@ class ResilientSessionRepository:
         Raises:
             RepositoryClosed: the repository was closed.
         """
-
-        async def on_primary() -> dict[str, int]:
-            now = self._now_ms()
-            ends = await self._primary.run("owners", lambda s: s.owners(now))
-            self._warm.owners_seen(ends)
-            return ends
-
-        async def on_fallback() -> dict[str, int]:
-            now = self._now_ms()
-            for owner in self._warm.beating():
-                await self._state.seed_beat(owner, now)
-            return await self._fallback.run("owners", lambda s: s.owners(now))
-
-        ends = await self._serve("owners", None, on_primary, on_fallback)
+        ends = await self._owner_calls.owners()
         return {owner: datetime.fromtimestamp(end / 1000, UTC) for owner, end in ends.items()}
 
     async def cleanup(self) -> int:
@@ -860,17 +644,7 @@ class ResilientSessionRepository:
         Raises:
             RepositoryClosed: the repository was closed.
         """
-
-        async def on_fallback() -> int:
-            now = self._primary.clock.now()
-            removed = await self._fallback.run(
-                "cleanup", lambda s: s.cleanup(math.floor(now * 1000), self._primary.cleanup_batch)
-            )
-            self._counters.cleaned += removed
-            self._counters.last_cleanup_at = datetime.fromtimestamp(now, UTC)
-            return removed
-
-        return await self._serve("cleanup", None, self._primary.cleanup, on_fallback)
+        return await self._owner_calls.cleanup()
 
     async def metrics(self) -> SessionStoreMetrics:
         """Counters since open (whichever store served) and the serving store's gauges.
@@ -882,8 +656,10 @@ class ResilientSessionRepository:
         """
         self._check_open()
         self._gauges = Gauges(0, 0, None)
-        if self._degraded:
-            self._gauges = await self._fallback.run("gauges", lambda s: s.gauges(self._now_ms()))
+        if self._serving.degraded:
+            self._gauges = await self._fallback.run(
+                "gauges", lambda s: s.gauges(self._primary.now_ms())
+            )
         else:
             try:
                 gauges = await self._primary.metrics()
@@ -909,7 +685,7 @@ class ResilientSessionRepository:
                 sessions=sessions,
                 expired=expired,
                 storage_bytes=size,
-                fallback_active=self._degraded,
+                fallback_active=self._serving.degraded,
                 owners=owners,
             ),
             cleaned=own.cleaned + primary.cleaned,
@@ -930,11 +706,11 @@ class ResilientSessionRepository:
         self._check_open()
         dropped = self._journal.dropped
         lost = f"; {dropped} outage writes were not kept (journal full)" if dropped else ""
-        if not self._degraded:
+        if not self._serving.degraded:
             health = await self._primary.health()
             if health.status == "ok":
                 return dataclasses.replace(health, detail=health.detail + lost) if lost else health
-            await self._degrade("health", StorageError(health.detail, transient=True))
+            await self._serving.degrade("health", StorageError(health.detail, transient=True))
         waited = time.monotonic() - self._probe.since
         return Health(
             "degraded",
@@ -943,78 +719,6 @@ class ResilientSessionRepository:
             f"{self._write_back.pending()} writes to write back{lost}; "
             f"last error: {self._probe.last_error}",
         )
-
-    # -- healthy or degraded ---------------------------------------------
-
-    async def _serve(
-        self,
-        operation: str,
-        key: bytes | None,
-        on_primary: Callable[[], Awaitable[T]],
-        on_fallback: Callable[[], Awaitable[T]],
-        failed: StorageError | None = None,
-    ) -> T:
-        """``on_primary`` with retries while healthy, else ``on_fallback``.
-
-        ``failed``: the error of a first try the caller already made on the primary
-        (its healthy path); the tries go on from there. ``on_fallback`` reads and
-        writes the memory fallback with nothing in between that could let another
-        task in. While the journal is written back, a session with nothing left in
-        it is served by the primary again, and one whose entry is being written
-        waits for that write.
-        """
-        while True:
-            if failed is None:
-                self._check_open()
-                if self._degraded:
-                    if key is not None and (writing := self._write_back.in_flight(key)) is not None:
-                        await writing.wait()
-                        continue
-                    if not self._write_back.serves_primary(key):
-                        return await on_fallback()
-                try:  # the first try here, not in the retry policy: one frame less per call
-                    return await on_primary()
-                except StorageError as exc:
-                    failed = exc
-            try:
-                return await self._retry.again(on_primary, failed)
-            except StorageError as exc:
-                failed = None
-                await self._degrade(operation, exc)
-
-    def _set_healthy(self) -> None:
-        """The healthy path's one flag: neither degraded nor closed."""
-        self._healthy = not (self._degraded or self._closed)
-
-    def _recovered(self) -> None:
-        self._tokens.recovered()
-        self._degraded = False
-        self._set_healthy()
-
-    async def _degrade(self, operation: str, error: StorageError) -> None:
-        await self._fallback.open()
-        self._write_back.recovering = False  # failing again mid write-back: the fallback serves all
-        if self._degraded or self._closed:
-            return
-        self._degraded = True
-        self._set_healthy()
-        self._state.degraded()
-        logger.warning(
-            "%s %s failed (%s): serving from the in-memory fallback until it answers",
-            self._primary.backend,
-            operation,
-            error,
-            extra=self._extra(operation, "degraded", transient=error.transient),
-        )
-        self._probe.start(str(error))
-
-    def _extra(self, operation: str, outcome: str, **more: object) -> dict[str, object]:
-        return {
-            "backend": self._primary.backend,
-            "operation": operation,
-            "outcome": outcome,
-            **more,
-        }
 
 
 async def _nothing() -> None:

@@ -57,7 +57,7 @@ EDGES = {"fly", "asgi", "testing", "prometheus", "opentelemetry", "sync", "conta
 # Modules longer than ~300 lines, each one idea (checked to be still that long).
 ONE_IDEA = {
     "session_repo/_core/front.py": "the contract's operations, each a docstring and a few lines",
-    "session_repo/resilience/wrapper.py": "each operation served on the primary or the fallback",
+    "session_repo/resilience/wrapper.py": "each operation: its docstring and inline healthy path",
     "session_repo/testing/simulator.py": "Fly's proxy: half of it is the docstrings users read",
     "session_repo/config.py": "one frozen dataclass and its environment variables",
     "session_repo/contract.py": "the Protocol: one docstring per operation, which users read",
