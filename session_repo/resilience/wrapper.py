@@ -169,10 +169,6 @@ class ResilientSessionRepository:
     def _set_healthy(self, healthy: bool) -> None:
         self._healthy = healthy
 
-    @property
-    def _degraded(self) -> bool:  # also read by benchmarks/soak.py: exact, no I/O
-        return self._serving.degraded
-
     def __repr__(self) -> str:
         return f"ResilientSessionRepository({self._primary!r})"
 

@@ -272,8 +272,7 @@ class SqlitePipeline(CountedWrites):
     async def cleanup_batch(self, now: int, batch: int) -> Swept:
         """Up to ``batch`` dead rows, in slices that each share a commit with writers.
 
-        Expired bindings first, then lapsed owners' bindings, then (in the last
-        slice's transaction) the lapsed owner rows left with none.
+        Expired bindings, then lapsed owners' bindings, then their rows left with none.
         """
         removed = 0
         for compiled in (self._cleanup, self._cleanup_lapsed):
