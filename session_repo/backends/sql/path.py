@@ -48,7 +48,7 @@ class SqlPath(Storage, ABC):
             swept = await self.cleanup_batch(now, batch)
             removed += swept.removed
             # Once more after marking: with no grace, the marks are removable at once.
-            if swept.removed + swept.marked < batch and not swept.marked:
+            if not swept.marked and swept.removed < batch:
                 return removed
             await asyncio.sleep(0)
 
