@@ -518,6 +518,10 @@ async def test_writes_can_wait_for_their_replicas(client: Any) -> None:
     ) as repo:
         owners = await asyncio.gather(*(repo.claim(f"s{n}", "m1", ttl=60) for n in range(50)))
         assert owners == ["m1"] * 50
+        # a tick's upserts, coalesced by bucket into one script call each, wait too
+        await asyncio.gather(*(repo.upsert(f"u{n}", "m3", ttl=60) for n in range(50)))
+        owners = await asyncio.gather(*(repo.lookup(f"u{n}") for n in range(50)))
+        assert owners == ["m3"] * 50
         await repo.upsert("alone", "m2", ttl=60)  # a lone write waits too
         assert await repo.touch("alone", ttl=90) is True
         assert await repo.delete("s0") is True

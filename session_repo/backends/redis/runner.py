@@ -1,4 +1,5 @@
-"""Scripts to Redis: the key layout's tags, and one tick's scripts as one pipeline.
+"""Scripts to Redis: the key layout's tags, and one tick's scripts as one pipeline
+(a tag's upserts in it as one call: ``coalesce``).
 
 Every key starts with a tag: the key prefix on one node (one tag), the prefix and
 a bucket's hash tag on a cluster (``session_repo.backends.redis.cluster``). A
@@ -13,6 +14,7 @@ import asyncio
 from typing import Any
 
 from session_repo._core.batching import TickBatcher
+from session_repo.backends.redis.coalesce import coalesced, spread
 from session_repo.backends.redis.replica_wait import waited_batch
 from session_repo.backends.redis.scripts import load
 
@@ -49,6 +51,8 @@ class ScriptRunner:
         self._slots = asyncio.Semaphore(slots)
         self._no_script = no_script
         self._wait = wait
+        self._upsert = self._script("upsert")
+        self._upserts = self._script("upserts")  # a tick's upserts of one tag, in one call
         self._scripts = TickBatcher(self._script_batch, alone=self._script_alone)
         if wait[0]:  # no lone path: a WAIT must follow its writes on their connection
             self._scripts = TickBatcher(self._waited_batch)
@@ -107,8 +111,9 @@ class ScriptRunner:
         return await self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def _script_batch(self, requests: list[Request]) -> list[Any]:
+        calls, places = coalesced(requests, self._upsert, self._upserts)
         async with self._slots:
-            return await self._pipelined(requests)
+            return spread(await self._pipelined(calls), places)
 
     async def _pipelined(self, requests: list[Request]) -> list[Any]:
         """Scripts as one pipeline (each still atomic); an outcome (or error) each.
@@ -149,14 +154,16 @@ class ScriptRunner:
         return [({}, list(range(len(requests))))]
 
     async def _waited_batch(self, requests: list[Request]) -> list[Any]:
-        return await waited_batch(
+        calls, places = coalesced(requests, self._upsert, self._upserts)
+        replies = await waited_batch(
             self._client,
-            requests,
+            calls,
             wait=self._wait,
             slots=self._slots,
             no_script=self._no_script,
             groups=self._wait_groups,
         )
+        return spread(replies, places)
 
     async def close(self) -> None:
         """Let batched writes finish (the client is closed by its owner)."""

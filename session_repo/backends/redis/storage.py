@@ -70,7 +70,6 @@ class RedisStorage(OwnerOps):
         self._lookups = TickBatcher(self._lookup_batch, alone=self._lookup_alone)
         self._lookup = self._script("lookup")
         self._lookup_one = self._script("lookup_one")
-        self._upsert = self._script("upsert")
         self._acquire = self._script("acquire")
         self._touch = self._script("touch")
         self._delete = self._script("delete")

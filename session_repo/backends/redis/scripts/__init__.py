@@ -15,6 +15,7 @@ __all__ = ["load"]
 _PRELUDES = {
     "forget": (),
     "upsert": ("lib", "bind"),
+    "upserts": ("lib", "bind"),
     "acquire": ("lib", "bind"),
     "touch": ("lib", "bind"),
     "delete": ("lib", "bind"),

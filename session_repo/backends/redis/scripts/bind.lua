@@ -2,10 +2,31 @@
 -- KEYS[1] = the binding; ARGV[2] = its digest (hex).
 local KEY, DIGEST = KEYS[1], ARGV[2]
 
+-- What one call has learned, for a batch (upserts.lua) to read once: each owner
+-- index's ttl at least (ms), each owner's mark, the last generation given.
+local indexed, marks, given = {}, {}, nil
+
 local function index(owner, expires_at, ttl)
   local idx = TAG .. 'o:' .. owner
   redis.call('ZADD', idx, expires_at, DIGEST)
-  if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end  -- -1: none yet
+  local known = indexed[idx]
+  if known == nil or known < ttl then
+    known = redis.call('PTTL', idx)  -- -1: none yet
+    if known < ttl then
+      redis.call('PEXPIRE', idx, ttl)
+      known = ttl
+    end
+    indexed[idx] = known
+  end
+end
+
+local function mark(owner)
+  local epoch = marks[owner]
+  if epoch == nil then
+    epoch = redis.call('HGET', MARKS, owner) or '0'
+    marks[owner] = epoch
+  end
+  return epoch
 end
 
 -- The binding there now (owner, gen, ep, exp, live), or nil.
@@ -18,11 +39,15 @@ end
 
 -- A new generation: above every one given under this tag, and at least the server's
 -- clock in microseconds, so that it still rises after a failover lost the last ones.
+-- Within one call the clock's floor and the counter are read once.
 local function fresh()
-  local now = redis.call('TIME')
-  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local last = tonumber(redis.call('GET', TAG .. 'g') or '0')
-  local gen = string.format('%.0f', math.max(last + 1, floor))
+  if given == nil then
+    local now = redis.call('TIME')
+    local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+    given = math.max(tonumber(redis.call('GET', TAG .. 'g') or '0'), floor - 1)
+  end
+  given = given + 1
+  local gen = string.format('%.0f', given)
   redis.call('SET', TAG .. 'g', gen)
   return gen
 end
@@ -39,8 +64,11 @@ end
 local function bind(old, owner, expires_at, ttl)
   local gen
   if old and old.live and old.owner == owner and old.gen ~= '0' then gen = old.gen else gen = fresh() end
-  write(owner, gen, redis.call('HGET', MARKS, owner) or '0', expires_at, ttl)
-  if old and old.owner ~= owner then redis.call('ZREM', TAG .. 'o:' .. old.owner, DIGEST) end
+  write(owner, gen, mark(owner), expires_at, ttl)
+  if old and old.owner ~= owner then
+    redis.call('ZREM', TAG .. 'o:' .. old.owner, DIGEST)
+    indexed[TAG .. 'o:' .. old.owner] = nil  -- emptied, it is gone, and its ttl with it
+  end
   return {owner, gen, expires_at}
 end
 
