@@ -1,7 +1,8 @@
 """Baseline: ``aiosqlite`` with one connection, one thread hop per operation.
 
 ``execute_fetchall`` runs the statement and fetches its rows in a single trip to
-the connection's thread; autocommit mode commits each write before it returns.
+the connection's thread; autocommit mode commits each write before it returns. The
+statements are the library's own (``benchmarks.subjects.sql``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import aiosqlite
 
 from benchmarks.database import remove_sqlite
 from benchmarks.subjects.base import Setup
-from benchmarks.subjects.sql import CLAIM, LOOKUP, OWNER, PRAGMAS, UPSERT, digest, expiry_ms, now_ms
+from benchmarks.subjects.sql import PRAGMAS, SQLITE, digest, now_ms
+from benchmarks.workload import TTL_S
 
 __all__ = ["RawAiosqlite"]
+
+TTL_MS = TTL_S * 1000
+LOOKUP, UPSERT, CLAIM, CURRENT = SQLITE.lookup, SQLITE.upsert, SQLITE.claim, SQLITE.current
 
 
 class RawAiosqlite:
@@ -38,21 +43,23 @@ class RawAiosqlite:
         return self._conn
 
     async def lookup(self, session_id: str) -> str | None:
-        rows = await self._db().execute_fetchall(LOOKUP, (digest(session_id), now_ms()))
-        for row in rows:
+        args = LOOKUP.args(key=digest(session_id), now=now_ms())
+        for row in await self._db().execute_fetchall(LOOKUP.sql, args):
             return str(row[0])
         return None
 
     async def upsert(self, session_id: str, alloc_id: str) -> None:
-        await self._db().execute_fetchall(UPSERT, (digest(session_id), alloc_id, expiry_ms()))
+        now = now_ms()
+        args = UPSERT.args(key=digest(session_id), alloc=alloc_id, expires=now + TTL_MS, now=now)
+        await self._db().execute_fetchall(UPSERT.sql, args)
 
     async def claim(self, session_id: str, alloc_id: str) -> str:
         db = self._db()
-        key = digest(session_id)
-        params = (key, alloc_id, expiry_ms(), now_ms(), None)
-        for row in await db.execute_fetchall(CLAIM, params):
+        key, now = digest(session_id), now_ms()
+        args = CLAIM.args(key=key, alloc=alloc_id, expires=now + TTL_MS, now=now, replacing=None)
+        for row in await db.execute_fetchall(CLAIM.sql, args):  # the lease, when it took it
             return str(row[0])
-        for row in await db.execute_fetchall(OWNER, (key,)):
+        for row in await db.execute_fetchall(CURRENT.sql, CURRENT.args(key=key)):
             return str(row[0])
         raise RuntimeError("claim found no row after writing one")
 

@@ -1,12 +1,12 @@
 """Baseline: raw ``asyncmy``, a pool, one statement per operation.
 
 ``asyncmy.create_pool`` in autocommit mode with at most 10 connections; each
-operation acquires a connection, runs one statement (the SQL the library's
-MariaDB statements compile to) and releases it. Claim is the library's own
-claim statement with ``RETURNING alloc_id`` appended: on MariaDB (10.5 and
-later) ``INSERT .. ON DUPLICATE KEY UPDATE .. RETURNING`` returns the row as the
-statement left it, so who holds the session comes back in the same round trip
-whether the claim won or not.
+operation acquires a connection, runs one statement and releases it. The
+statements are the library's own for a lone call (``benchmarks.subjects.sql``): a
+lookup reads the binding's row with its owner's and judges liveness here, as the
+library does; a claim is the library's ``INSERT .. ON DUPLICATE KEY UPDATE ..
+RETURNING`` (MariaDB 10.5 and later), which returns the lease as the statement
+left it, so who holds the session comes back in the same round trip.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from typing import Any
 import asyncmy
 
 from benchmarks.subjects.base import Setup
-from benchmarks.subjects.sql import MY_CLAIM, MY_LOOKUP, MY_UPSERT, digest, expiry_ms, now_ms
+from benchmarks.subjects.sql import MARIADB, digest, live_row, now_ms
+from benchmarks.workload import TTL_S
 
 __all__ = ["RawAsyncmy"]
+
+TTL_MS = TTL_S * 1000
+LOOKUP, UPSERT, CLAIM = MARIADB.lookup, MARIADB.upsert, MARIADB.claim
 
 
 class RawAsyncmy:
@@ -41,15 +45,20 @@ class RawAsyncmy:
             return await cursor.fetchone()
 
     async def lookup(self, session_id: str) -> str | None:
-        row = await self._fetch(MY_LOOKUP, (digest(session_id), now_ms()))
-        return None if row is None else str(row[0])
+        now = now_ms()  # the row with its owner's, judged here, as the library does
+        return live_row(await self._fetch(LOOKUP.sql, LOOKUP.args(key=digest(session_id))), now)
 
     async def upsert(self, session_id: str, alloc_id: str) -> None:
-        await self._fetch(MY_UPSERT, (digest(session_id), alloc_id, expiry_ms()))
+        now = now_ms()
+        args = UPSERT.args(key=digest(session_id), alloc=alloc_id, expires=now + TTL_MS, now=now)
+        await self._fetch(UPSERT.sql, args)
 
     async def claim(self, session_id: str, alloc_id: str) -> str:
-        args = (digest(session_id), alloc_id, expiry_ms(), now_ms(), None)
-        row = await self._fetch(MY_CLAIM, args)
+        now = now_ms()
+        args = CLAIM.args(
+            key=digest(session_id), alloc=alloc_id, expires=now + TTL_MS, now=now, replacing=None
+        )
+        row = await self._fetch(CLAIM.sql, args)  # RETURNING: the lease as the statement left it
         if row is None:
             raise RuntimeError("claim returned no row")
         return str(row[0])

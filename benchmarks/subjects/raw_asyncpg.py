@@ -2,8 +2,8 @@
 
 ``asyncpg.create_pool`` with its default size (10 connections, as many as the
 library's pool may open); each operation is one ``fetchval``/``execute`` on the
-pool (acquire, one statement in autocommit, release), running the SQL the
-library's statements compile to. Released connections are not sent asyncpg's
+pool (acquire, one statement in autocommit, release), running the library's
+own statements (``benchmarks.subjects.sql``). Released connections are not sent asyncpg's
 default reset query (``RESET ALL`` and friends): that would be a second round
 trip per operation, and this baseline makes exactly one.
 """
@@ -15,17 +15,13 @@ from typing import Any
 import asyncpg
 
 from benchmarks.subjects.base import Setup
-from benchmarks.subjects.sql import (
-    PG_CLAIM,
-    PG_LOOKUP,
-    PG_OWNER,
-    PG_UPSERT,
-    digest,
-    expiry_ms,
-    now_ms,
-)
+from benchmarks.subjects.sql import POSTGRES, digest, now_ms
+from benchmarks.workload import TTL_S
 
 __all__ = ["RawAsyncpg"]
+
+TTL_MS = TTL_S * 1000
+LOOKUP, UPSERT, CLAIM = POSTGRES.lookup, POSTGRES.upsert, POSTGRES.claim
 
 
 async def _no_reset(_conn: Any) -> None:
@@ -50,21 +46,24 @@ class RawAsyncpg:
         return self._pool
 
     async def lookup(self, session_id: str) -> str | None:
-        owner = await self._p().fetchval(PG_LOOKUP, digest(session_id), now_ms())
+        args = LOOKUP.args(key=digest(session_id), now=now_ms())
+        owner = await self._p().fetchval(LOOKUP.sql, *args)
         return None if owner is None else str(owner)
 
     async def upsert(self, session_id: str, alloc_id: str) -> None:
-        await self._p().execute(PG_UPSERT, digest(session_id), alloc_id, expiry_ms())
+        now = now_ms()
+        args = UPSERT.args(key=digest(session_id), alloc=alloc_id, expires=now + TTL_MS, now=now)
+        await self._p().execute(UPSERT.sql, *args)
 
     async def claim(self, session_id: str, alloc_id: str) -> str:
-        pool = self._p()
-        key = digest(session_id)
-        owner = await pool.fetchval(PG_CLAIM, key, alloc_id, expiry_ms(), now_ms(), None)
-        if owner is None:  # a live binding of someone else's: read who holds it
-            owner = await pool.fetchval(PG_OWNER, key)
-        if owner is None:
-            raise RuntimeError("claim found no row after writing one")
-        return str(owner)
+        now = now_ms()
+        args = CLAIM.args(
+            key=digest(session_id), alloc=alloc_id, expires=now + TTL_MS, now=now, replacing=None
+        )
+        row = await self._p().fetchrow(CLAIM.sql, *args)  # always the lease, whoever holds it
+        if row is None:
+            raise RuntimeError("claim returned no row")
+        return str(row[0])
 
     async def close(self) -> None:
         if self._pool is not None:

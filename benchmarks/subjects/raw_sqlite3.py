@@ -2,7 +2,8 @@
 
 Each operation is one statement in autocommit mode, so every write commits
 before it returns, like the library's. The calls block the event loop for as
-long as SQLite takes (microseconds here), which is what makes it the ceiling.
+long as SQLite takes (microseconds here), which is what makes it the ceiling. The
+statements are the library's own (``benchmarks.subjects.sql``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from pathlib import Path
 
 from benchmarks.database import remove_sqlite
 from benchmarks.subjects.base import Setup
-from benchmarks.subjects.sql import CLAIM, LOOKUP, OWNER, PRAGMAS, UPSERT, digest, expiry_ms, now_ms
+from benchmarks.subjects.sql import PRAGMAS, SQLITE, digest, now_ms
+from benchmarks.workload import TTL_S
 
 __all__ = ["RawSqlite3"]
+
+TTL_MS = TTL_S * 1000
+LOOKUP, UPSERT, CLAIM, CURRENT = SQLITE.lookup, SQLITE.upsert, SQLITE.claim, SQLITE.current
 
 
 class RawSqlite3:
@@ -38,20 +43,24 @@ class RawSqlite3:
         return self._conn
 
     async def lookup(self, session_id: str) -> str | None:
-        row = self._db().execute(LOOKUP, (digest(session_id), now_ms())).fetchone()
+        args = LOOKUP.args(key=digest(session_id), now=now_ms())
+        row = self._db().execute(LOOKUP.sql, args).fetchone()
         return None if row is None else str(row[0])
 
     async def upsert(self, session_id: str, alloc_id: str) -> None:
-        self._db().execute(UPSERT, (digest(session_id), alloc_id, expiry_ms()))
+        now = now_ms()
+        args = UPSERT.args(key=digest(session_id), alloc=alloc_id, expires=now + TTL_MS, now=now)
+        self._db().execute(UPSERT.sql, args)
 
     async def claim(self, session_id: str, alloc_id: str) -> str:
         db = self._db()
-        key = digest(session_id)
+        key, now = digest(session_id), now_ms()
+        args = CLAIM.args(key=key, alloc=alloc_id, expires=now + TTL_MS, now=now, replacing=None)
         # fetchall() steps the statement to its end, which commits it.
-        rows = db.execute(CLAIM, (key, alloc_id, expiry_ms(), now_ms(), None)).fetchall()
+        rows = db.execute(CLAIM.sql, args).fetchall()  # the lease, when it took it
         if rows:
             return str(rows[0][0])
-        return str(db.execute(OWNER, (key,)).fetchone()[0])
+        return str(db.execute(CURRENT.sql, CURRENT.args(key=key)).fetchone()[0])
 
     async def close(self) -> None:
         if self._conn is not None:
