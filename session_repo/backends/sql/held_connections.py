@@ -25,11 +25,19 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["HeldConnections"]
+__all__ = ["Held", "HeldConnections"]
+
+Held = tuple[AsyncConnection, Any]
+"""A lent connection: (its SQLAlchemy connection, the driver's)."""
 
 
 class HeldConnections:
     """Up to ``limit`` connections of ``engine``, lent one caller at a time.
+
+    The connections wait in a last-in, first-out queue (a quiet path keeps reusing
+    one), with a ``None`` for each connection not made yet: whoever takes a ``None``
+    checks one out. ``idle`` and ``give_back`` are plain calls, so an operation that
+    finds a connection waiting pays for no extra coroutine.
 
     Args:
         engine: the repository's engine.
@@ -49,21 +57,36 @@ class HeldConnections:
         options: dict[str, Any] | None = None,
     ) -> None:
         self._engine = engine
-        self._free = asyncio.Semaphore(limit)
         self._is_closed = is_closed
         self._options = options or {}
-        self._idle: list[tuple[AsyncConnection, Any]] = []
+        self._ready: asyncio.LifoQueue[Held | None] = asyncio.LifoQueue()
+        for _ in range(limit):
+            self._ready.put_nowait(None)
         self._all: set[AsyncConnection] = set()
 
-    async def acquire(self) -> tuple[AsyncConnection, Any]:
+    def idle(self) -> Held | None:
+        """A connection waiting to be lent, taken at once; None when there is none
+        (then ``acquire``). Give it back with ``give_back`` or ``release``."""
+        ready = self._ready
+        if ready.empty():
+            return None
+        held = ready.get_nowait()
+        if held is None or self._is_closed(held[1]):  # acquire() makes it, or drops it first
+            ready.put_nowait(held)
+            return None
+        return held
+
+    async def acquire(self) -> Held:
         """A connection for one caller: ``(its SQLAlchemy connection, the driver's)``.
 
-        Give it back with ``release``.
+        Waits while ``limit`` are lent. Give it back with ``give_back`` or ``release``.
         """
-        await self._free.acquire()
-        if self._idle:
-            return self._idle.pop()
+        held = await self._ready.get()
+        if held is not None and not self._is_closed(held[1]):
+            return held
         try:
+            if held is not None:  # the server closed it while it waited: a fresh one
+                await self._forget(held[0])
             conn = await self._engine.connect()
             try:
                 if self._options:
@@ -73,28 +96,44 @@ class HeldConnections:
                 await conn.close()
                 raise
         except BaseException:
-            self._free.release()
+            self._ready.put_nowait(None)
             raise
         self._all.add(conn)
         return conn, raw.driver_connection
 
-    async def release(self, held: tuple[AsyncConnection, Any], *, broken: bool = False) -> None:
-        """Take back what ``acquire`` lent; a closed or broken connection is invalidated.
+    def give_back(self, held: Held) -> bool:
+        """Take back a connection whose statement finished; False (and nothing taken
+        back) when the server closed it: ``release(held, broken=True)`` drops it.
 
         Args:
-            held: what ``acquire`` returned.
+            held: what ``idle`` or ``acquire`` lent.
+        """
+        if self._is_closed(held[1]):
+            return False
+        self._ready.put_nowait(held)
+        return True
+
+    async def release(self, held: Held, *, broken: bool = False) -> None:
+        """Take back what was lent; a closed or broken connection is invalidated.
+
+        Args:
+            held: what ``idle`` or ``acquire`` lent.
             broken: its last statement was cut off (cancelled, failed mid-protocol), so
                 the connection may still be busy: it is dropped, never lent again.
         """
-        conn, driver = held
+        if not broken and self.give_back(held):
+            return
         try:
-            if broken or self._is_closed(driver):  # cut off, or the server dropped it
-                self._all.discard(conn)
-                await asyncio.shield(self._drop(conn))  # a cancelled caller still drops it
-            else:
-                self._idle.append(held)
+            await self._forget(held[0])
         finally:
-            self._free.release()
+            self._ready.put_nowait(None)  # the next caller makes a fresh one
+
+    async def _forget(self, conn: AsyncConnection) -> None:
+        """Drop a connection that is closed or may be busy; what dropping it raises
+        changes nothing (it is gone either way)."""
+        self._all.discard(conn)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._drop(conn))  # a cancelled caller still drops it
 
     @staticmethod
     async def _drop(conn: AsyncConnection) -> None:
@@ -105,7 +144,8 @@ class HeldConnections:
 
     async def close(self) -> None:
         """Give every connection back to the engine's pool (callers have finished)."""
-        self._idle.clear()
+        while not self._ready.empty():
+            self._ready.get_nowait()
         connections, self._all = self._all, set()
         for conn in connections:
             try:

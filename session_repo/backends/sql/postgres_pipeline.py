@@ -73,15 +73,17 @@ class PostgresPipeline(ServerPipeline):
         await self._connections.close()
 
     async def _on_connection(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        held = await self._connections.acquire()
+        connections = self._connections
+        held = connections.idle() or await connections.acquire()
         try:
             result = await work(held[1])
         except BaseException:
             # Cut off mid-protocol (a cancellation, a dropped connection, a timeout): the
             # connection may still be busy with the statement, so it is never lent again.
-            await self._connections.release(held, broken=True)
+            await connections.release(held, broken=True)
             raise
-        await self._connections.release(held)
+        if not connections.give_back(held):  # the server closed it meanwhile
+            await connections.release(held, broken=True)
         return result
 
     async def _retrying(self, work: Callable[[Any], Awaitable[T]]) -> T:

@@ -8,6 +8,7 @@ the operations on top are the same, and live here once.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Coroutine
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -61,8 +62,9 @@ class ServerPipeline(CountedWrites):
     async def _matched(self, compiled: Compiled, **values: Any) -> int:
         """Run ``compiled`` with ``values`` (conflicts retried); how many rows it matched."""
 
-    async def lookup(self, key: bytes, now: int) -> str | None:
-        owner: str | None = await self._reads.call((key, now, False))
+    def lookup(self, key: bytes, now: int) -> Coroutine[Any, Any, str | None]:
+        # The batcher's own coroutine, not one around it: a lookup is every request's.
+        owner: Coroutine[Any, Any, str | None] = self._reads.call((key, now, False))
         return owner
 
     async def lease(self, key: bytes, now: int) -> LeaseRow | None:
