@@ -17,6 +17,7 @@ __all__ = [
     "ALLOC_IDS",
     "CLAIMER",
     "OPS",
+    "TTL_MS",
     "TTL_S",
     "Dataset",
     "Row",
@@ -30,6 +31,7 @@ Row = tuple[bytes, str, int]  # (session key, alloc id, expires_at ms): one stor
 
 # Long enough that nothing expires during a run.
 TTL_S = 3600
+TTL_MS = TTL_S * 1000  # as the stores take it
 ALLOC_IDS = tuple(f"{n:014x}" for n in range(0x148E21EA7D5E80, 0x148E21EA7D5E88))
 CLAIMER = "e784079b449483"
 OPS = ("lookup", "upsert", "claim")
@@ -69,7 +71,7 @@ def _session_id(rng: random.Random) -> str:
 def make_dataset(sessions: int, seed: int = 20240601) -> Dataset:
     rng = random.Random(seed)
     pairs = [(_session_id(rng), rng.choice(ALLOC_IDS)) for _ in range(sessions)]
-    expires = int(time.time() * 1000) + TTL_S * 1000
+    expires = int(time.time() * 1000) + TTL_MS
     return Dataset(sessions=pairs, expires_at_ms=expires, seed=seed)
 
 

@@ -14,11 +14,10 @@ import aiosqlite
 from benchmarks.database import remove_sqlite
 from benchmarks.subjects.base import Setup
 from benchmarks.subjects.sql import PRAGMAS, SQLITE, digest, now_ms
-from benchmarks.workload import TTL_S
+from benchmarks.workload import TTL_MS
 
 __all__ = ["RawAiosqlite"]
 
-TTL_MS = TTL_S * 1000
 LOOKUP, UPSERT, CLAIM, CURRENT = SQLITE.lookup, SQLITE.upsert, SQLITE.claim, SQLITE.current
 
 

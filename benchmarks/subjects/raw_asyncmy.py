@@ -17,11 +17,10 @@ import asyncmy
 
 from benchmarks.subjects.base import Setup
 from benchmarks.subjects.sql import MARIADB, digest, live_row, now_ms
-from benchmarks.workload import TTL_S
+from benchmarks.workload import TTL_MS
 
 __all__ = ["RawAsyncmy"]
 
-TTL_MS = TTL_S * 1000
 LOOKUP, UPSERT, CLAIM = MARIADB.lookup, MARIADB.upsert, MARIADB.claim
 
 

@@ -16,11 +16,10 @@ import asyncpg
 
 from benchmarks.subjects.base import Setup
 from benchmarks.subjects.sql import POSTGRES, digest, now_ms
-from benchmarks.workload import TTL_S
+from benchmarks.workload import TTL_MS
 
 __all__ = ["RawAsyncpg"]
 
-TTL_MS = TTL_S * 1000
 LOOKUP, UPSERT, CLAIM = POSTGRES.lookup, POSTGRES.upsert, POSTGRES.claim
 
 

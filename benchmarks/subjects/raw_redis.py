@@ -15,11 +15,9 @@ import redis.asyncio as aioredis
 from benchmarks.redis_db import in_batches
 from benchmarks.subjects.base import Setup
 from benchmarks.subjects.sql import digest
-from benchmarks.workload import TTL_S
+from benchmarks.workload import TTL_MS
 
 __all__ = ["RawRedis"]
-
-TTL_MS = TTL_S * 1000
 
 
 class RawRedis:

@@ -17,7 +17,7 @@ from typing import Any
 from benchmarks.redis_db import PREFIX, in_batches
 from benchmarks.subjects.base import Setup
 from benchmarks.subjects.sql import digest, now_ms
-from benchmarks.workload import TTL_S
+from benchmarks.workload import TTL_MS
 from session_repo.backends.redis.clients import family_of_url
 from session_repo.backends.redis.cluster import BUCKETS, parse_cluster_url
 from session_repo.backends.redis.scripts import load
@@ -27,7 +27,6 @@ __all__ = ["CLUSTER_URL", "RawRedisCluster", "cluster_client", "cluster_prefix",
 CLUSTER_URL = os.environ.get(
     "SESSION_REPO_BENCH_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7000/"
 )
-TTL_MS = TTL_S * 1000
 
 
 def cluster_prefix(subject: str) -> str:

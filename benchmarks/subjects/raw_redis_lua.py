@@ -21,12 +21,10 @@ import redis.asyncio as aioredis
 from benchmarks.redis_db import in_batches
 from benchmarks.subjects.base import Setup
 from benchmarks.subjects.sql import digest, now_ms
-from benchmarks.workload import TTL_S
+from benchmarks.workload import TTL_MS
 from session_repo.backends.redis.scripts import load
 
 __all__ = ["RawRedisLua"]
-
-TTL_MS = TTL_S * 1000
 
 
 class RawRedisLua:

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.mysql.asyncmy import dialect as asyncmy_dialect
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from benchmarks.workload import TTL_S, digest
+from benchmarks.workload import digest
 from session_repo.backends.sql.compiled import Compiled
 from session_repo.backends.sql.statements import statements_for
 
@@ -32,7 +32,6 @@ __all__ = [
     "SQLITE",
     "SqlCalls",
     "digest",
-    "expiry_ms",
     "live_row",
     "now_ms",
 ]
@@ -88,7 +87,3 @@ def live_row(row: Any, now: int) -> str | None:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def expiry_ms() -> int:
-    return now_ms() + TTL_S * 1000
